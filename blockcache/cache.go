@@ -1,0 +1,277 @@
+package blockcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"s3cachefs/index"
+)
+
+// Defaults for Options.
+const (
+	DefaultBlockSize  = 1 << 20
+	DefaultPartSize   = 8 << 20
+	DefaultMaxFetches = 16
+	DefaultReadAhead  = 64 << 20
+)
+
+// Options configures a Cache. Zero fields take the defaults above.
+type Options struct {
+	// Dir is the cache directory; cache files go under Dir/objects.
+	Dir string
+	// Bucket is part of every cache file's identity.
+	Bucket string
+	// BlockSize is the unit of presence bookkeeping.
+	BlockSize int64
+	// PartSize is the most bytes one ranged GET asks for; it is rounded up
+	// to a multiple of BlockSize.
+	PartSize int64
+	// MaxFetches bounds the ranged GETs in flight across the cache.
+	MaxFetches int
+	// ReadAhead is the largest read-ahead window of a sequential reader.
+	ReadAhead int64
+	// Fault, when set, is called at the named points "write", "sync" and
+	// "record" of every fetch; a non-nil error fails the fetch there. It
+	// lets tests prove that nothing unproven is ever recorded or served.
+	Fault func(point, id string) error
+	// Logger receives fetch failures; nil discards.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.BlockSize <= 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.PartSize <= 0 {
+		o.PartSize = DefaultPartSize
+	}
+	o.PartSize = (o.PartSize + o.BlockSize - 1) / o.BlockSize * o.BlockSize
+	if o.MaxFetches <= 0 {
+		o.MaxFetches = DefaultMaxFetches
+	}
+	if o.ReadAhead <= 0 {
+		o.ReadAhead = DefaultReadAhead
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Stats are the cache's counters since New.
+type Stats struct {
+	Hits         int64 // reads served entirely from blocks already on SSD
+	Misses       int64 // reads that waited for at least one fetch
+	BytesFromS3  int64 // bytes downloaded into the cache
+	BytesFromSSD int64 // bytes returned by reads that were hits
+	Fetches      int64 // ranged GETs completed
+	FetchErrors  int64 // fetches that failed
+	OpenObjects  int   // object versions with open handles or fetches
+}
+
+// Cache is the SSD store. Create it with New and stop it with Close.
+type Cache struct {
+	// Set once in New.
+	db     *index.DB
+	src    Source
+	opts   Options
+	log    *slog.Logger
+	ctx    context.Context // lifetime of fetches; cancelled by Close
+	cancel context.CancelFunc
+	sem    semaphore // one token per GET in flight
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex         // guards objs and closed
+	objs map[string]*object // object versions in use, by ID
+	// closed is set by Close; Open fails afterwards.
+	closed bool
+
+	hits, misses, fromS3, fromSSD, fetches, fetchErrs atomic.Int64
+}
+
+// ErrClosed is returned by Open after Close.
+var ErrClosed = errors.New("cache is closed")
+
+// New returns a Cache that keeps its files under opts.Dir, records block
+// presence in db and fetches from src.
+func New(db *index.DB, src Source, opts Options) (*Cache, error) {
+	opts.setDefaults()
+	if opts.Dir == "" {
+		return nil, errors.New("blockcache: no cache directory")
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "objects"), 0o700); err != nil {
+		return nil, fmt.Errorf("create cache directory: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cache{
+		db: db, src: src, opts: opts, log: opts.Logger,
+		ctx: ctx, cancel: cancel,
+		sem:  make(semaphore, opts.MaxFetches),
+		objs: make(map[string]*object),
+	}, nil
+}
+
+// Close cancels fetches in flight, waits for them and closes every cache
+// file. Handles still open fail their reads afterwards.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for id, o := range c.objs {
+		errs = append(errs, o.file.Close())
+		delete(c.objs, id)
+	}
+	return errors.Join(errs...)
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	n := len(c.objs)
+	c.mu.Unlock()
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(),
+		BytesFromS3: c.fromS3.Load(), BytesFromSSD: c.fromSSD.Load(),
+		Fetches: c.fetches.Load(), FetchErrors: c.fetchErrs.Load(),
+		OpenObjects: n,
+	}
+}
+
+// Open returns a handle for reading obj. The handle must be closed.
+func (c *Cache) Open(ctx context.Context, obj index.Object) (*Handle, error) {
+	o, err := c.acquire(obj)
+	if err != nil {
+		return nil, err
+	}
+	c.touch(o)
+	return &Handle{c: c, o: o}, nil
+}
+
+// touchEvery is how stale a recorded access time may get before an open
+// rewrites it: eviction needs recency, not a write per open.
+const touchEvery = time.Minute
+
+// touch records that o was opened now, at most once per touchEvery. Only
+// objects with a record (some block present) are touched.
+func (c *Cache) touch(o *object) {
+	now := time.Now()
+	o.mu.Lock()
+	stale := o.rec.Present.Count() > 0 && now.Sub(o.rec.LastAccess) > touchEvery
+	if stale {
+		o.rec.LastAccess = now
+	}
+	o.mu.Unlock()
+	if !stale {
+		return
+	}
+	if err := c.db.Touch(o.id, now); err != nil {
+		c.log.Warn("record access time", "key", o.obj.Key, "err", err)
+	}
+}
+
+// acquire returns the in-use object for obj with one more reference,
+// loading its record and opening its cache file on first use.
+func (c *Cache) acquire(obj index.Object) (*object, error) {
+	id := ObjectID(c.opts.Bucket, obj)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if o, ok := c.objs[id]; ok {
+		o.refs++
+		return o, nil
+	}
+	o, err := c.loadLocked(id, obj)
+	if err != nil {
+		return nil, err
+	}
+	o.refs = 1
+	c.objs[id] = o
+	return o, nil
+}
+
+// loadLocked opens the cache file of id and reads its presence record. A
+// record whose file has vanished is reset: its blocks are fetched again.
+func (c *Cache) loadLocked(id string, obj index.Object) (*object, error) {
+	path := objectPath(c.opts.Dir, id)
+	rec, ok, err := c.db.Record(id)
+	if err != nil {
+		return nil, fmt.Errorf("read cache record of %s: %w", obj.Key, err)
+	}
+	if _, statErr := os.Stat(path); ok && errors.Is(statErr, os.ErrNotExist) {
+		c.log.Warn("cache file missing; fetching again", "key", obj.Key)
+		if err := c.db.DeleteRecord(id); err != nil {
+			return nil, fmt.Errorf("reset cache record of %s: %w", obj.Key, err)
+		}
+		ok = false
+	}
+	if !ok {
+		rec = index.Record{
+			ID: id, Key: obj.Key, Version: obj.Version(), Size: obj.Size,
+			BlockSize: c.opts.BlockSize,
+			Present:   index.NewBlocks(index.NumBlocks(obj.Size, c.opts.BlockSize)),
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create cache folder: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open cache file of %s: %w", obj.Key, err)
+	}
+	return &object{id: id, obj: obj, file: f, rec: rec, inflight: make(map[int64]*fetch)}, nil
+}
+
+// release drops one reference to o and closes its file when none is left.
+func (c *Cache) release(o *object) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o.refs--
+	if o.refs > 0 {
+		return
+	}
+	if c.objs[o.id] == o {
+		delete(c.objs, o.id)
+	}
+	if err := o.file.Close(); err != nil {
+		c.log.Warn("close cache file", "key", o.obj.Key, "err", err)
+	}
+}
+
+// readFile reads p at off from o's cache file, which must hold those blocks.
+func readFile(o *object, p []byte, off int64) (int, error) {
+	n, err := o.file.ReadAt(p, off)
+	if errors.Is(err, io.EOF) {
+		// The tail of a sparse file not yet extended reads short; the
+		// presence record says the bytes exist, so this is corruption.
+		return n, fmt.Errorf("cache file of %s is shorter than recorded: %w", o.obj.Key, err)
+	}
+	return n, err
+}
+
+// semaphore bounds the GETs in flight.
+type semaphore chan struct{}
+
+func (s semaphore) acquire(ctx context.Context) error {
+	select {
+	case s <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s semaphore) release() { <-s }

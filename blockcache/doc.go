@@ -1,0 +1,36 @@
+// Package blockcache is s3cachefs's SSD store: it keeps the bytes of each S3
+// object version in one sparse cache file and fetches missing blocks from S3
+// on demand.
+//
+// # On-disk layout
+//
+// Every object version has one cache file, Dir/objects/XX/ID, where ID is a
+// hex SHA-256 of (bucket, key, version, size) and XX its first two digits.
+// The S3 key never becomes part of a path, so no key can name a file
+// outside the cache directory. Files are created 0600, folders 0700. The
+// file is sparse: only fetched blocks occupy disk.
+//
+// # Block presence
+//
+// An object is split into blocks of Options.BlockSize (1 MiB by default).
+// Which blocks hold valid bytes is recorded in the index, and only after the
+// bytes were written and fdatasync'd: after a crash a block is either
+// recorded and durable, or not recorded and fetched again. Bytes in the file
+// that the index does not list are never served.
+//
+// # Fetching
+//
+// A read of missing blocks fetches the part (Options.PartSize, several
+// blocks) that holds them with one ranged GET pinned to the listed ETag. A
+// response for another version fails with index.ErrStale and nothing of it
+// is recorded. Concurrent readers of one part share one fetch; the fetch
+// runs on the cache's own context, so a reader that gives up does not
+// cancel it for the others. Sequential readers grow a read-ahead window up
+// to Options.ReadAhead; at most Options.MaxFetches GETs are in flight.
+//
+// # Concurrency
+//
+// Cache and Handle methods may be called from many goroutines. Lock order:
+// object.mu before Cache.mu (startFetch takes a file reference while it
+// holds the object); neither is held across I/O.
+package blockcache

@@ -1,0 +1,263 @@
+package blockcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"s3cachefs/index"
+)
+
+// object is one object version in use: its cache file, its presence
+// record and the fetches in flight for it.
+type object struct {
+	// Set once in loadLocked.
+	id   string
+	obj  index.Object
+	file *os.File
+
+	// refs is guarded by Cache.mu: handles plus running fetches.
+	refs int
+
+	mu       sync.Mutex       // guards rec and inflight
+	rec      index.Record     // what the index holds for id
+	inflight map[int64]*fetch // fetches by part number
+}
+
+// fetch is one ranged GET of a part, shared by every reader waiting on it.
+type fetch struct {
+	done chan struct{} // closed when err is set
+	err  error
+}
+
+// maxAttempts bounds how often a fetch whose body failed is retried. The
+// SDK already retries failed requests; this covers bodies cut short.
+const maxAttempts = 3
+
+// blockSpan returns the blocks [first, last] that hold bytes [off, end).
+func (c *Cache) blockSpan(off, end int64) (first, last int64) {
+	return off / c.opts.BlockSize, (end - 1) / c.opts.BlockSize
+}
+
+// partOf returns the part number that holds block b.
+func (c *Cache) partOf(b int64) int64 {
+	return b / (c.opts.PartSize / c.opts.BlockSize)
+}
+
+// missing reports whether any block in [first, last] is not present.
+func (o *object) missing(first, last int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.missingLocked(first, last)
+}
+
+func (o *object) missingLocked(first, last int64) bool {
+	if o.rec.Present.Full() {
+		return false
+	}
+	for b := first; b <= last; b++ {
+		if !o.rec.Present.Has(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// ensure makes blocks [first, last] of o present, fetching the parts that
+// lack any and waiting for them. It reports whether it had to wait.
+// Cancelling ctx stops the wait, not the fetches.
+func (c *Cache) ensure(ctx context.Context, o *object, first, last int64) (bool, error) {
+	var waits []*fetch
+	for p := c.partOf(first); p <= c.partOf(last); p++ {
+		if f := c.startFetch(o, p); f != nil {
+			waits = append(waits, f)
+		}
+	}
+	for _, f := range waits {
+		select {
+		case <-f.done:
+			if f.err != nil {
+				return true, f.err
+			}
+		case <-ctx.Done():
+			return true, ctx.Err()
+		}
+	}
+	return len(waits) > 0, nil
+}
+
+// startFetch starts (or joins) the fetch of part p of o and returns it, or
+// returns nil when every block of the part is already present.
+func (c *Cache) startFetch(o *object, p int64) *fetch {
+	per := c.opts.PartSize / c.opts.BlockSize
+	first := p * per
+	last := min(first+per, o.rec.Present.Len()) - 1
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.missingLocked(first, last) {
+		return nil
+	}
+	if f, ok := o.inflight[p]; ok {
+		return f
+	}
+	f := &fetch{done: make(chan struct{})}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		f.err = ErrClosed
+		close(f.done)
+		return f
+	}
+	o.refs++ // the fetch keeps the file open until it is done
+	c.wg.Add(1)
+	c.mu.Unlock()
+	o.inflight[p] = f
+	go func() {
+		defer c.wg.Done()
+		f.err = c.fetchPart(o, first, last)
+		o.mu.Lock()
+		delete(o.inflight, p)
+		o.mu.Unlock()
+		close(f.done)
+		c.release(o)
+	}()
+	return f
+}
+
+// fetchPart downloads the missing blocks of [first, last], retrying a body
+// that fails midway from the first block still missing.
+func (c *Cache) fetchPart(o *object, first, last int64) error {
+	var err error
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
+		if err = c.sem.acquire(c.ctx); err != nil {
+			return err
+		}
+		err = c.fetchRange(o, first, last)
+		c.sem.release()
+		if err == nil || !retryable(err) || c.ctx.Err() != nil {
+			break
+		}
+		c.log.Warn("fetch failed; retrying", "key", o.obj.Key, "attempt", attempt, "err", err)
+		select {
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		}
+	}
+	if err != nil {
+		c.fetchErrs.Add(1)
+		c.log.Warn("fetch failed", "key", o.obj.Key, "first_block", first, "err", err)
+	}
+	return err
+}
+
+// retryable reports whether a failed fetch may succeed when tried again.
+func retryable(err error) bool {
+	return !errors.Is(err, index.ErrStale) && !errors.Is(err, iofs.ErrNotExist) &&
+		!errors.Is(err, context.Canceled)
+}
+
+// fetchRange fetches blocks [first, last] (trimmed to the ones missing at
+// the ends), writes them to the cache file, makes them durable and records
+// them. Blocks written before a failure are still made durable and recorded.
+func (c *Cache) fetchRange(o *object, first, last int64) error {
+	o.mu.Lock()
+	for first <= last && o.rec.Present.Has(first) {
+		first++
+	}
+	for last >= first && o.rec.Present.Has(last) {
+		last--
+	}
+	o.mu.Unlock()
+	if first > last {
+		return nil
+	}
+	bs := c.opts.BlockSize
+	off := first * bs
+	end := min((last+1)*bs, o.obj.Size)
+	body, err := c.src.GetRange(c.ctx, o.obj.Key, o.obj.ETag, off, end-off)
+	if err != nil {
+		return fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
+	}
+	defer body.Close()
+	done, copyErr := c.copyBlocks(o, body, first, last)
+	if done > 0 {
+		if err := c.commit(o, first, done); err != nil {
+			return err
+		}
+	}
+	if copyErr != nil {
+		return fmt.Errorf("read %s bytes %d-%d: %w", o.obj.Key, off, end-1, copyErr)
+	}
+	c.fetches.Add(1)
+	return nil
+}
+
+// copyBlocks writes whole blocks from body into the cache file starting at
+// block first, and returns how many blocks were written in full.
+func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) (int64, error) {
+	bs := c.opts.BlockSize
+	buf := make([]byte, bs)
+	var done int64
+	for b := first; b <= last; b++ {
+		n := min(bs, o.obj.Size-b*bs)
+		if _, err := io.ReadFull(body, buf[:n]); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return done, err
+		}
+		if err := c.fault("write", o.id); err != nil {
+			return done, err
+		}
+		if _, err := o.file.WriteAt(buf[:n], b*bs); err != nil {
+			return done, fmt.Errorf("write cache file: %w", err)
+		}
+		c.fromS3.Add(n)
+		done++
+	}
+	return done, nil
+}
+
+// commit makes blocks [first, first+n) durable, then records them. Only
+// after both are they served.
+func (c *Cache) commit(o *object, first, n int64) error {
+	if err := c.fault("sync", o.id); err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(o.file.Fd())); err != nil {
+		return fmt.Errorf("sync cache file: %w", err)
+	}
+	if err := c.fault("record", o.id); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	base := o.rec
+	base.Present = index.Blocks{} // AddBlocks reads presence from the index
+	o.mu.Unlock()
+	if _, err := c.db.AddBlocks(base, first, n); err != nil {
+		return fmt.Errorf("record blocks: %w", err)
+	}
+	// Set the bits rather than take the returned record: fetches of other
+	// parts may have committed since, and presence only ever grows.
+	o.mu.Lock()
+	for b := first; b < first+n; b++ {
+		o.rec.Present.Set(b)
+	}
+	o.mu.Unlock()
+	return nil
+}
+
+func (c *Cache) fault(point, id string) error {
+	if c.opts.Fault == nil {
+		return nil
+	}
+	return c.opts.Fault(point, id)
+}

@@ -1,0 +1,97 @@
+package blockcache
+
+import (
+	"context"
+	"sync"
+)
+
+// Handle is one open of one object version. ReadAt may be called
+// concurrently; Close once.
+type Handle struct {
+	// Set once in Open.
+	c *Cache
+	o *object
+
+	mu     sync.Mutex // guards next, window and closed
+	next   int64      // offset just past the previous read
+	window int64      // read-ahead window; grows while reads are sequential
+	closed bool
+}
+
+// Size is the object's size in bytes.
+func (h *Handle) Size() int64 { return h.o.obj.Size }
+
+// Complete reports whether every block of the object is on SSD.
+func (h *Handle) Complete() bool {
+	h.o.mu.Lock()
+	defer h.o.mu.Unlock()
+	return h.o.rec.Present.Full()
+}
+
+// ReadAt reads up to len(p) bytes at off. It returns fewer only at the end
+// of the object, and 0, nil at or past it. Missing blocks are fetched
+// first; cancelling ctx abandons the wait but not the fetch.
+func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	size := h.o.obj.Size
+	if off >= size || len(p) == 0 {
+		return 0, nil
+	}
+	end := min(off+int64(len(p)), size)
+	p = p[:end-off]
+	c := h.c
+	first, last := c.blockSpan(off, end)
+	h.readAhead(off, end)
+	waited, err := c.ensure(ctx, h.o, first, last)
+	if err != nil {
+		return 0, err
+	}
+	n, err := readFile(h.o, p, off)
+	if waited {
+		c.misses.Add(1)
+	} else {
+		c.hits.Add(1)
+		c.fromSSD.Add(int64(n))
+	}
+	return n, err
+}
+
+// readAhead notes a read of [off, end) and, while reads are sequential,
+// starts fetches for the window past end without waiting for them.
+func (h *Handle) readAhead(off, end int64) {
+	c := h.c
+	h.mu.Lock()
+	sequential := off == h.next && off > 0
+	h.next = end
+	if !sequential {
+		h.window = 0
+		h.mu.Unlock()
+		return
+	}
+	h.window = min(max(2*h.window, c.opts.PartSize), c.opts.ReadAhead)
+	window := h.window
+	h.mu.Unlock()
+	if h.Complete() {
+		return
+	}
+	stop := min(end+window, h.o.obj.Size)
+	if stop <= end {
+		return
+	}
+	first, last := c.blockSpan(end, stop)
+	for p := c.partOf(first); p <= c.partOf(last); p++ {
+		c.startFetch(h.o, p)
+	}
+}
+
+// Close releases the handle. Fetches it started run on to completion.
+func (h *Handle) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	h.mu.Unlock()
+	h.c.release(h.o)
+	return nil
+}

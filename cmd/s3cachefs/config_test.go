@@ -1,0 +1,115 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSource(t *testing.T) {
+	good := map[string]source{
+		"s3://bucket":                 {Bucket: "bucket"},
+		"s3://bucket/":                {Bucket: "bucket"},
+		"s3://my.bucket-1/cache/tusz": {Bucket: "my.bucket-1", Prefix: "cache/tusz/"},
+		"s3://bkt/cache/tusz/":        {Bucket: "bkt", Prefix: "cache/tusz/"},
+	}
+	for in, want := range good {
+		got, err := parseSource(in)
+		if err != nil || got != want {
+			t.Errorf("parseSource(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "bucket", "s3:/bucket", "http://bucket/x", "s3://", "s3://ab",
+		"s3://Bucket", "s3://bu_cket", "s3://-bucket", "s3://bucket/a//b", "s3://bucket/a/../b", "s3://bucket/./a"} {
+		if _, err := parseSource(in); err == nil || !strings.Contains(err.Error(), "s3://") {
+			t.Errorf("parseSource(%q) = %v; want an error naming s3://", in, err)
+		}
+	}
+}
+
+func FuzzParseSource(f *testing.F) {
+	for _, s := range []string{"s3://bucket/a/b", "s3://x", "s3://bucket//", "s3://b.b/../x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		s, err := parseSource(raw)
+		if err != nil {
+			return
+		}
+		if checkBucketName(s.Bucket) != nil {
+			t.Fatalf("accepted bad bucket %q", s.Bucket)
+		}
+		if s.Prefix != "" && (!strings.HasSuffix(s.Prefix, "/") || strings.HasPrefix(s.Prefix, "/")) {
+			t.Fatalf("prefix %q not normalised", s.Prefix)
+		}
+		for _, seg := range strings.Split(strings.TrimSuffix(s.Prefix, "/"), "/") {
+			if s.Prefix != "" && (seg == "" || seg == "." || seg == "..") {
+				t.Fatalf("prefix %q has segment %q", s.Prefix, seg)
+			}
+		}
+		again, err := parseSource(s.String())
+		if err != nil || again != s {
+			t.Fatalf("round trip of %q: %+v, %v", s.String(), again, err)
+		}
+	})
+}
+
+func TestParseTTL(t *testing.T) {
+	if d, err := parseTTL("indefinite"); err != nil || d >= 0 {
+		t.Errorf("indefinite = %v, %v", d, err)
+	}
+	if d, err := parseTTL("90s"); err != nil || d != 90*time.Second {
+		t.Errorf("90s = %v, %v", d, err)
+	}
+	for _, bad := range []string{"", "5", "-1m", "forever"} {
+		if _, err := parseTTL(bad); err == nil {
+			t.Errorf("parseTTL(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	if m, err := parseMode("--file-mode", "0440"); err != nil || m != 0o440 {
+		t.Errorf("0440 = %o, %v", m, err)
+	}
+	for _, bad := range []string{"", "999", "01777", "rw"} {
+		if _, err := parseMode("--file-mode", bad); err == nil {
+			t.Errorf("parseMode(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseMountinfoLine(t *testing.T) {
+	line := `36 35 0:45 / /mnt/with\040space rw,nosuid,nodev,relatime shared:1 - fuse.s3cachefs s3://bucket/p/ ro,user_id=0,group_id=0`
+	e, ok := parseMountinfoLine(line)
+	if !ok || e.Point != "/mnt/with space" || e.FSType != fsType || e.Source != "s3://bucket/p/" {
+		t.Fatalf("parsed %+v, %v", e, ok)
+	}
+	if _, ok := parseMountinfoLine("garbage"); ok {
+		t.Fatal("parsed garbage")
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 30: "3.0 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestParseMountArgsInterleaved(t *testing.T) {
+	cfg, err := parseMountArgs([]string{"s3://bucket/p", "--cache-dir", "/tmp/c", "/tmp/m", "--metadata-ttl", "indefinite"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mountpoint != "/tmp/m" || cfg.CacheDir != "/tmp/c" || cfg.TTL >= 0 || cfg.Source.Prefix != "p/" {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	if _, err := parseMountArgs([]string{"s3://bucket", "/tmp/m"}); err == nil {
+		t.Fatal("no --cache-dir accepted")
+	}
+	if _, err := parseMountArgs([]string{"s3://bucket", "/tmp/m", "--cache-dir", "/tmp/m/c"}); err == nil {
+		t.Fatal("cache dir inside the mountpoint accepted")
+	}
+}

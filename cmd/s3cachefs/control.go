@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// runtimeDirEnv overrides where control sockets live (tests use it).
+const runtimeDirEnv = "S3CACHEFS_RUNTIME_DIR"
+
+// runtimeDir is the folder of control sockets and state files.
+func runtimeDir() string {
+	if d := os.Getenv(runtimeDirEnv); d != "" {
+		return d
+	}
+	return "/run/s3cachefs"
+}
+
+// controlPaths returns the socket and state file of the mount at mountpoint.
+// They are named by a hash of the mountpoint, so any command that knows the
+// mountpoint finds them.
+func controlPaths(mountpoint string) (sock, state string) {
+	sum := sha256.Sum256([]byte(mountpoint))
+	base := filepath.Join(runtimeDir(), hex.EncodeToString(sum[:8]))
+	return base + ".sock", base + ".json"
+}
+
+// mountState is written beside the socket so that `drop` can clean up after
+// a daemon that died.
+type mountState struct {
+	PID        int    `json:"pid"`
+	Source     string `json:"source"`
+	Mountpoint string `json:"mountpoint"`
+	CacheDir   string `json:"cache_dir"`
+}
+
+// control is the daemon's side of the control socket: HTTP over a unix
+// socket, mode 0600.
+type control struct {
+	d      *daemon
+	log    *slog.Logger
+	srv    *http.Server
+	sock   string
+	state  string
+	served chan struct{} // closed when Serve returns
+}
+
+// listenControl creates the socket and state file and starts serving.
+func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, error) {
+	if err := os.MkdirAll(runtimeDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("create runtime dir: %w", err)
+	}
+	sock, state := controlPaths(cfg.Mountpoint)
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("mountpoint %s is already served by a running s3cachefs daemon", cfg.Mountpoint)
+	}
+	os.Remove(sock) // left by a daemon that died
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listen on control socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict control socket: %w", err)
+	}
+	st, _ := json.Marshal(mountState{PID: os.Getpid(), Source: cfg.Source.String(), Mountpoint: cfg.Mountpoint, CacheDir: cfg.CacheDir})
+	if err := os.WriteFile(state, st, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("write state file: %w", err)
+	}
+	c := &control{d: d, log: log, sock: sock, state: state, served: make(chan struct{})}
+	c.srv = &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(c.served)
+		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("control socket", "err", err)
+		}
+	}()
+	return c, nil
+}
+
+// close waits for requests in progress, stops serving and removes the
+// socket and state file.
+func (c *control) close(ctx context.Context) error {
+	err := c.srv.Shutdown(ctx)
+	<-c.served
+	os.Remove(c.sock)
+	os.Remove(c.state)
+	return err
+}
+
+// ServeHTTP answers GET /status and POST /shutdown[?force=1].
+func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/status" && r.Method == http.MethodGet:
+		c.writeJSON(w, http.StatusOK, c.d.status())
+	case r.URL.Path == "/shutdown" && r.Method == http.MethodPost:
+		c.shutdown(w, r.URL.Query().Get("force") == "1")
+	default:
+		c.writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no such request: %s %s", r.Method, r.URL.Path)})
+	}
+}
+
+// apiError is the body of every failed control request.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func (c *control) writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		c.log.Warn("control reply", "err", err)
+	}
+}
+
+// shutdown unmounts (refusing while files are open unless forced) and
+// replies once the cache and index are closed.
+func (c *control) shutdown(w http.ResponseWriter, force bool) {
+	if n := c.d.root.OpenFiles(); n > 0 && !force {
+		c.writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf(
+			"%d file(s) are open under %s; close them or use --force", n, c.d.cfg.Mountpoint)})
+		return
+	}
+	if err := c.d.unmount(force); err != nil {
+		c.writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf(
+			"%s is busy (a process has a file or its working directory inside it); use --force: %v", c.d.cfg.Mountpoint, err)})
+		return
+	}
+	<-c.d.stopped
+	c.writeJSON(w, http.StatusOK, map[string]string{"result": "stopped"})
+}
+
+// client talks to the daemon of one mountpoint.
+type client struct {
+	mountpoint string
+	sock       string
+	state      string
+	http       *http.Client
+}
+
+func newClient(mountpoint string) *client {
+	sock, state := controlPaths(mountpoint)
+	return &client{
+		mountpoint: mountpoint, sock: sock, state: state,
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			},
+		}},
+	}
+}
+
+// errNoDaemon means no daemon answers on the mountpoint's socket.
+var errNoDaemon = errors.New("no s3cachefs daemon answers")
+
+// do sends one request and decodes a JSON reply into out.
+func (c *client) do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://s3cachefs"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w for %s", errNoDaemon, c.mountpoint)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("read reply: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e apiError
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("daemon replied %s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decode reply: %w", err)
+	}
+	return nil
+}
+
+// readState reads the state file a daemon left for the mountpoint.
+func (c *client) readState() (mountState, error) {
+	var st mountState
+	b, err := os.ReadFile(c.state)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("state file %s: %w", c.state, err)
+	}
+	return st, nil
+}
+
+// isOurs reports whether the mount table has an s3cachefs mount at path.
+func isOurs(path string) (bool, error) {
+	m, ok, err := mountAt(path)
+	return ok && strings.HasPrefix(m.FSType, fsType), err
+}

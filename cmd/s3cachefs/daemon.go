@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/s3store"
+	s3fs "s3cachefs/fs"
+	"s3cachefs/index"
+)
+
+// daemon is one running mount: everything it opened, in the order it
+// closes them.
+type daemon struct {
+	// Set once in startDaemon.
+	cfg     mountConfig
+	log     *slog.Logger
+	db      *index.DB
+	store   *s3store.Store
+	catalog *index.Catalog
+	cache   *blockcache.Cache
+	root    *s3fs.Root
+	server  *fuse.Server
+	ctl     *control
+	started time.Time
+
+	detached chan struct{} // closed when a forced stop detached the mount
+	stopped  chan struct{} // closed once cache and index are closed
+
+	unmountMu sync.Mutex // serialises unmount attempts
+}
+
+// runDaemon mounts and serves until the mount goes away. ready, if not nil,
+// receives "ok" once the mount answers, or the error that prevented it.
+func runDaemon(cfg mountConfig, ready *os.File) (err error) {
+	defer func() {
+		if ready != nil {
+			if err != nil {
+				fmt.Fprintf(ready, "error: %s\n", oneLine(err.Error()))
+			}
+			ready.Close()
+		}
+	}()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// Every path in cfg is absolute; leave the caller's folder so the
+	// daemon never keeps another mount busy.
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir /: %w", err)
+	}
+	d, err := startDaemon(cfg, log)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		fmt.Fprintln(ready, "ok")
+		ready.Close()
+		ready = nil
+	}
+	log.Info("mounted", "source", cfg.Source.String(), "mountpoint", cfg.Mountpoint, "cache_dir", cfg.CacheDir, "pid", os.Getpid())
+	return d.serve()
+}
+
+// startDaemon opens the index, checks S3, mounts and starts the control
+// socket. On any error it undoes what it did: nothing stays mounted.
+func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, log: log, started: time.Now(),
+		detached: make(chan struct{}), stopped: make(chan struct{})}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	if d.db, err = openIndex(cfg.CacheDir, log); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { d.db.Close() })
+	if d.store, err = connectS3(cfg, log); err != nil {
+		return nil, err
+	}
+	d.catalog = index.NewCatalog(d.db, d.store, index.CatalogOptions{
+		Prefix: cfg.Source.Prefix, TTL: cfg.TTL, Logger: log,
+	})
+	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
+		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
+	}
+	undo = append(undo, func() { d.cache.Close() })
+	d.root = s3fs.NewRoot(s3fs.Options{
+		Tree: d.catalog, Files: cacheFiles{d.cache},
+		UID: cfg.UID, GID: cfg.GID, FileMode: cfg.FileMode, DirMode: cfg.DirMode,
+		EntryTimeout: entryTimeout(cfg.TTL), Logger: log,
+	})
+	if d.ctl, err = listenControl(cfg, d, log); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { d.ctl.close(context.Background()) })
+	d.server, err = s3fs.Mount(cfg.Mountpoint, d.root, s3fs.MountOptions{
+		FsName: cfg.Source.String(), AllowOther: cfg.AllowOther, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	return d, nil
+}
+
+// connectS3 builds the S3 client and checks bucket, credentials and
+// endpoint with one request, turning each failure into one clear line.
+func connectS3(cfg mountConfig, log *slog.Logger) (*s3store.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	store, err := s3store.New(ctx, s3store.Options{
+		Bucket: cfg.Source.Bucket, Region: cfg.Region, Profile: cfg.Profile,
+		Endpoint: cfg.Endpoint, ForcePathStyle: cfg.ForcePathStyle, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configure S3 client: %w", err)
+	}
+	err = store.Check(ctx, cfg.Source.Prefix)
+	where := cfg.Endpoint
+	if where == "" {
+		where = "S3"
+	}
+	switch {
+	case err == nil:
+		return store, nil
+	case errors.Is(err, s3store.ErrNoBucket):
+		return nil, fmt.Errorf("bucket %s does not exist (at %s)", cfg.Source.Bucket, where)
+	case errors.Is(err, s3store.ErrAccessDenied):
+		return nil, fmt.Errorf("access to %s denied: check the AWS credentials (%v)", cfg.Source, err)
+	case errors.Is(err, s3store.ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
+		return nil, fmt.Errorf("cannot reach %s: %v", where, err)
+	default:
+		return nil, fmt.Errorf("list %s: %w", cfg.Source, err)
+	}
+}
+
+// entryTimeout is how long the kernel may cache names and attributes:
+// the metadata TTL, capped so that a changed object shows within a minute
+// of its listing being refreshed.
+func entryTimeout(ttl time.Duration) time.Duration {
+	if ttl < 0 || ttl > time.Minute {
+		return time.Minute
+	}
+	return ttl
+}
+
+// serve waits until the mount goes away — plain umount, drop, or a signal —
+// then closes everything.
+func (d *daemon) serve() error {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	served := make(chan struct{})
+	go func() {
+		d.server.Wait()
+		close(served)
+	}()
+	for done := false; !done; {
+		select {
+		case s := <-sigs:
+			d.log.Info("signal: unmounting", "signal", s.String())
+			if err := d.unmount(true); err != nil {
+				d.log.Error("unmount", "err", err)
+			}
+		case <-served:
+			done = true
+		case <-d.detached:
+			done = true
+		}
+	}
+	err := d.close()
+	d.log.Info("stopped", "mountpoint", d.cfg.Mountpoint)
+	return err
+}
+
+// unmount unmounts the mountpoint. With force, a busy mount is detached
+// lazily: open files fail once the daemon is gone.
+func (d *daemon) unmount(force bool) error {
+	d.unmountMu.Lock()
+	defer d.unmountMu.Unlock()
+	err := d.server.Unmount()
+	if err == nil || !force {
+		return err
+	}
+	d.log.Warn("mount busy; detaching it", "err", err)
+	if err := syscall.Unmount(d.cfg.Mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("detach %s: %w", d.cfg.Mountpoint, err)
+	}
+	select {
+	case <-d.detached:
+	default:
+		close(d.detached)
+	}
+	return nil
+}
+
+// close stops the cache and the index, then the control socket (after it
+// has told a waiting `drop` that everything is closed).
+func (d *daemon) close() error {
+	errs := []error{d.cache.Close(), d.db.Close()}
+	close(d.stopped)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	errs = append(errs, d.ctl.close(ctx))
+	return errors.Join(errs...)
+}
+
+// cacheFiles adapts the block cache to what the fs layer opens.
+type cacheFiles struct{ c *blockcache.Cache }
+
+func (f cacheFiles) Open(ctx context.Context, obj index.Object) (s3fs.File, error) {
+	h, err := f.c.Open(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+var _ http.Handler = (*control)(nil)

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+const dropHelp = `usage: s3cachefs drop [--purge] [--force] MOUNTPOINT
+
+Unmounts MOUNTPOINT and stops its daemon. Refuses while files are open
+unless --force. --purge also deletes the cached data and index.
+
+flags:
+`
+
+func cmdDrop(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("drop", flag.ContinueOnError)
+	purge := fs.Bool("purge", false, "also delete the cache data and index")
+	force := fs.Bool("force", false, "unmount even while files are open (they fail afterwards)")
+	pos, err := parseArgs(fs, args, dropHelp)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("drop needs exactly one MOUNTPOINT, got %d arguments", len(pos))
+	}
+	mp, err := absPath(pos[0])
+	if err != nil {
+		return err
+	}
+	c := newClient(mp)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var r statusReport
+	err = c.do(ctx, "GET", "/status", &r)
+	cacheDir := r.CacheDir
+	switch {
+	case errors.Is(err, errNoDaemon):
+		cacheDir, err = dropDead(c)
+		if err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		path := "/shutdown"
+		if *force {
+			path += "?force=1"
+		}
+		if err := c.do(ctx, "POST", path, nil); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "unmounted %s\n", mp)
+	if *purge {
+		if cacheDir == "" {
+			return fmt.Errorf("cannot purge: the cache dir of %s is unknown", mp)
+		}
+		if err := purgeCache(cacheDir); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deleted the cache in %s\n", cacheDir)
+	}
+	return nil
+}
+
+// dropDead cleans up after a daemon that no longer answers: it detaches a
+// mount left behind and removes the stale socket and state file. It returns
+// the cache dir the daemon used, when known.
+func dropDead(c *client) (string, error) {
+	st, stateErr := c.readState()
+	ours, err := isOurs(c.mountpoint)
+	if err != nil {
+		return "", err
+	}
+	if !ours && stateErr != nil {
+		return "", fmt.Errorf("%s is not an s3cachefs mount", c.mountpoint)
+	}
+	if ours {
+		if err := syscall.Unmount(c.mountpoint, syscall.MNT_DETACH); err != nil {
+			return "", fmt.Errorf("unmount %s (its daemon is gone): %w", c.mountpoint, err)
+		}
+		fmt.Fprintf(os.Stderr, "s3cachefs: the daemon of %s had died; removed its mount\n", c.mountpoint)
+	}
+	os.Remove(c.sock)
+	os.Remove(c.state)
+	return st.CacheDir, nil
+}
+
+// purgeCache deletes what s3cachefs keeps in dir, then dir itself if that
+// leaves it empty. Other files in dir are left alone.
+func purgeCache(dir string) error {
+	for _, name := range []string{"objects", indexFileName, logFileName} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("purge %s: %w", dir, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("purge %s: %w", dir, err)
+	}
+	return nil
+}

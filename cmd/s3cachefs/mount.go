@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"s3cachefs/index"
+)
+
+// mountConfig is everything `mount` was told, parsed and validated.
+type mountConfig struct {
+	Source         source
+	Mountpoint     string // absolute
+	CacheDir       string // absolute
+	Endpoint       string
+	Region         string
+	Profile        string
+	ForcePathStyle bool
+	TTL            time.Duration // < 0: indefinite
+	Foreground     bool
+	LogLevel       slog.Level
+	AllowOther     bool
+	UID, GID       uint32
+	FileMode       uint32
+	DirMode        uint32
+}
+
+// readyFDEnv names the inherited pipe on which a background daemon reports
+// "ok" or its error to the `mount` command that started it.
+const readyFDEnv = "S3CACHEFS_READY_FD"
+
+const mountHelp = `usage: s3cachefs mount SOURCE MOUNTPOINT --cache-dir DIR [flags]
+
+Mounts SOURCE (s3://bucket[/prefix]) read-only at MOUNTPOINT. Bytes read are
+kept in DIR and served from there afterwards, also after a remount.
+
+flags:
+`
+
+func parseMountArgs(args []string) (mountConfig, error) {
+	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
+	cacheDir := fs.String("cache-dir", "", "folder for cached data and the index (required)")
+	endpoint := fs.String("endpoint-url", "", "S3 endpoint URL (default: AWS, or $AWS_ENDPOINT_URL)")
+	region := fs.String("region", "", "AWS region (default: from the AWS config chain)")
+	profile := fs.String("profile", "", "AWS shared-config profile")
+	pathStyle := fs.Bool("force-path-style", false, "address buckets as ENDPOINT/bucket instead of bucket.ENDPOINT")
+	ttl := fs.String("metadata-ttl", "5m", "how long a folder listing is trusted: a duration or \"indefinite\"")
+	fg := fs.Bool("foreground", false, "stay attached; unmount on SIGINT/SIGTERM")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	allowOther := fs.Bool("allow-other", false, "let users other than the mounting one read the mount")
+	uid := fs.Int("uid", os.Getuid(), "owner uid of every file")
+	gid := fs.Int("gid", os.Getgid(), "owner gid of every file")
+	fileMode := fs.String("file-mode", "0444", "permission bits of files")
+	dirMode := fs.String("dir-mode", "0555", "permission bits of folders")
+	pos, err := parseArgs(fs, args, mountHelp)
+	if err != nil {
+		return mountConfig{}, err
+	}
+	if len(pos) != 2 {
+		return mountConfig{}, usagef("mount needs SOURCE and MOUNTPOINT, got %d arguments", len(pos))
+	}
+	if *cacheDir == "" {
+		return mountConfig{}, usagef("mount needs --cache-dir DIR")
+	}
+	cfg := mountConfig{
+		Region: *region, Profile: *profile, ForcePathStyle: *pathStyle,
+		Foreground: *fg, AllowOther: *allowOther,
+	}
+	if cfg.Source, err = parseSource(pos[0]); err != nil {
+		return cfg, err
+	}
+	if cfg.Mountpoint, err = absPath(pos[1]); err != nil {
+		return cfg, err
+	}
+	if cfg.CacheDir, err = absPath(*cacheDir); err != nil {
+		return cfg, err
+	}
+	if cfg.Endpoint, err = parseEndpoint(*endpoint); err != nil {
+		return cfg, err
+	}
+	if cfg.TTL, err = parseTTL(*ttl); err != nil {
+		return cfg, err
+	}
+	if cfg.LogLevel, err = parseLevel(*level); err != nil {
+		return cfg, err
+	}
+	if *uid < 0 || *gid < 0 {
+		return cfg, fmt.Errorf("--uid and --gid must not be negative")
+	}
+	cfg.UID, cfg.GID = uint32(*uid), uint32(*gid)
+	if cfg.FileMode, err = parseMode("--file-mode", *fileMode); err != nil {
+		return cfg, err
+	}
+	if cfg.DirMode, err = parseMode("--dir-mode", *dirMode); err != nil {
+		return cfg, err
+	}
+	if cfg.CacheDir == cfg.Mountpoint || strings.HasPrefix(cfg.CacheDir, cfg.Mountpoint+"/") {
+		return cfg, fmt.Errorf("cache dir %s must not lie inside the mountpoint", cfg.CacheDir)
+	}
+	return cfg, nil
+}
+
+func cmdMount(args []string, stdout io.Writer) error {
+	cfg, err := parseMountArgs(args)
+	if err != nil {
+		return err
+	}
+	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+		return err
+	}
+	if err := prepareCacheDir(cfg.CacheDir); err != nil {
+		return err
+	}
+	if cfg.Foreground {
+		return runDaemon(cfg, readyPipe())
+	}
+	if err := startBackground(args, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "mounted %s at %s (cache %s)\n", cfg.Source, cfg.Mountpoint, cfg.CacheDir)
+	return nil
+}
+
+// readyPipe returns the pipe inherited from a `mount` that started this
+// daemon in the background, or nil in a plain --foreground run.
+func readyPipe() *os.File {
+	n, err := strconv.Atoi(os.Getenv(readyFDEnv))
+	if err != nil || n < 3 {
+		return nil
+	}
+	os.Unsetenv(readyFDEnv)
+	return os.NewFile(uintptr(n), "ready")
+}
+
+// startBackground runs this program again as a detached daemon with
+// --foreground, and waits until it reports the mount ready or fails.
+func startBackground(args []string, cfg mountConfig) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	logPath := filepath.Join(cfg.CacheDir, logFileName)
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("cache dir %s: open log: %w", cfg.CacheDir, err)
+	}
+	defer logFile.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("create pipe: %w", err)
+	}
+	defer r.Close()
+	cmd := exec.Command(exe, append([]string{"mount", "--foreground"}, args...)...)
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		return cmd.Process.Release()
+	}
+	werr := cmd.Wait()
+	if msg, ok := strings.CutPrefix(line, "error: "); ok {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("daemon exited before the mount was ready (%v); see %s", werr, logPath)
+}
+
+// logFileName is the daemon's log inside the cache dir.
+const logFileName = "s3cachefs.log"
+
+// openIndex opens the cache dir's index, naming a running daemon as the
+// cause when it holds the lock.
+func openIndex(dir string, log *slog.Logger) (*index.DB, error) {
+	db, err := index.Open(filepath.Join(dir, indexFileName), index.Options{Logger: log, LockTimeout: 200 * time.Millisecond})
+	if errors.Is(err, index.ErrLocked) {
+		return nil, fmt.Errorf("cache dir %s is in use by another s3cachefs daemon", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cache dir %s: open index: %w", dir, err)
+	}
+	return db, nil
+}
+
+// indexFileName is the bbolt file inside the cache dir.
+const indexFileName = "index.db"

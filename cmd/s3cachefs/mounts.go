@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// fsType is the filesystem type our mounts show in /proc/mounts.
+const fsType = "fuse.s3cachefs"
+
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
+	Point  string // mount point, unescaped
+	FSType string
+	Source string
+}
+
+// readMounts parses /proc/self/mountinfo.
+func readMounts() ([]mountEntry, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	var out []mountEntry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if e, ok := parseMountinfoLine(sc.Text()); ok {
+			out = append(out, e)
+		}
+	}
+	return out, sc.Err()
+}
+
+// parseMountinfoLine parses "id parent maj:min root point opts... - type source superopts".
+func parseMountinfoLine(line string) (mountEntry, bool) {
+	fields := strings.Fields(line)
+	sep := -1
+	for i, f := range fields {
+		if f == "-" && i >= 6 {
+			sep = i
+			break
+		}
+	}
+	if sep < 0 || len(fields) < sep+3 {
+		return mountEntry{}, false
+	}
+	return mountEntry{
+		Point:  unescapeMount(fields[4]),
+		FSType: fields[sep+1],
+		Source: unescapeMount(fields[sep+2]),
+	}, true
+}
+
+// unescapeMount undoes the kernel's octal escapes (\040 for space, ...).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1:i+4]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for i := 0; i < 3; i++ {
+		if s[i] < '0' || s[i] > '7' {
+			return false
+		}
+	}
+	return true
+}
+
+// mountAt returns the mount whose mount point is path, if any. The last
+// entry wins, as mounts stack.
+func mountAt(path string) (mountEntry, bool, error) {
+	ms, err := readMounts()
+	if err != nil {
+		return mountEntry{}, false, err
+	}
+	var found mountEntry
+	ok := false
+	for _, m := range ms {
+		if m.Point == path {
+			found, ok = m, true
+		}
+	}
+	return found, ok, nil
+}
+
+// ourMounts returns the s3cachefs mounts on this machine.
+func ourMounts() ([]mountEntry, error) {
+	ms, err := readMounts()
+	if err != nil {
+		return nil, err
+	}
+	var out []mountEntry
+	for _, m := range ms {
+		if m.FSType == fsType {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// resolveMount picks the mount a command acts on: the one given, else the
+// one holding the current directory, else the only one there is.
+func resolveMount(given string) (string, error) {
+	if given != "" {
+		return cleanPath(given)
+	}
+	ms, err := ourMounts()
+	if err != nil {
+		return "", err
+	}
+	if len(ms) == 0 {
+		return "", errors.New("no s3cachefs mount found; pass --mount MOUNTPOINT")
+	}
+	if wd, err := os.Getwd(); err == nil {
+		best := ""
+		for _, m := range ms {
+			if (wd == m.Point || strings.HasPrefix(wd, strings.TrimSuffix(m.Point, "/")+"/")) && len(m.Point) > len(best) {
+				best = m.Point
+			}
+		}
+		if best != "" {
+			return best, nil
+		}
+	}
+	if len(ms) == 1 {
+		return ms[0].Point, nil
+	}
+	var names []string
+	for _, m := range ms {
+		names = append(names, m.Point)
+	}
+	return "", fmt.Errorf("several s3cachefs mounts (%s); pass --mount MOUNTPOINT", strings.Join(names, ", "))
+}
+
+// cleanPath makes p absolute and resolves symlinks where it exists.
+func cleanPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", p, err)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real, nil
+	}
+	return abs, nil
+}

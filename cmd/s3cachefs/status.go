@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+)
+
+// statusReport is what `status` shows; --json prints it as is.
+type statusReport struct {
+	Source          string `json:"source"`
+	Mountpoint      string `json:"mountpoint"`
+	CacheDir        string `json:"cache_dir"`
+	PID             int    `json:"pid"`
+	UptimeSeconds   int64  `json:"uptime_seconds"`
+	Objects         int    `json:"objects"`
+	CompleteObjects int    `json:"complete_objects"`
+	CachedBytes     int64  `json:"cached_bytes"`
+	Hits            int64  `json:"hits"`
+	Misses          int64  `json:"misses"`
+	BytesFromS3     int64  `json:"bytes_from_s3"`
+	BytesFromSSD    int64  `json:"bytes_from_ssd"`
+	FetchErrors     int64  `json:"fetch_errors"`
+	OpenFiles       int64  `json:"open_files"`
+	S3GetRequests   int64  `json:"s3_get_requests"`
+	S3ListRequests  int64  `json:"s3_list_requests"`
+	Error           string `json:"error,omitempty"`
+}
+
+// status gathers the daemon's figures.
+func (d *daemon) status() statusReport {
+	r := statusReport{
+		Source: d.cfg.Source.String(), Mountpoint: d.cfg.Mountpoint, CacheDir: d.cfg.CacheDir,
+		PID: os.Getpid(), UptimeSeconds: int64(time.Since(d.started).Seconds()),
+		OpenFiles: d.root.OpenFiles(),
+	}
+	if st, err := d.db.Stats(); err != nil {
+		r.Error = fmt.Sprintf("read index: %v", err)
+	} else {
+		r.Objects, r.CompleteObjects, r.CachedBytes = st.Objects, st.Complete, st.Bytes
+	}
+	cs := d.cache.Stats()
+	r.Hits, r.Misses, r.BytesFromS3, r.BytesFromSSD, r.FetchErrors = cs.Hits, cs.Misses, cs.BytesFromS3, cs.BytesFromSSD, cs.FetchErrors
+	ss := d.store.Stats()
+	r.S3GetRequests, r.S3ListRequests = ss.Gets, ss.Lists
+	return r
+}
+
+const statusHelp = `usage: s3cachefs status [--mount MOUNTPOINT] [--json]
+
+Shows what the cache of a mount holds and how reads were served. --mount
+defaults to the mount holding the current directory, else the only one.
+
+flags:
+`
+
+func cmdStatus(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	mount := fs.String("mount", "", "the mountpoint (default: see above)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	pos, err := parseArgs(fs, args, statusHelp)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("status takes no arguments, got %q (use --mount)", pos[0])
+	}
+	mp, err := resolveMount(*mount)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var r statusReport
+	if err := newClient(mp).do(ctx, "GET", "/status", &r); err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printStatus(stdout, r)
+	return nil
+}
+
+func printStatus(w io.Writer, r statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	ratio := "-"
+	if n := r.Hits + r.Misses; n > 0 {
+		ratio = fmt.Sprintf("%.1f%%", 100*float64(r.Hits)/float64(n))
+	}
+	fmt.Fprintf(tw, "source\t%s\n", r.Source)
+	fmt.Fprintf(tw, "mountpoint\t%s\n", r.Mountpoint)
+	fmt.Fprintf(tw, "cache dir\t%s\n", r.CacheDir)
+	fmt.Fprintf(tw, "daemon\tpid %d, up %s\n", r.PID, time.Duration(r.UptimeSeconds)*time.Second)
+	fmt.Fprintf(tw, "cached\t%d objects (%d complete), %s on SSD\n", r.Objects, r.CompleteObjects, humanBytes(r.CachedBytes))
+	fmt.Fprintf(tw, "reads\t%d hits, %d misses (hit ratio %s)\n", r.Hits, r.Misses, ratio)
+	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD\n", humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD))
+	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
+	fmt.Fprintf(tw, "open files\t%d\n", r.OpenFiles)
+	if r.FetchErrors > 0 {
+		fmt.Fprintf(tw, "fetch errors\t%d (see the daemon log in the cache dir)\n", r.FetchErrors)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(tw, "error\t%s\n", r.Error)
+	}
+	tw.Flush()
+}
+
+// humanBytes formats n with binary units.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

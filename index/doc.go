@@ -1,0 +1,70 @@
+// Package index is s3cachefs's metadata store: the only package that imports
+// bbolt. It keeps folder listings (with the time they were taken), cached
+// object versions and their block presence, in one bbolt file inside the
+// cache directory.
+//
+// # On-disk layout
+//
+// One bbolt file, created with mode 0600 and flock'ed while open: a second
+// daemon on the same cache directory fails Open with ErrLocked. It holds
+// three buckets:
+//
+//	meta      "schema" -> uvarint SchemaVersion (1)
+//	listings  "/" + S3 prefix -> listing value   (root prefix "" is key "/")
+//	records   cache ID -> record value
+//
+// Open creates the buckets in an empty file and refuses with ErrSchema a
+// file whose schema version differs, or a bbolt file without a meta bucket
+// that holds other buckets. A change of layout that old code must not read
+// bumps SchemaVersion.
+//
+// Values use an explicit binary codec (codec.go). Their first byte is the
+// codec version (1); the rest are encoding/binary varints, length-prefixed
+// strings, and times as Unix seconds plus nanoseconds (stored in UTC,
+// clamped to the years 1..9999). Keys are not repeated inside values. A
+// listing value is ListedAt, then the child folder names, then each file's
+// key, size, ETag and LastModified, both lists sorted and unique. A record
+// value is key, version, size, block size, LastAccess, the number of
+// blocks and the presence bitmap (bit i%8 of byte i/8 is block i).
+// Decoding never panics: truncated, overlong, unsorted, out-of-range or
+// trailing data fails with an error wrapping ErrCorrupt.
+//
+// # Name rules
+//
+// A listing of prefix P turns S3's answer into folder entries:
+//
+//   - A common prefix P+"name/" is the folder "name"; an object key P+"name"
+//     is the file "name".
+//   - Keys ending in "/" are folder markers and never files. The marker P
+//     itself (an empty name) is skipped silently; deeper markers are folded
+//     by S3 into common prefixes.
+//   - Skipped, with a warning per key: an empty name (as from "//" runs),
+//     "." and "..", names longer than 255 bytes, names containing NUL or
+//     "/", and keys that do not start with P.
+//   - A name that is both a folder and a file is the folder; the file is
+//     skipped with a warning (it cannot be reached in the mount).
+//   - Duplicate names are kept once (the first, in key order), with a
+//     warning.
+//
+// The same S3 answer always gives the same entries: skipping depends only
+// on the keys.
+//
+// # Freshness
+//
+// A Catalog stores each folder's listing with the time it was asked for.
+// Within CatalogOptions.TTL, ReadDir and Lookup are answered from the store
+// with no S3 request, and a name missing from the listing is
+// io/fs.ErrNotExist at once. An older or missing listing is listed again
+// (one Lister.List call, shared by concurrent callers of the same folder)
+// and stored before it is used.
+//
+// # Concurrency
+//
+// DB and Catalog methods may be called from many goroutines. bbolt allows
+// one writer at a time: AddBlocks and Touch, the frequent writes, go
+// through bbolt's Batch so concurrent calls share one fsync'd transaction
+// (their callbacks are idempotent, as Batch may rerun them). Values are
+// decoded into fresh memory inside the read transaction, so nothing
+// returned refers to bbolt's memory map. Records hands out records outside
+// any transaction, so its callback may write to the DB.
+package index
