@@ -1,0 +1,149 @@
+package s3server
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// Proxy is a reverse proxy on 127.0.0.1 in front of a Server that counts
+// the requests passing through it. Point a client at Proxy.Endpoint with
+// the Server's credentials: the Host header goes upstream unchanged, so
+// SigV4 signatures still verify. Bodies are streamed, not buffered.
+type Proxy struct {
+	Endpoint string // http://127.0.0.1:PORT
+
+	getObject, list, head, other, getBytes atomic.Int64
+}
+
+// Counts are the requests a Proxy has seen since it started or was Reset.
+type Counts struct {
+	GetObject int64 // GET of a key
+	List      int64 // GET of a bucket (ListObjects / ListObjectsV2)
+	Head      int64 // any HEAD
+	Other     int64 // anything else (PUT, DELETE, POST, service GETs)
+	GetBytes  int64 // response body bytes of GetObject requests
+}
+
+// NewProxy starts a proxy in front of s, closed in t.Cleanup.
+func (s *Server) NewProxy(t testing.TB) *Proxy {
+	t.Helper()
+	target, err := url.Parse(s.Endpoint)
+	if err != nil {
+		t.Fatalf("parse endpoint %q: %v", s.Endpoint, err)
+	}
+	p := &Proxy{}
+	transport := &http.Transport{DisableCompression: true}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			// The client signed the Host it dialled (this proxy);
+			// the server must see that same Host to verify it.
+			r.Out.Host = r.In.Host
+		},
+		// Without this the transport would ask for gzip on the
+		// client's behalf and change lengths the client checks.
+		Transport:      transport,
+		ModifyResponse: p.countResponse,
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.countRequest(r)
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		srv.Close()
+		transport.CloseIdleConnections()
+	})
+	p.Endpoint = srv.URL
+	return p
+}
+
+// Counts returns the counters.
+func (p *Proxy) Counts() Counts {
+	return Counts{
+		GetObject: p.getObject.Load(), List: p.list.Load(), Head: p.head.Load(),
+		Other: p.other.Load(), GetBytes: p.getBytes.Load(),
+	}
+}
+
+// Reset sets every counter to zero.
+func (p *Proxy) Reset() {
+	for _, c := range []*atomic.Int64{&p.getObject, &p.list, &p.head, &p.other, &p.getBytes} {
+		c.Store(0)
+	}
+}
+
+// kind is how the proxy classifies a request.
+type kind int
+
+const (
+	kindOther kind = iota
+	kindGetObject
+	kindList
+	kindHead
+)
+
+// classify sorts a path-style request: /BUCKET is a bucket, /BUCKET/KEY an
+// object.
+func classify(r *http.Request) kind {
+	if r.Method == http.MethodHead {
+		return kindHead
+	}
+	if r.Method != http.MethodGet {
+		return kindOther
+	}
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	q := r.URL.Query()
+	switch {
+	case bucket == "":
+		return kindOther // ListBuckets
+	case q.Has("list-type"):
+		return kindList
+	case key == "":
+		if len(q) == 0 || q.Has("prefix") || q.Has("delimiter") || q.Has("marker") {
+			return kindList
+		}
+		return kindOther // bucket sub-resources: ?location, ?versioning...
+	default:
+		return kindGetObject
+	}
+}
+
+func (p *Proxy) countRequest(r *http.Request) {
+	switch classify(r) {
+	case kindGetObject:
+		p.getObject.Add(1)
+	case kindList:
+		p.list.Add(1)
+	case kindHead:
+		p.head.Add(1)
+	default:
+		p.other.Add(1)
+	}
+}
+
+// countResponse counts the body bytes of successful GetObjects as they
+// stream to the client.
+func (p *Proxy) countResponse(resp *http.Response) error {
+	ok := resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent
+	if ok && classify(resp.Request) == kindGetObject {
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.getBytes}
+	}
+	return nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
