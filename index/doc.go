@@ -35,16 +35,17 @@
 //
 //   - A common prefix P+"name/" is the folder "name"; an object key P+"name"
 //     is the file "name".
-//   - Keys ending in "/" are folder markers and never files. The marker P
-//     itself (an empty name) is skipped silently; deeper markers are folded
-//     by S3 into common prefixes.
+//   - Keys ending in "/" are folder markers and never files; they are
+//     skipped at debug level, not warned about, as they are common and hide
+//     nothing. (With delimiter "/" the only marker S3 returns as an object
+//     is P itself; deeper markers fold into common prefixes.)
 //   - Skipped, with a warning per key: an empty name (as from "//" runs),
 //     "." and "..", names longer than 255 bytes, names containing NUL or
 //     "/", and keys that do not start with P.
 //   - A name that is both a folder and a file is the folder; the file is
 //     skipped with a warning (it cannot be reached in the mount).
-//   - Duplicate names are kept once (the first, in key order), with a
-//     warning.
+//   - A name listed twice is kept once, with a warning; of two objects
+//     with one key the newer (by LastModified) is kept.
 //
 // The same S3 answer always gives the same entries: skipping depends only
 // on the keys.
@@ -56,7 +57,19 @@
 // with no S3 request, and a name missing from the listing is
 // io/fs.ErrNotExist at once. An older or missing listing is listed again
 // (one Lister.List call, shared by concurrent callers of the same folder)
-// and stored before it is used.
+// and stored before it is used. A negative TTL never refreshes a stored
+// listing; a zero TTL lists on every use. A listing dated in the future
+// (the clock went back) counts as stale. A failed listing is not stored
+// and its error is returned wrapped; an older stored listing is not served
+// in its place. The shared Lister call runs detached from the callers'
+// contexts: a caller that gives up returns its context's error at once,
+// and the listing still completes and is stored for the others.
+//
+// # Failure modes
+//
+// Every write is one bbolt transaction, fsync'd on commit, so a crash
+// leaves each listing and record either as before or as after the write.
+// AddBlocks records only blocks the caller has already made durable.
 //
 // # Concurrency
 //
@@ -67,4 +80,10 @@
 // decoded into fresh memory inside the read transaction, so nothing
 // returned refers to bbolt's memory map. Records hands out records outside
 // any transaction, so its callback may write to the DB.
+//
+// Decoded listings are also kept in memory (bounded to about 262,000
+// entries, evicted arbitrarily), so a Lookup in a folder of thousands of
+// files is a binary search rather than a decode. The memory copy stays
+// coherent because the file is locked to this DB and every listing write
+// goes through PutListing or DeleteListing.
 package index

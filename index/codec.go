@@ -1,0 +1,342 @@
+package index
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// codecV1 is the first byte of every value this version writes. A value
+// starting with any other byte is refused as corrupt: a future format gets a
+// new codec version (and, if old code must not read the file, a new
+// SchemaVersion).
+const codecV1 = 1
+
+// Stored times are limited to the years 1..9999: time.Unix overflows for
+// seconds near the int64 limits, and within this range a decoded time always
+// re-encodes to the same bytes.
+const (
+	minUnixSec = -62135596800  // 0001-01-01T00:00:00Z
+	maxUnixSec = 253402300799  // 9999-12-31T23:59:59Z
+	nanosInSec = 1_000_000_000 // nanoseconds must stay below this
+)
+
+// encoder appends values to a byte slice.
+type encoder struct{ b []byte }
+
+func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+
+func (e *encoder) str(s string) {
+	e.uvarint(uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+
+// time stores seconds and nanoseconds since the Unix epoch; the location and
+// monotonic reading are dropped (decoded times are UTC). Times outside the
+// years 1..9999 are clamped to that range, which the decoder enforces.
+func (e *encoder) time(t time.Time) {
+	sec, nsec := t.Unix(), t.Nanosecond()
+	switch {
+	case sec < minUnixSec:
+		sec, nsec = minUnixSec, 0
+	case sec > maxUnixSec:
+		sec, nsec = maxUnixSec, nanosInSec-1
+	}
+	e.varint(sec)
+	e.uvarint(uint64(nsec))
+}
+
+// decoder reads values from a byte slice. The first failure is kept in err
+// and turns every later read into a no-op, so decode functions check once.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+	}
+}
+
+func (d *decoder) byte1() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.fail("truncated value")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad unsigned varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// nonNegative reads a varint that must be >= 0 (sizes).
+func (d *decoder) nonNegative(what string) int64 {
+	v := d.varint()
+	if v < 0 {
+		d.fail("negative %s %d", what, v)
+		return 0
+	}
+	return v
+}
+
+// count reads an element count. Every element takes at least one byte, so
+// a count above the bytes left is corrupt; checking it first keeps a
+// malformed value from making us allocate gigabytes.
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if v > uint64(len(d.b)) {
+		d.fail("count %d exceeds %d remaining bytes", v, len(d.b))
+		return 0
+	}
+	return int(v)
+}
+
+// bytes reads n raw bytes; the result aliases d.b.
+func (d *decoder) bytes(n uint64) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail("length %d exceeds %d remaining bytes", n, len(d.b))
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+
+// str reads a length-prefixed string. It copies, so the result outlives the
+// bbolt transaction the input came from.
+func (d *decoder) str() string { return string(d.bytes(d.uvarint())) }
+
+func (d *decoder) time() time.Time {
+	sec, nsec := d.varint(), d.uvarint()
+	if d.err != nil {
+		return time.Time{}
+	}
+	if sec < minUnixSec || sec > maxUnixSec || nsec >= nanosInSec {
+		d.fail("time out of range (%d s, %d ns)", sec, nsec)
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec)).UTC()
+}
+
+// version checks the leading codec version byte.
+func (d *decoder) version() {
+	if v := d.byte1(); d.err == nil && v != codecV1 {
+		d.fail("unknown codec version %d", v)
+	}
+}
+
+// end fails if bytes are left over: a value is exactly one encoding.
+func (d *decoder) end() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	return d.err
+}
+
+// encodeListing encodes l (without its Prefix, which is the bbolt key):
+//
+//	byte     codec version (1)
+//	time     ListedAt
+//	uvarint  len(Dirs), then each Dir as string
+//	uvarint  len(Files), then each Object as: string Key, varint Size,
+//	         string ETag, time LastModified
+//
+// where string = uvarint length + bytes and time = varint Unix seconds +
+// uvarint nanoseconds. It fails with ErrInvalid if Dirs or Files are not
+// sorted and unique, since readers binary-search them.
+func encodeListing(l Listing) ([]byte, error) {
+	if err := checkListing(l); err != nil {
+		return nil, err
+	}
+	e := encoder{b: make([]byte, 0, 16+32*len(l.Dirs)+96*len(l.Files))}
+	e.b = append(e.b, codecV1)
+	e.time(l.ListedAt)
+	e.uvarint(uint64(len(l.Dirs)))
+	for _, d := range l.Dirs {
+		e.str(d)
+	}
+	e.uvarint(uint64(len(l.Files)))
+	for _, o := range l.Files {
+		e.str(o.Key)
+		e.varint(o.Size)
+		e.str(o.ETag)
+		e.time(o.LastModified)
+	}
+	return e.b, nil
+}
+
+// checkListing enforces what encodeListing documents.
+func checkListing(l Listing) error {
+	for i := 1; i < len(l.Dirs); i++ {
+		if l.Dirs[i-1] >= l.Dirs[i] {
+			return fmt.Errorf("%w: listing %q: dirs not sorted and unique at %q", ErrInvalid, l.Prefix, l.Dirs[i])
+		}
+	}
+	for i, o := range l.Files {
+		if o.Size < 0 {
+			return fmt.Errorf("%w: listing %q: %q has negative size", ErrInvalid, l.Prefix, o.Key)
+		}
+		if i > 0 && l.Files[i-1].Key >= o.Key {
+			return fmt.Errorf("%w: listing %q: files not sorted and unique at %q", ErrInvalid, l.Prefix, o.Key)
+		}
+	}
+	return nil
+}
+
+// decodeListing decodes a value written by encodeListing for prefix. It
+// never panics; malformed input yields an error wrapping ErrCorrupt.
+func decodeListing(prefix string, b []byte) (Listing, error) {
+	d := decoder{b: b}
+	d.version()
+	l := Listing{Prefix: prefix, ListedAt: d.time()}
+	if n := d.count(); n > 0 {
+		l.Dirs = make([]string, 0, n)
+		for range n {
+			name := d.str()
+			if len(l.Dirs) > 0 && l.Dirs[len(l.Dirs)-1] >= name {
+				d.fail("dirs not sorted and unique at %q", name)
+			}
+			l.Dirs = append(l.Dirs, name)
+		}
+	}
+	if n := d.count(); n > 0 {
+		l.Files = make([]Object, 0, n)
+		for range n {
+			o := Object{Key: d.str(), Size: d.nonNegative("size"), ETag: d.str(), LastModified: d.time()}
+			if len(l.Files) > 0 && strings.Compare(l.Files[len(l.Files)-1].Key, o.Key) >= 0 {
+				d.fail("files not sorted and unique at %q", o.Key)
+			}
+			l.Files = append(l.Files, o)
+		}
+	}
+	if err := d.end(); err != nil {
+		return Listing{}, fmt.Errorf("listing %q: %w", prefix, err)
+	}
+	return l, nil
+}
+
+// encodeRecord encodes r (without its ID, which is the bbolt key):
+//
+//	byte     codec version (1)
+//	string   Key
+//	string   Version
+//	varint   Size (>= 0)
+//	varint   BlockSize (> 0)
+//	time     LastAccess
+//	uvarint  number of blocks, which must equal NumBlocks(Size, BlockSize)
+//	bytes    presence bitmap, ceil(blocks/8) bytes, block i is bit i%8 of
+//	         byte i/8; unused high bits of the last byte are zero
+func encodeRecord(r Record) ([]byte, error) {
+	if err := checkRecordShape(r); err != nil {
+		return nil, err
+	}
+	n := r.Present.Len()
+	e := encoder{b: make([]byte, 0, 48+len(r.Key)+len(r.Version)+int(n/8)+1)}
+	e.b = append(e.b, codecV1)
+	e.str(r.Key)
+	e.str(r.Version)
+	e.varint(r.Size)
+	e.varint(r.BlockSize)
+	e.time(r.LastAccess)
+	e.uvarint(uint64(n))
+	for i := int64(0); i < bitmapBytes(n); i++ {
+		e.b = append(e.b, byte(r.Present.words[i/8]>>(8*(i%8))))
+	}
+	return e.b, nil
+}
+
+// checkRecordShape checks that r's geometry is consistent, so that a stored
+// record always decodes.
+func checkRecordShape(r Record) error {
+	if r.ID == "" {
+		return fmt.Errorf("%w: empty record ID", ErrInvalid)
+	}
+	if r.Size < 0 || r.BlockSize <= 0 {
+		return fmt.Errorf("%w: record %s: size %d, block size %d", ErrInvalid, r.ID, r.Size, r.BlockSize)
+	}
+	if n := NumBlocks(r.Size, r.BlockSize); r.Present.Len() != n {
+		return fmt.Errorf("%w: record %s: presence tracks %d blocks, object has %d", ErrInvalid, r.ID, r.Present.Len(), n)
+	}
+	return nil
+}
+
+// bitmapBytes is how many bytes hold n bits, without overflowing for huge n.
+func bitmapBytes(n int64) int64 { return n/8 + min(n%8, 1) }
+
+// decodeRecord decodes a value written by encodeRecord for id. It never
+// panics; malformed input yields an error wrapping ErrCorrupt.
+func decodeRecord(id string, b []byte) (Record, error) {
+	d := decoder{b: b}
+	d.version()
+	r := Record{ID: id, Key: d.str(), Version: d.str()}
+	r.Size = d.nonNegative("size")
+	r.BlockSize = d.varint()
+	r.LastAccess = d.time()
+	n := d.uvarint()
+	if d.err == nil && r.BlockSize <= 0 {
+		d.fail("block size %d", r.BlockSize)
+	}
+	if d.err == nil && n != uint64(NumBlocks(r.Size, r.BlockSize)) {
+		d.fail("%d blocks for size %d and block size %d", n, r.Size, r.BlockSize)
+	}
+	if d.err == nil {
+		r.Present = decodeBitmap(&d, int64(n))
+	}
+	if err := d.end(); err != nil {
+		return Record{}, fmt.Errorf("record %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// decodeBitmap reads the presence bitmap of n blocks.
+func decodeBitmap(d *decoder, n int64) Blocks {
+	nb := bitmapBytes(n)
+	if nb > int64(len(d.b)) {
+		d.fail("bitmap of %d bytes exceeds %d remaining", nb, len(d.b))
+		return Blocks{}
+	}
+	raw := d.bytes(uint64(nb))
+	if n%8 != 0 && raw[nb-1]>>(n%8) != 0 {
+		d.fail("bits set past block %d", n)
+		return Blocks{}
+	}
+	p := NewBlocks(n)
+	for i, c := range raw {
+		p.words[i/8] |= uint64(c) << (8 * (i % 8))
+	}
+	return p
+}

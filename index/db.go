@@ -1,0 +1,138 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Options configure Open.
+type Options struct {
+	// Logger receives notes about the file itself (its creation). Skipped
+	// S3 keys are logged by the Catalog, through CatalogOptions.Logger.
+	// nil discards.
+	Logger *slog.Logger
+	// LockTimeout is how long Open waits for another process to release
+	// the index file's lock before failing with ErrLocked. Zero or
+	// negative means 100ms.
+	LockTimeout time.Duration
+}
+
+const defaultLockTimeout = 100 * time.Millisecond
+
+// Errors returned by this package; test for them with errors.Is.
+var (
+	// ErrLocked is returned by Open when another process (or another DB in
+	// this process) holds the index file open.
+	ErrLocked = errors.New("index is in use by another process")
+	// ErrSchema is returned by Open when the file was written with another
+	// SchemaVersion, or is a bbolt file that is not an index.
+	ErrSchema = errors.New("index has an unknown schema version")
+	// ErrCorrupt is wrapped by every failure to decode a stored value, and
+	// by Open when bbolt finds the file itself invalid.
+	ErrCorrupt = errors.New("index value is corrupt")
+	// ErrInvalid is wrapped when a caller passes a value that cannot be
+	// stored: an empty record ID, a block range outside the object, a
+	// listing whose entries are not sorted, a record whose geometry differs
+	// from the stored one.
+	ErrInvalid = errors.New("invalid index argument")
+)
+
+// SchemaVersion is the layout version stored in the meta bucket. Open
+// refuses a file with any other version rather than guess at its layout.
+const SchemaVersion = 1
+
+// Bucket names and meta keys; see doc.go for the layout.
+var (
+	bucketMeta     = []byte("meta")
+	bucketListings = []byte("listings")
+	bucketRecords  = []byte("records")
+	keySchema      = []byte("schema")
+)
+
+// DB is an open index file. All methods may be called concurrently.
+type DB struct {
+	bolt *bolt.DB // set once in Open
+	path string   // set once in Open
+
+	listings listingCache // decoded listings; see listings.go
+}
+
+// Open opens the index at path, creating it (mode 0600) with its buckets
+// and schema version if it does not exist. It fails with ErrLocked if the
+// file stays locked for opts.LockTimeout, and with ErrSchema if the file
+// holds another schema version.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = defaultLockTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("open index %s: %w", path, ErrLocked)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum):
+		return nil, fmt.Errorf("open index %s: %w: %w", path, ErrCorrupt, err)
+	case err != nil:
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	var created bool
+	if err := b.Update(func(tx *bolt.Tx) error { return initSchema(tx, &created) }); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	if created {
+		opts.Logger.Info("created index", "path", path, "schema", SchemaVersion)
+	}
+	return &DB{bolt: b, path: path}, nil
+}
+
+// initSchema creates the buckets of a new file (setting *created), or checks
+// the schema version of an existing one.
+func initSchema(tx *bolt.Tx, created *bool) error {
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		v, n := binary.Uvarint(meta.Get(keySchema))
+		if n <= 0 || v != SchemaVersion {
+			return fmt.Errorf("%w: file has version %d, want %d", ErrSchema, v, SchemaVersion)
+		}
+	} else {
+		// A file without a meta bucket is new only if it holds nothing:
+		// anything else is some other bbolt file we must not write into.
+		if err := tx.ForEach(func([]byte, *bolt.Bucket) error { return ErrSchema }); err != nil {
+			return fmt.Errorf("%w: file has buckets but no meta bucket", ErrSchema)
+		}
+		*created = true
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keySchema, binary.AppendUvarint(nil, SchemaVersion)); err != nil {
+			return err
+		}
+	}
+	for _, name := range [][]byte{bucketListings, bucketRecords} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the file. Other methods must not be called after Close.
+func (db *DB) Close() error {
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("close index %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// Path returns the file path given to Open.
+func (db *DB) Path() string { return db.path }

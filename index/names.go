@@ -1,0 +1,108 @@
+package index
+
+import (
+	"cmp"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// maxNameLen is the longest name Linux accepts for one path component.
+const maxNameLen = 255
+
+// nameProblem says why name cannot be shown in the mount, or "" if it can.
+// See "Name rules" in doc.go.
+func nameProblem(name string) string {
+	switch {
+	case name == "":
+		return "empty name"
+	case name == "." || name == "..":
+		return "reserved name"
+	case len(name) > maxNameLen:
+		return "name longer than 255 bytes"
+	case strings.ContainsRune(name, 0):
+		return "name contains NUL"
+	case strings.Contains(name, "/"):
+		return "name contains /"
+	}
+	return ""
+}
+
+// toListing applies the name rules to one level of S3 listed under prefix
+// and returns what the mount shows. Every skipped key is logged.
+func toListing(prefix string, res ListResult, listedAt time.Time, log *slog.Logger) Listing {
+	l := Listing{Prefix: prefix, ListedAt: listedAt}
+	dirs := make(map[string]bool, len(res.Prefixes))
+	for _, p := range res.Prefixes {
+		name, ok := childName(prefix, p, true, log)
+		if !ok {
+			continue
+		}
+		if dirs[name] {
+			log.Warn("skipping duplicate S3 folder", "prefix", p)
+			continue
+		}
+		dirs[name] = true
+		l.Dirs = append(l.Dirs, name)
+	}
+	slices.Sort(l.Dirs)
+
+	// Sort by key to make duplicates adjacent, newest first among equal
+	// keys, with a total order so the kept one never depends on S3's order.
+	objs := slices.Clone(res.Objects)
+	slices.SortFunc(objs, func(a, b Object) int {
+		return cmp.Or(
+			cmp.Compare(a.Key, b.Key),
+			b.LastModified.Compare(a.LastModified),
+			cmp.Compare(a.ETag, b.ETag),
+			cmp.Compare(a.Size, b.Size),
+		)
+	})
+	for _, o := range objs {
+		if strings.HasSuffix(o.Key, "/") {
+			// A folder marker (console "create folder", or "prefix/"
+			// itself). It names a folder, never a file; the folder, if it
+			// has anything in it, comes from Prefixes. Not a warning: these
+			// are normal and lose nothing.
+			log.Debug("skipping S3 folder marker", "key", o.Key)
+			continue
+		}
+		name, ok := childName(prefix, o.Key, false, log)
+		if !ok {
+			continue
+		}
+		if dirs[name] {
+			log.Warn("skipping S3 key: a folder has the same name", "key", o.Key)
+			continue
+		}
+		if n := len(l.Files); n > 0 && l.Files[n-1].Key == o.Key {
+			log.Warn("skipping duplicate S3 key", "key", o.Key)
+			continue
+		}
+		l.Files = append(l.Files, o)
+	}
+	return l
+}
+
+// childName returns the name that key (or common prefix, if isDir) takes
+// inside the listing of prefix, and false if it is skipped.
+func childName(prefix, key string, isDir bool, log *slog.Logger) (string, bool) {
+	kind := "key"
+	if isDir {
+		kind = "prefix"
+	}
+	if !strings.HasPrefix(key, prefix) {
+		log.Warn("skipping S3 "+kind+" outside the listed prefix", kind, key, "listed", prefix)
+		return "", false
+	}
+	name := key[len(prefix):]
+	if isDir {
+		name = strings.TrimSuffix(name, "/")
+	}
+	if why := nameProblem(name); why != "" {
+		log.Warn("skipping S3 "+kind+": "+why, kind, key)
+		return "", false
+	}
+	return name, true
+}

@@ -1,0 +1,226 @@
+package index
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Record is one cached object version, stored under its cache ID.
+type Record struct {
+	ID         string    // chosen by blockcache; the bbolt key, must not be empty
+	Key        string    // S3 key
+	Version    string    // Object.Version() of the cached bytes
+	Size       int64     // bytes
+	BlockSize  int64     // bytes per block, > 0
+	Present    Blocks    // blocks durable on SSD; Len() == NumBlocks(Size, BlockSize)
+	LastAccess time.Time // for least-recently-used eviction
+}
+
+// Complete reports whether every block of the object is present.
+func (r Record) Complete() bool { return r.Present.Full() }
+
+// PresentBytes returns how many bytes of the object are present: full
+// blocks count BlockSize, the last block only its real length.
+func (r Record) PresentBytes() int64 {
+	n := r.Present.Count() * r.BlockSize
+	if last := r.Present.Len() - 1; last >= 0 && r.Present.Has(last) {
+		n -= last*r.BlockSize + r.BlockSize - r.Size
+	}
+	return n
+}
+
+// Record returns the record stored under id; ok is false if there is none.
+func (db *DB) Record(id string) (r Record, ok bool, err error) {
+	if id == "" {
+		return Record{}, false, nil
+	}
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketRecords).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		r, err = decodeRecord(id, v)
+		return err
+	})
+	if err != nil {
+		return Record{}, false, err
+	}
+	return r, ok, nil
+}
+
+// AddBlocks marks blocks [first, first+n) of rec.ID present and returns the
+// stored record after the change. If no record with rec.ID exists it is
+// created from rec's fields with an empty Present of the right length
+// (rec.Present is ignored). An existing record keeps its LastAccess; its
+// Key, Version, Size and BlockSize must match rec's (ErrInvalid otherwise),
+// as must the block range.
+//
+// Callers must only add blocks whose bytes are already durable: after a
+// crash, a recorded block is trusted. AddBlocks commits through bbolt's
+// Batch, so concurrent calls share one fsync'd transaction.
+func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
+	rec.Present = Blocks{}
+	if rec.ID != "" && rec.Size >= 0 && rec.BlockSize > 0 {
+		rec.Present = NewBlocks(NumBlocks(rec.Size, rec.BlockSize))
+	}
+	if err := checkRecordShape(rec); err != nil {
+		return Record{}, err
+	}
+	if first < 0 || n < 0 || first > rec.Present.Len()-n {
+		return Record{}, fmt.Errorf("%w: record %s: blocks [%d,+%d) outside [0,%d)", ErrInvalid, rec.ID, first, n, rec.Present.Len())
+	}
+	var out Record
+	// Batch may run this function more than once: it recomputes out from
+	// what is stored every time, so a rerun is harmless.
+	err := db.bolt.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		cur := rec
+		cur.Present = rec.Present.Clone()
+		if v := b.Get([]byte(rec.ID)); v != nil {
+			stored, err := decodeRecord(rec.ID, v)
+			if err != nil {
+				return err
+			}
+			if stored.Key != rec.Key || stored.Version != rec.Version || stored.Size != rec.Size || stored.BlockSize != rec.BlockSize {
+				return fmt.Errorf("%w: record %s: stored %q %q size %d block %d, adding for %q %q size %d block %d",
+					ErrInvalid, rec.ID, stored.Key, stored.Version, stored.Size, stored.BlockSize, rec.Key, rec.Version, rec.Size, rec.BlockSize)
+			}
+			cur = stored
+		}
+		for i := first; i < first+n; i++ {
+			cur.Present.Set(i)
+		}
+		out = cur
+		return putRecord(b, cur)
+	})
+	if err != nil {
+		return Record{}, fmt.Errorf("add blocks to %s: %w", rec.ID, err)
+	}
+	return out, nil
+}
+
+// putRecord encodes and stores r.
+func putRecord(b *bolt.Bucket, r Record) error {
+	v, err := encodeRecord(r)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(r.ID), v)
+}
+
+// Touch sets the LastAccess of record id to t. Touching a missing record
+// does nothing: it may have been evicted meanwhile. Touch commits through
+// bbolt's Batch, so frequent calls from many goroutines share transactions.
+func (db *DB) Touch(id string, t time.Time) error {
+	if id == "" {
+		return nil
+	}
+	// Idempotent for Batch: it sets, never accumulates.
+	err := db.bolt.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		r, err := decodeRecord(id, v)
+		if err != nil {
+			return err
+		}
+		r.LastAccess = t
+		return putRecord(b, r)
+	})
+	if err != nil {
+		return fmt.Errorf("touch %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteRecord removes record id; deleting a missing record is not an error.
+func (db *DB) DeleteRecord(id string) error {
+	if id == "" {
+		return nil
+	}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRecords).Delete([]byte(id))
+	})
+	if err != nil {
+		return fmt.Errorf("delete record %s: %w", id, err)
+	}
+	return nil
+}
+
+// recordsChunk is how many records Records decodes per read transaction.
+const recordsChunk = 256
+
+// Records calls fn for every record in ID order until fn returns false.
+// fn runs outside any transaction, so it may call other DB methods (for
+// example DeleteRecord while evicting); records added or removed during the
+// walk may or may not be seen.
+func (db *DB) Records(fn func(Record) bool) error {
+	var after []byte // last ID handed out; nil before the first chunk
+	for {
+		chunk, err := db.recordsAfter(after, recordsChunk)
+		if err != nil {
+			return err
+		}
+		for _, r := range chunk {
+			if !fn(r) {
+				return nil
+			}
+		}
+		if len(chunk) < recordsChunk {
+			return nil
+		}
+		after = []byte(chunk[len(chunk)-1].ID)
+	}
+}
+
+// recordsAfter decodes up to limit records with IDs greater than after
+// (all, from the first, when after is nil).
+func (db *DB) recordsAfter(after []byte, limit int) ([]Record, error) {
+	var out []Record
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		k, v := c.First()
+		if after != nil {
+			k, v = c.Seek(after)
+			if k != nil && bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			r, err := decodeRecord(string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Stats summarises the cached records.
+type Stats struct {
+	Objects  int   // records
+	Complete int   // records with every block present
+	Bytes    int64 // present bytes; a record's last block counts its real length
+}
+
+// Stats walks every record and sums them up.
+func (db *DB) Stats() (Stats, error) {
+	var s Stats
+	err := db.Records(func(r Record) bool {
+		s.Objects++
+		if r.Complete() {
+			s.Complete++
+		}
+		s.Bytes += r.PresentBytes()
+		return true
+	})
+	return s, err
+}
