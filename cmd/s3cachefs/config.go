@@ -139,25 +139,39 @@ func checkMountpoint(path string) error {
 	return nil
 }
 
-// prepareCacheDir creates the cache dir (0700) and checks it can be
-// written.
-func prepareCacheDir(dir string) error {
+// prepareCacheDir creates the cache dir (0700) if needed and checks it can
+// be written. It reports whether it created the folder, so that a failed
+// mount can remove it again.
+func prepareCacheDir(dir string) (created bool, err error) {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		created = true
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("cache dir %s cannot be created: %w", dir, errors.Unwrap(err))
+		return false, fmt.Errorf("cache dir %s cannot be created: %w", dir, cause(err))
 	}
 	st, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("cache dir %s: %w", dir, err)
+		return created, fmt.Errorf("cache dir %s: %w", dir, cause(err))
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("cache dir %s is not a directory", dir)
+		return created, fmt.Errorf("cache dir %s is not a directory", dir)
 	}
 	probe, err := os.CreateTemp(dir, ".probe-*")
 	if err != nil {
-		return fmt.Errorf("cache dir %s is not writable: %w", dir, errors.Unwrap(err))
+		return created, fmt.Errorf("cache dir %s is not writable: %w", dir, cause(err))
 	}
 	probe.Close()
-	return os.Remove(probe.Name())
+	return created, os.Remove(probe.Name())
+}
+
+// cause strips the path from a *PathError: our messages name the path
+// already.
+func cause(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // absPath makes p absolute and clean without touching the filesystem.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -84,13 +85,13 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 			}
 		}
 	}()
+	if d.store, err = connectS3(cfg, log); err != nil {
+		return nil, err
+	}
 	if d.db, err = openIndex(cfg.CacheDir, log); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { d.db.Close() })
-	if d.store, err = connectS3(cfg, log); err != nil {
-		return nil, err
-	}
 	d.catalog = index.NewCatalog(d.db, d.store, index.CatalogOptions{
 		Prefix: cfg.Source.Prefix, TTL: cfg.TTL, Logger: log,
 	})
@@ -142,12 +143,28 @@ func connectS3(cfg mountConfig, log *slog.Logger) (*s3store.Store, error) {
 	case errors.Is(err, s3store.ErrNoBucket):
 		return nil, fmt.Errorf("bucket %s does not exist (at %s)", cfg.Source.Bucket, where)
 	case errors.Is(err, s3store.ErrAccessDenied):
-		return nil, fmt.Errorf("access to %s denied: check the AWS credentials (%v)", cfg.Source, err)
+		log.Error("S3 check", "err", err)
+		return nil, fmt.Errorf("access to %s denied: check the AWS credentials and the bucket's policy", cfg.Source)
 	case errors.Is(err, s3store.ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
-		return nil, fmt.Errorf("cannot reach %s: %v", where, err)
+		log.Error("S3 check", "err", err)
+		return nil, fmt.Errorf("cannot reach %s: %v", where, netCause(err))
 	default:
 		return nil, fmt.Errorf("list %s: %w", cfg.Source, err)
 	}
+}
+
+// netCause digs the innermost network error out of an SDK error chain, for
+// a short message ("connection refused").
+func netCause(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns
+	}
+	return err
 }
 
 // entryTimeout is how long the kernel may cache names and attributes:

@@ -119,13 +119,20 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
 		return err
 	}
-	if err := prepareCacheDir(cfg.CacheDir); err != nil {
+	created, err := prepareCacheDir(cfg.CacheDir)
+	if err != nil {
 		return err
 	}
 	if cfg.Foreground {
-		return runDaemon(cfg, readyPipe())
+		err = runDaemon(cfg, readyPipe())
+	} else {
+		err = startBackground(args, cfg)
 	}
-	if err := startBackground(args, cfg); err != nil {
+	if err != nil && created {
+		// Leave nothing half-made behind a mount that never came up.
+		os.RemoveAll(cfg.CacheDir)
+	}
+	if err != nil || cfg.Foreground {
 		return err
 	}
 	fmt.Fprintf(stdout, "mounted %s at %s (cache %s)\n", cfg.Source, cfg.Mountpoint, cfg.CacheDir)
