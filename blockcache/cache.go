@@ -85,7 +85,7 @@ type Cache struct {
 	log    *slog.Logger
 	ctx    context.Context // lifetime of fetches; cancelled by Close
 	cancel context.CancelFunc
-	sem    semaphore // one token per GET in flight
+	gate   *gate // bounds the GETs in flight; reads go first
 	wg     sync.WaitGroup
 
 	mu   sync.Mutex         // guards objs and closed
@@ -113,7 +113,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 	return &Cache{
 		db: db, src: src, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel,
-		sem:  make(semaphore, opts.MaxFetches),
+		gate: newGate(opts.MaxFetches),
 		objs: make(map[string]*object),
 	}, nil
 }
@@ -261,17 +261,3 @@ func readFile(o *object, p []byte, off int64) (int, error) {
 	}
 	return n, err
 }
-
-// semaphore bounds the GETs in flight.
-type semaphore chan struct{}
-
-func (s semaphore) acquire(ctx context.Context) error {
-	select {
-	case s <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s semaphore) release() { <-s }

@@ -195,15 +195,15 @@ func TestEmptyObject(t *testing.T) {
 	}
 }
 
-// gate blocks GETs until released, so tests can hold a fetch in flight.
-type gate struct {
+// heldGets blocks GETs until released, so tests can hold a fetch in flight.
+type heldGets struct {
 	once    sync.Once
 	entered chan struct{}
 	release chan struct{}
 }
 
-func newGate(src *memstore.Store) *gate {
-	g := &gate{entered: make(chan struct{}), release: make(chan struct{})}
+func holdGets(src *memstore.Store) *heldGets {
+	g := &heldGets{entered: make(chan struct{}), release: make(chan struct{})}
 	src.SetFault(func(op, key string) error {
 		if op == memstore.OpGet {
 			g.once.Do(func() { close(g.entered) })
@@ -218,7 +218,7 @@ func TestConcurrentReadersShareOneFetch(t *testing.T) {
 	f := newFixture(t, Options{})
 	data := randBytes(4, testPart)
 	obj := f.src.Put("shared", data)
-	g := newGate(f.src)
+	g := holdGets(f.src)
 
 	// The first reader gives up while the fetch is held; the fetch must go
 	// on for the others.
@@ -349,7 +349,7 @@ func TestShortBodyIsRetried(t *testing.T) {
 func TestCloseStopsFetches(t *testing.T) {
 	f := newFixture(t, Options{})
 	obj := f.src.Put("c", randBytes(9, testPart))
-	g := newGate(f.src)
+	g := holdGets(f.src)
 	h := f.openHandle(obj)
 	done := make(chan error)
 	go func() {

@@ -33,8 +33,15 @@ type object struct {
 
 // fetch is one ranged GET of a part, shared by every reader waiting on it.
 type fetch struct {
-	done chan struct{} // closed when err is set
-	err  error
+	done    chan struct{} // closed when err is set
+	err     error
+	urgent  chan struct{} // closed once a reader waits on the fetch
+	promote sync.Once     // closes urgent
+}
+
+// makeUrgent moves the fetch ahead of background fetches.
+func (f *fetch) makeUrgent() {
+	f.promote.Do(func() { close(f.urgent) })
 }
 
 // maxAttempts bounds how often a fetch whose body failed is retried. The
@@ -74,9 +81,15 @@ func (o *object) missingLocked(first, last int64) bool {
 // lack any and waiting for them. It reports whether it had to wait.
 // Cancelling ctx stops the wait, not the fetches.
 func (c *Cache) ensure(ctx context.Context, o *object, first, last int64) (bool, error) {
+	return c.await(ctx, o, first, last, true)
+}
+
+// await starts or joins the fetches of the parts holding blocks [first,
+// last] and waits for them. urgent fetches go before background ones.
+func (c *Cache) await(ctx context.Context, o *object, first, last int64, urgent bool) (bool, error) {
 	var waits []*fetch
 	for p := c.partOf(first); p <= c.partOf(last); p++ {
-		if f := c.startFetch(o, p); f != nil {
+		if f := c.startFetch(o, p, urgent); f != nil {
 			waits = append(waits, f)
 		}
 	}
@@ -94,8 +107,9 @@ func (c *Cache) ensure(ctx context.Context, o *object, first, last int64) (bool,
 }
 
 // startFetch starts (or joins) the fetch of part p of o and returns it, or
-// returns nil when every block of the part is already present.
-func (c *Cache) startFetch(o *object, p int64) *fetch {
+// returns nil when every block of the part is already present. An urgent
+// caller promotes a background fetch it joins.
+func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 	per := c.opts.PartSize / c.opts.BlockSize
 	first := p * per
 	last := min(first+per, o.rec.Present.Len()) - 1
@@ -105,9 +119,15 @@ func (c *Cache) startFetch(o *object, p int64) *fetch {
 		return nil
 	}
 	if f, ok := o.inflight[p]; ok {
+		if urgent {
+			f.makeUrgent()
+		}
 		return f
 	}
-	f := &fetch{done: make(chan struct{})}
+	f := &fetch{done: make(chan struct{}), urgent: make(chan struct{})}
+	if urgent {
+		f.makeUrgent()
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -121,7 +141,7 @@ func (c *Cache) startFetch(o *object, p int64) *fetch {
 	o.inflight[p] = f
 	go func() {
 		defer c.wg.Done()
-		f.err = c.fetchPart(o, first, last)
+		f.err = c.fetchPart(f, o, first, last)
 		o.mu.Lock()
 		delete(o.inflight, p)
 		o.mu.Unlock()
@@ -133,14 +153,14 @@ func (c *Cache) startFetch(o *object, p int64) *fetch {
 
 // fetchPart downloads the missing blocks of [first, last], retrying a body
 // that fails midway from the first block still missing.
-func (c *Cache) fetchPart(o *object, first, last int64) error {
+func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 	var err error
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
-		if err = c.sem.acquire(c.ctx); err != nil {
+		if err = c.gate.acquire(c.ctx, isClosed(f.urgent), f.urgent); err != nil {
 			return err
 		}
 		err = c.fetchRange(o, first, last)
-		c.sem.release()
+		c.gate.release()
 		if err == nil || !retryable(err) || c.ctx.Err() != nil {
 			break
 		}
@@ -260,4 +280,14 @@ func (c *Cache) fault(point, id string) error {
 		return nil
 	}
 	return c.opts.Fault(point, id)
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -79,7 +79,7 @@ func (h *Handle) readAhead(off, end int64) {
 	}
 	first, last := c.blockSpan(end, stop)
 	for p := c.partOf(first); p <= c.partOf(last); p++ {
-		c.startFetch(h.o, p)
+		c.startFetch(h.o, p, true)
 	}
 }
 

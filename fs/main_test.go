@@ -1,0 +1,58 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestMain fails the run if a test leaves one of its mounts behind. Only
+// mounts with this process's source count: other packages' tests may
+// mount and unmount s3cachefs trees at the same time.
+func TestMain(m *testing.M) {
+	before, err := ourMounts(testSource())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	after, err := ourMounts(testSource())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, mp := range after {
+		if !slices.Contains(before, mp) {
+			fmt.Fprintf(os.Stderr, "mount left behind: %s\n", mp)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// testSource is the FsName of this process's test mounts.
+func testSource() string { return fmt.Sprintf("s3://fs-test-%d/prefix", os.Getpid()) }
+
+// ourMounts returns the mount points of fuse.s3cachefs mounts from source
+// in /proc/self/mountinfo.
+func ourMounts(source string) ([]string, error) {
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for line := range strings.Lines(string(raw)) {
+		// "id parent maj:min root mountpoint opts [optional...] - type source superopts"
+		fields := strings.Fields(line)
+		sep := slices.Index(fields, "-")
+		if sep < 5 || sep+2 >= len(fields) {
+			continue
+		}
+		if fields[sep+1] == "fuse."+fsType && fields[sep+2] == source {
+			out = append(out, fields[4])
+		}
+	}
+	return out, nil
+}

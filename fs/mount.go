@@ -1,0 +1,76 @@
+package fs
+
+import (
+	"fmt"
+	"log/slog"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions configure Mount.
+type MountOptions struct {
+	FsName     string // shown as the source in /proc/mounts, e.g. "s3://bucket/prefix"
+	AllowOther bool   // let users other than the mounting one in
+	Debug      bool   // log every FUSE request and reply (at debug level)
+	Logger     *slog.Logger
+}
+
+// fsType is the subtype of the mount: /proc/mounts shows fuse.s3cachefs.
+const fsType = "s3cachefs"
+
+// Mount mounts root read-only at mountpoint and returns the serving server
+// once the kernel has answered. It mounts with mount(2) directly, which
+// needs root, and falls back to fusermount3 otherwise. The caller ends the
+// mount with server.Unmount and waits for the serve loop with server.Wait.
+// A Root is mounted at most once.
+func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	traceLevel := slog.LevelWarn
+	if opts.Debug {
+		traceLevel = slog.LevelDebug
+	}
+	timeout := root.m.opts.EntryTimeout
+	fsOpts := &fs.Options{
+		EntryTimeout: &timeout,
+		AttrTimeout:  &timeout,
+		// A name missing from a fresh listing stays missing until the
+		// listing is refreshed, so the kernel may remember that too.
+		NegativeTimeout: &timeout,
+		RootStableAttr:  &fs.StableAttr{Ino: rootIno},
+		Logger:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		MountOptions: fuse.MountOptions{
+			FsName:     opts.FsName,
+			Name:       fsType,
+			AllowOther: opts.AllowOther,
+			Debug:      opts.Debug,
+			Logger:     slog.NewLogLogger(log.Handler(), traceLevel),
+			// "ro" for fusermount3; MS_RDONLY for mount(2). The kernel
+			// enforces the modes we report (default_permissions) rather
+			// than letting every user read through allow_other.
+			Options:          []string{"ro", "default_permissions"},
+			DirectMount:      true,
+			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			// Let a READ carry up to 1 MiB (max_read and max_pages) so
+			// large sequential reads cost fewer round trips.
+			MaxWrite: fuse.MAX_KERNEL_WRITE,
+		},
+	}
+	server, err := fuse.NewServer(fs.NewNodeFS(root, fsOpts), mountpoint, &fsOpts.MountOptions)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go server.Serve() // ends when the mount goes; server.Wait waits for it
+	if err := server.WaitMount(); err != nil {
+		// Unmounting also ends the serve loop started above.
+		if uerr := server.Unmount(); uerr != nil {
+			log.Warn("unmount after failed mount", "mountpoint", mountpoint, "err", uerr)
+		}
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return server, nil
+}

@@ -1,0 +1,165 @@
+package fs
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"s3cachefs/index"
+)
+
+// Tree answers the folder structure of the mount. *index.Catalog satisfies
+// it. All methods may be called concurrently.
+type Tree interface {
+	// ReadDir returns the entries of dir, sorted by name. dir is "" for
+	// the root, else a clean relative path such as "a/b".
+	ReadDir(ctx context.Context, dir string) ([]index.Entry, error)
+	// Lookup returns the entry name in dir. A missing name yields an
+	// error wrapping io/fs.ErrNotExist.
+	Lookup(ctx context.Context, dir, name string) (index.Entry, error)
+	// Invalidate drops the stored listing of dir, so its next use lists
+	// the object store again.
+	Invalidate(dir string) error
+}
+
+var _ Tree = (*index.Catalog)(nil)
+
+// Files opens object contents. Open may be called concurrently; every File
+// it returns is closed exactly once.
+type Files interface {
+	Open(ctx context.Context, obj index.Object) (File, error)
+}
+
+// File is one open handle on one object version. ReadAt returns n < len(p)
+// only at the end of the object (with a nil error or io.EOF). A read that
+// finds the object changed in S3 returns an error wrapping index.ErrStale.
+// ReadAt may be called concurrently; Close releases the handle and is
+// called once, after every ReadAt has returned.
+type File interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	Close() error
+}
+
+// Options configure NewRoot.
+type Options struct {
+	Tree  Tree  // required
+	Files Files // required
+
+	UID, GID uint32 // owner shown for every node
+
+	// FileMode and DirMode are the permission bits of files and folders;
+	// zero means 0444 and 0555.
+	FileMode, DirMode uint32
+
+	// EntryTimeout is how long the kernel caches entries, attributes and
+	// absent names; zero means one second.
+	EntryTimeout time.Duration
+
+	// Logger receives unexpected errors, with the path. nil discards.
+	Logger *slog.Logger
+}
+
+// Root is the root directory node of the mount. Mount it once, with Mount.
+type Root struct {
+	dirNode
+}
+
+// NewRoot returns the root of a tree served from opts.Tree and opts.Files.
+func NewRoot(opts Options) *Root {
+	if opts.FileMode == 0 {
+		opts.FileMode = 0o444
+	}
+	if opts.DirMode == 0 {
+		opts.DirMode = 0o555
+	}
+	if opts.EntryTimeout <= 0 {
+		opts.EntryTimeout = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	// The mode bits hold permissions only: the node kind is the node's.
+	opts.FileMode &= 0o7777
+	opts.DirMode &= 0o7777
+	return &Root{dirNode{m: &shared{opts: opts, log: opts.Logger, started: time.Now()}}}
+}
+
+// OpenFiles returns how many file handles are open now. Unmounting while
+// it is above zero would cut off the readers holding them.
+func (r *Root) OpenFiles() int64 { return r.m.open.Load() }
+
+// shared is what every node of one tree refers to.
+type shared struct {
+	opts    Options      // set once in NewRoot, defaults applied
+	log     *slog.Logger // set once in NewRoot; opts.Logger
+	started time.Time    // set once in NewRoot; the mtime of every folder
+
+	open atomic.Int64 // file handles open now
+}
+
+// dirAttr fills out with the attributes every folder shares.
+func (m *shared) dirAttr(out *fuse.Attr) {
+	out.Mode = syscall.S_IFDIR | m.opts.DirMode
+	// One link tells find(1) and friends not to derive the number of
+	// subfolders from it, which we do not know without listing.
+	out.Nlink = 1
+	out.Owner = fuse.Owner{Uid: m.opts.UID, Gid: m.opts.GID}
+	t := m.started
+	out.SetTimes(&t, &t, &t)
+}
+
+// blockSize is the st_blksize reported for files. It is the page size, as
+// go-fuse would default to: programs size their buffers by it, and a
+// larger value would make every small random read of an NPZ member read
+// (and fetch) more.
+const blockSize = 4096
+
+// fileAttr fills out with the attributes of obj.
+func (m *shared) fileAttr(obj index.Object, out *fuse.Attr) {
+	size := uint64(max(obj.Size, 0))
+	out.Mode = syscall.S_IFREG | m.opts.FileMode
+	out.Size = size
+	out.Blksize = blockSize
+	out.Blocks = (size + 511) / 512 // st_blocks counts 512-byte units
+	out.Nlink = 1
+	out.Owner = fuse.Owner{Uid: m.opts.UID, Gid: m.opts.GID}
+	t := obj.LastModified
+	out.SetTimes(&t, &t, &t)
+}
+
+// rootIno is the inode number of the mount root, as FUSE numbers it.
+const rootIno = fuse.FUSE_ROOT_ID
+
+// inoOf returns the stable inode number of the node at path, avoiding the
+// numbers go-fuse and the kernel reserve (0, the root's 1, and 2^64-1).
+func inoOf(path string) uint64 {
+	h := hash64(path)
+	if h <= rootIno || h == math.MaxUint64 {
+		h = rootIno + 1
+	}
+	return h
+}
+
+// genOf returns the inode generation of a file node for an object
+// version: different versions at one path must differ in generation.
+func genOf(version string) uint64 { return hash64(version) }
+
+func hash64(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s)) // a hash.Hash never returns an error
+	return h.Sum64()
+}
+
+// join returns the path of name inside the folder at dir.
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
