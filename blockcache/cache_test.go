@@ -371,3 +371,33 @@ func TestCloseStopsFetches(t *testing.T) {
 	f.db.Close()
 	f.c, f.db = nil, nil
 }
+
+func TestWarmFetchesEverythingOnce(t *testing.T) {
+	f := newFixture(t, Options{})
+	data := randBytes(10, 9*testPart+3)
+	obj := f.src.Put("w", data)
+	h := f.openHandle(obj)
+	if _, err := h.ReadAt(context.Background(), buf(10), 2*testPart); err != nil {
+		t.Fatal(err)
+	}
+	var reported int64
+	if err := f.c.Warm(context.Background(), obj, func(n int64) { reported += n }); err != nil {
+		t.Fatal(err)
+	}
+	if reported != int64(len(data)) {
+		t.Fatalf("progress reported %d bytes, want %d", reported, len(data))
+	}
+	if !h.Complete() {
+		t.Fatal("not complete after Warm")
+	}
+	if s := f.c.Stats(); s.BytesFromS3 != int64(len(data)) {
+		t.Fatalf("fetched %d bytes for a %d-byte object", s.BytesFromS3, len(data))
+	}
+	gets := f.src.Stats().Gets
+	if err := f.c.Warm(context.Background(), obj, nil); err != nil || f.src.Stats().Gets != gets {
+		t.Fatalf("second Warm: %v, %d GETs", err, f.src.Stats().Gets-gets)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, data) {
+		t.Fatal("bytes after Warm differ")
+	}
+}

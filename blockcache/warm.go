@@ -1,0 +1,66 @@
+package blockcache
+
+import (
+	"context"
+
+	"s3cachefs/index"
+)
+
+// Warm fetches every block of obj that is not on SSD yet, at background
+// priority, and waits for them. progress, if set, is called with the bytes
+// of each part as it becomes present (including parts already there).
+// Reads of the object during Warm are served first.
+func (c *Cache) Warm(ctx context.Context, obj index.Object, progress func(bytes int64)) error {
+	o, err := c.acquire(obj)
+	if err != nil {
+		return err
+	}
+	defer c.release(o)
+	nblocks := index.NumBlocks(obj.Size, c.opts.BlockSize)
+	per := c.opts.PartSize / c.opts.BlockSize
+	nparts := (nblocks + per - 1) / per
+	// Keep a few parts of the object in flight: enough to use the gate,
+	// few enough that a cancelled job leaves little running behind it.
+	var queue []*fetch
+	next := int64(0) // part whose progress is reported next
+	wait := func() error {
+		f := queue[0]
+		queue = queue[1:]
+		if f != nil {
+			select {
+			case <-f.done:
+				if f.err != nil {
+					return f.err
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if progress != nil {
+			start := next * c.opts.PartSize
+			progress(min(start+c.opts.PartSize, obj.Size) - start)
+		}
+		next++
+		return nil
+	}
+	for p := int64(0); p < nparts; p++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		queue = append(queue, c.startFetch(o, p, false))
+		if len(queue) >= warmWindow {
+			if err := wait(); err != nil {
+				return err
+			}
+		}
+	}
+	for len(queue) > 0 {
+		if err := wait(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// warmWindow is how many parts of one object Warm keeps in flight.
+const warmWindow = 4
