@@ -340,3 +340,95 @@ func decodeBitmap(d *decoder, n int64) Blocks {
 	}
 	return p
 }
+
+// encodeJob encodes j (without its ID, which is the bbolt key):
+//
+//	byte     codec version (1)
+//	time     Created
+//	byte     State (< 4)
+//	uvarint  len(Paths), then each path as string
+//	string   Error
+//	uvarint  len(Failed), then each key as string
+//
+// It fails with ErrInvalid for an ID that cannot be a key (see checkID) or
+// an unknown State, so a stored job always decodes.
+func encodeJob(j Job) ([]byte, error) {
+	if err := checkID("job", j.ID); err != nil {
+		return nil, err
+	}
+	if j.State >= numJobStates {
+		return nil, fmt.Errorf("%w: job %s: unknown state %d", ErrInvalid, j.ID, j.State)
+	}
+	e := encoder{b: make([]byte, 0, 32+len(j.Error)+32*(len(j.Paths)+len(j.Failed)))}
+	e.b = append(e.b, codecV1)
+	e.time(j.Created)
+	e.b = append(e.b, byte(j.State))
+	e.strs(j.Paths)
+	e.str(j.Error)
+	e.strs(j.Failed)
+	return e.b, nil
+}
+
+// strs stores a count and then each string.
+func (e *encoder) strs(ss []string) {
+	e.uvarint(uint64(len(ss)))
+	for _, s := range ss {
+		e.str(s)
+	}
+}
+
+// strs reads what encoder.strs wrote; none decodes as nil.
+func (d *decoder) strs() []string {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	ss := make([]string, 0, n)
+	for range n {
+		ss = append(ss, d.str())
+	}
+	return ss
+}
+
+// decodeJob decodes a value written by encodeJob for id. It never panics;
+// malformed input yields an error wrapping ErrCorrupt.
+func decodeJob(id string, b []byte) (Job, error) {
+	d := decoder{b: b}
+	d.version()
+	j := Job{ID: id, Created: d.time()}
+	if j.State = JobState(d.byte1()); d.err == nil && j.State >= numJobStates {
+		d.fail("unknown job state %d", j.State)
+	}
+	j.Paths = d.strs()
+	j.Error = d.str()
+	j.Failed = d.strs()
+	if err := d.end(); err != nil {
+		return Job{}, fmt.Errorf("job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// encodeCurrent encodes the value of the current bucket: codec version (1),
+// then the cache ID as string.
+func encodeCurrent(id string) []byte {
+	e := encoder{b: make([]byte, 0, 2+len(id))}
+	e.b = append(e.b, codecV1)
+	e.str(id)
+	return e.b
+}
+
+// decodeCurrent decodes a value written by encodeCurrent; callers name the
+// key in their error. It never panics; malformed input, including an empty
+// ID, wraps ErrCorrupt.
+func decodeCurrent(b []byte) (string, error) {
+	d := decoder{b: b}
+	d.version()
+	id := d.str()
+	if d.err == nil && id == "" {
+		d.fail("empty cache ID")
+	}
+	if err := d.end(); err != nil {
+		return "", err
+	}
+	return id, nil
+}

@@ -53,6 +53,10 @@ var (
 	bucketMeta     = []byte("meta")
 	bucketListings = []byte("listings")
 	bucketRecords  = []byte("records")
+	bucketJobs     = []byte("jobs")
+	bucketPins     = []byte("pins")
+	bucketJobPins  = []byte("jobpins")
+	bucketCurrent  = []byte("current")
 	keySchema      = []byte("schema")
 )
 
@@ -118,7 +122,9 @@ func initSchema(tx *bolt.Tx, created *bool) error {
 			return err
 		}
 	}
-	for _, name := range [][]byte{bucketListings, bucketRecords} {
+	// Buckets added within schema 1 are created here too, so a file made
+	// before they existed gains them on Open.
+	for _, name := range [][]byte{bucketListings, bucketRecords, bucketJobs, bucketPins, bucketJobPins, bucketCurrent} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}

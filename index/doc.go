@@ -7,11 +7,31 @@
 //
 // One bbolt file, created with mode 0600 and flock'ed while open: a second
 // daemon on the same cache directory fails Open with ErrLocked. It holds
-// three buckets:
+// these buckets:
 //
 //	meta      "schema" -> uvarint SchemaVersion (1)
 //	listings  "/" + S3 prefix -> listing value   (root prefix "" is key "/")
 //	records   cache ID -> record value
+//	jobs      job ID -> job value
+//	pins      cache ID + "\x00" + job ID -> empty
+//	jobpins   job ID + "\x00" + cache ID -> empty
+//	current   S3 key -> current value
+//
+// Open creates any missing bucket, so a schema 1 file written before jobs,
+// pins and current existed gains them.
+//
+// A pin (a job needs an object kept; eviction skips pinned objects) is
+// stored in both pins and jobpins, written and deleted in one transaction,
+// so "which jobs pin this object" and "which objects does this job pin" are
+// each one prefix scan. Job and cache IDs used in pins are non-empty and
+// contain no NUL, so the prefix id+"\x00" matches exactly one ID. Pin needs
+// the job stored; DeleteJob drops the job's pins and DeleteRecord the
+// object's, in the same transaction as the deletion, so no pin outlives its
+// job or its data.
+//
+// current maps each S3 key to the cache ID of the version readers use.
+// SetCurrent returns the ID it replaces exactly once, for the caller to
+// drop; an evicted record may still be current (it is fetched again).
 //
 // Open creates the buckets in an empty file and refuses with ErrSchema a
 // file whose schema version differs, or a bbolt file without a meta bucket
@@ -25,7 +45,10 @@
 // listing value is ListedAt, then the child folder names, then each file's
 // key, size, ETag and LastModified, both lists sorted and unique. A record
 // value is key, version, size, block size, LastAccess, the number of
-// blocks and the presence bitmap (bit i%8 of byte i/8 is block i).
+// blocks and the presence bitmap (bit i%8 of byte i/8 is block i). A job
+// value is Created, the state byte (running 0, done 1, failed 2,
+// cancelled 3), the paths, the error text and the failed keys. A current
+// value is the cache ID.
 // Decoding never panics: truncated, overlong, unsorted, out-of-range or
 // trailing data fails with an error wrapping ErrCorrupt.
 //

@@ -139,12 +139,17 @@ func (db *DB) Touch(id string, t time.Time) error {
 	return nil
 }
 
-// DeleteRecord removes record id; deleting a missing record is not an error.
+// DeleteRecord removes record id and, in the same transaction, every pin of
+// it (see Pin), so no pin outlives the data it protects. Deleting a missing
+// record is not an error.
 func (db *DB) DeleteRecord(id string) error {
 	if id == "" {
 		return nil
 	}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := unpinObjectTx(tx, id); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketRecords).Delete([]byte(id))
 	})
 	if err != nil {
