@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -399,5 +400,31 @@ func TestWarmFetchesEverythingOnce(t *testing.T) {
 	}
 	if got := readAll(t, h); !bytes.Equal(got, data) {
 		t.Fatal("bytes after Warm differ")
+	}
+}
+
+func TestNewVersionDropsOldData(t *testing.T) {
+	f := newFixture(t, Options{})
+	old := f.src.Put("v", randBytes(11, testPart))
+	h := f.openHandle(old)
+	readAll(t, h)
+	h.Close()
+	oldPath := objectPath(f.dir, ObjectID("bucket", old))
+	if _, err := os.Stat(oldPath); err != nil {
+		t.Fatal(err)
+	}
+	newData := randBytes(12, testPart+5)
+	obj, err := f.src.Replace("v", newData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, newData) {
+		t.Fatal("new version's bytes differ")
+	}
+	if _, err := os.Stat(oldPath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old version's file still there: %v", err)
+	}
+	if _, ok, _ := f.db.Record(ObjectID("bucket", old)); ok {
+		t.Fatal("old version's record still there")
 	}
 }

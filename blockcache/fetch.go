@@ -26,9 +26,10 @@ type object struct {
 	// refs is guarded by Cache.mu: handles plus running fetches.
 	refs int
 
-	mu       sync.Mutex       // guards rec and inflight
+	mu       sync.Mutex       // guards rec, inflight and current
 	rec      index.Record     // what the index holds for id
 	inflight map[int64]*fetch // fetches by part number
+	current  bool             // recorded as the key's current version
 }
 
 // fetch is one ranged GET of a part, shared by every reader waiting on it.
@@ -271,7 +272,45 @@ func (c *Cache) commit(o *object, first, n int64) error {
 	for b := first; b < first+n; b++ {
 		o.rec.Present.Set(b)
 	}
+	known := o.current
+	o.current = true
 	o.mu.Unlock()
+	if !known {
+		c.makeCurrent(o)
+	}
+	return nil
+}
+
+// makeCurrent records o as the cached version of its key and drops the
+// data of the version it replaces: an object changed in S3 leaves no old
+// bytes behind.
+func (c *Cache) makeCurrent(o *object) {
+	stale, err := c.db.SetCurrent(o.obj.Key, o.id)
+	if err != nil {
+		c.log.Warn("record current version", "key", o.obj.Key, "err", err)
+		return
+	}
+	for _, id := range stale {
+		if err := c.dropVersion(id); err != nil {
+			c.log.Warn("drop old version", "key", o.obj.Key, "err", err)
+		}
+	}
+}
+
+// dropVersion deletes the record, then the file, of object version id,
+// unless it is in use (its readers keep it; eviction removes it later).
+func (c *Cache) dropVersion(id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, busy := c.objs[id]; busy {
+		return nil
+	}
+	if err := c.db.DeleteRecord(id); err != nil {
+		return err
+	}
+	if err := os.Remove(objectPath(c.opts.Dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	return nil
 }
 

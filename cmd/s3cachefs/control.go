@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"s3cachefs/blockcache"
 )
 
 // runtimeDirEnv overrides where control sockets live (tests use it).
@@ -102,15 +106,57 @@ func (c *control) close(ctx context.Context) error {
 	return err
 }
 
-// ServeHTTP answers GET /status and POST /shutdown[?force=1].
+// ServeHTTP answers the control requests:
+//
+//	GET  /status                 statusReport
+//	POST /shutdown[?force=1]     unmount and stop
+//	POST /prefetch               start a job: prefetchRequest → blockcache.Progress
+//	GET  /jobs, /jobs/ID         job progress
+//	POST /jobs/ID/cancel         cancel a job
 func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, action, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/jobs/"), "/")
+	isJob := strings.HasPrefix(r.URL.Path, "/jobs/") && id != ""
 	switch {
 	case r.URL.Path == "/status" && r.Method == http.MethodGet:
 		c.writeJSON(w, http.StatusOK, c.d.status())
 	case r.URL.Path == "/shutdown" && r.Method == http.MethodPost:
 		c.shutdown(w, r.URL.Query().Get("force") == "1")
+	case r.URL.Path == "/prefetch" && r.Method == http.MethodPost:
+		c.prefetch(w, r)
+	case r.URL.Path == "/jobs" && r.Method == http.MethodGet:
+		c.writeJSON(w, http.StatusOK, c.d.jobs.List())
+	case isJob && action == "" && r.Method == http.MethodGet:
+		p, err := c.d.jobs.Get(id)
+		c.reply(w, p, err)
+	case isJob && action == "cancel" && r.Method == http.MethodPost:
+		c.reply(w, map[string]string{"result": "cancelled"}, c.d.jobs.Cancel(id))
 	default:
 		c.writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no such request: %s %s", r.Method, r.URL.Path)})
+	}
+}
+
+// prefetch starts a job from the request body.
+func (c *control) prefetch(w http.ResponseWriter, r *http.Request) {
+	var req prefetchRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed prefetch request: " + err.Error()})
+		return
+	}
+	p, err := c.d.jobs.Start(r.Context(), req.Paths)
+	c.reply(w, p, err)
+}
+
+// reply writes v, or err as an apiError with a status that fits it.
+func (c *control) reply(w http.ResponseWriter, v any, err error) {
+	switch {
+	case err == nil:
+		c.writeJSON(w, http.StatusOK, v)
+	case errors.Is(err, blockcache.ErrNoJob), errors.Is(err, iofs.ErrNotExist):
+		c.writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
+	case errors.Is(err, blockcache.ErrNoSpace):
+		c.writeJSON(w, http.StatusInsufficientStorage, apiError{Error: err.Error()})
+	default:
+		c.writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 	}
 }
 
@@ -170,7 +216,20 @@ var errNoDaemon = errors.New("no s3cachefs daemon answers")
 
 // do sends one request and decodes a JSON reply into out.
 func (c *client) do(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://s3cachefs"+path, nil)
+	return c.send(ctx, method, path, nil, out)
+}
+
+// post sends in as JSON and decodes the reply into out.
+func (c *client) post(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.send(ctx, http.MethodPost, path, bytes.NewReader(b), out)
+}
+
+func (c *client) send(ctx context.Context, method, path string, in io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://s3cachefs"+path, in)
 	if err != nil {
 		return err
 	}

@@ -31,10 +31,15 @@ type daemon struct {
 	store   *s3store.Store
 	catalog *index.Catalog
 	cache   *blockcache.Cache
+	jobs    *blockcache.Jobs
 	root    *s3fs.Root
 	server  *fuse.Server
 	ctl     *control
 	started time.Time
+
+	bgCtx    context.Context // cancelled by close; for work started after mount
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup // goroutines started after mount
 
 	detached chan struct{} // closed when a forced stop detached the mount
 	stopped  chan struct{} // closed once cache and index are closed
@@ -69,6 +74,7 @@ func runDaemon(cfg mountConfig, ready *os.File) (err error) {
 		ready = nil
 	}
 	log.Info("mounted", "source", cfg.Source.String(), "mountpoint", cfg.Mountpoint, "cache_dir", cfg.CacheDir, "pid", os.Getpid())
+	d.startJobs()
 	return d.serve()
 }
 
@@ -77,6 +83,7 @@ func runDaemon(cfg mountConfig, ready *os.File) (err error) {
 func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, started: time.Now(),
 		detached: make(chan struct{}), stopped: make(chan struct{})}
+	d.bgCtx, d.bgCancel = context.WithCancel(context.Background())
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -102,6 +109,10 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
 	}
 	undo = append(undo, func() { d.cache.Close() })
+	d.jobs = blockcache.NewJobs(d.cache, d.catalog, d.db, blockcache.JobOptions{
+		Objects: cfg.PrefetchObjects, Logger: log,
+	})
+	undo = append(undo, d.jobs.Close)
 	d.root = s3fs.NewRoot(s3fs.Options{
 		Tree: d.catalog, Files: cacheFiles{d.cache},
 		UID: cfg.UID, GID: cfg.GID, FileMode: cfg.FileMode, DirMode: cfg.DirMode,
@@ -118,6 +129,27 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
 	return d, nil
+}
+
+// startJobs resumes the prefetch jobs an earlier run left unfinished and
+// starts the one --prefetch asks for, in the background.
+func (d *daemon) startJobs() {
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		if err := d.jobs.Resume(d.bgCtx); err != nil {
+			d.log.Error("resume prefetch jobs", "err", err)
+		}
+		if len(d.cfg.Prefetch) == 0 {
+			return
+		}
+		p, err := d.jobs.Start(d.bgCtx, d.cfg.Prefetch)
+		if err != nil {
+			d.log.Error("--prefetch", "err", err)
+			return
+		}
+		d.log.Info("--prefetch started", "job", p.ID)
+	}()
 }
 
 // connectS3 builds the S3 client and checks bucket, credentials and
@@ -230,6 +262,9 @@ func (d *daemon) unmount(force bool) error {
 // close stops the cache and the index, then the control socket (after it
 // has told a waiting `drop` that everything is closed).
 func (d *daemon) close() error {
+	d.bgCancel()
+	d.bg.Wait()
+	d.jobs.Close()
 	errs := []error{d.cache.Close(), d.db.Close()}
 	close(d.stopped)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

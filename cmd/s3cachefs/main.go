@@ -2,6 +2,7 @@
 // cached on local SSD, and manages such mounts.
 //
 //	s3cachefs mount SOURCE MOUNTPOINT --cache-dir DIR [flags]
+//	s3cachefs prefetch [--mount M] [--detach] [--json] PATH...
 //	s3cachefs status [--mount M] [--json]
 //	s3cachefs drop [--purge] [--force] MOUNTPOINT
 //
@@ -30,6 +31,7 @@ const usage = `usage: s3cachefs COMMAND [flags]
 
 commands:
   mount SOURCE MOUNTPOINT --cache-dir DIR   mount s3://bucket[/prefix] read-only, cached on SSD
+  prefetch [--mount M] PATH...              fetch whole folders into the cache, with progress
   status [--mount M] [--json]               what the cache holds and how reads were served
   drop [--purge] [--force] MOUNTPOINT       unmount and stop the daemon; --purge deletes the cache
 
@@ -50,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "mount":
 		err = cmdMount(rest, stdout)
+	case "prefetch":
+		err = cmdPrefetch(rest, stdout)
 	case "status":
 		err = cmdStatus(rest, stdout)
 	case "drop":
@@ -58,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		err = usagef("unknown command %q (want mount, status or drop)", cmd)
+		err = usagef("unknown command %q (want mount, prefetch, status or drop)", cmd)
 	}
 	var ue usageError
 	switch {
@@ -66,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errInterrupted):
+		return 130
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "s3cachefs: %s\n", oneLine(err.Error()))
 		return 2

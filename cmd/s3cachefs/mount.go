@@ -20,20 +20,22 @@ import (
 
 // mountConfig is everything `mount` was told, parsed and validated.
 type mountConfig struct {
-	Source         source
-	Mountpoint     string // absolute
-	CacheDir       string // absolute
-	Endpoint       string
-	Region         string
-	Profile        string
-	ForcePathStyle bool
-	TTL            time.Duration // < 0: indefinite
-	Foreground     bool
-	LogLevel       slog.Level
-	AllowOther     bool
-	UID, GID       uint32
-	FileMode       uint32
-	DirMode        uint32
+	Source          source
+	Mountpoint      string // absolute
+	CacheDir        string // absolute
+	Endpoint        string
+	Region          string
+	Profile         string
+	ForcePathStyle  bool
+	TTL             time.Duration // < 0: indefinite
+	Foreground      bool
+	LogLevel        slog.Level
+	AllowOther      bool
+	UID, GID        uint32
+	FileMode        uint32
+	DirMode         uint32
+	Prefetch        []string // mount-relative paths to prefetch once mounted
+	PrefetchObjects int      // objects a prefetch job fetches at once
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -63,6 +65,8 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	gid := fs.Int("gid", os.Getgid(), "owner gid of every file")
 	fileMode := fs.String("file-mode", "0444", "permission bits of files")
 	dirMode := fs.String("dir-mode", "0555", "permission bits of folders")
+	prefetch := fs.String("prefetch", "", "comma-separated folders to prefetch once mounted, e.g. train,dev")
+	prefetchObjects := fs.Int("prefetch-objects", 8, "objects a prefetch job fetches at once")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
 		return mountConfig{}, err
@@ -104,6 +108,15 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	}
 	if cfg.DirMode, err = parseMode("--dir-mode", *dirMode); err != nil {
 		return cfg, err
+	}
+	if *prefetchObjects < 1 || *prefetchObjects > 1024 {
+		return cfg, fmt.Errorf("--prefetch-objects must be 1 to 1024, got %d", *prefetchObjects)
+	}
+	cfg.PrefetchObjects = *prefetchObjects
+	if *prefetch != "" {
+		if cfg.Prefetch, err = mountRelative(cfg.Mountpoint, strings.Split(*prefetch, ",")); err != nil {
+			return cfg, fmt.Errorf("--prefetch: %w", err)
+		}
 	}
 	if cfg.CacheDir == cfg.Mountpoint || strings.HasPrefix(cfg.CacheDir, cfg.Mountpoint+"/") {
 		return cfg, fmt.Errorf("cache dir %s must not lie inside the mountpoint", cfg.CacheDir)

@@ -9,27 +9,31 @@ import (
 	"os"
 	"text/tabwriter"
 	"time"
+
+	"s3cachefs/blockcache"
 )
 
 // statusReport is what `status` shows; --json prints it as is.
 type statusReport struct {
-	Source          string `json:"source"`
-	Mountpoint      string `json:"mountpoint"`
-	CacheDir        string `json:"cache_dir"`
-	PID             int    `json:"pid"`
-	UptimeSeconds   int64  `json:"uptime_seconds"`
-	Objects         int    `json:"objects"`
-	CompleteObjects int    `json:"complete_objects"`
-	CachedBytes     int64  `json:"cached_bytes"`
-	Hits            int64  `json:"hits"`
-	Misses          int64  `json:"misses"`
-	BytesFromS3     int64  `json:"bytes_from_s3"`
-	BytesFromSSD    int64  `json:"bytes_from_ssd"`
-	FetchErrors     int64  `json:"fetch_errors"`
-	OpenFiles       int64  `json:"open_files"`
-	S3GetRequests   int64  `json:"s3_get_requests"`
-	S3ListRequests  int64  `json:"s3_list_requests"`
-	Error           string `json:"error,omitempty"`
+	Source          string                `json:"source"`
+	Mountpoint      string                `json:"mountpoint"`
+	CacheDir        string                `json:"cache_dir"`
+	PID             int                   `json:"pid"`
+	UptimeSeconds   int64                 `json:"uptime_seconds"`
+	Objects         int                   `json:"objects"`
+	CompleteObjects int                   `json:"complete_objects"`
+	CachedBytes     int64                 `json:"cached_bytes"`
+	Hits            int64                 `json:"hits"`
+	Misses          int64                 `json:"misses"`
+	BytesFromS3     int64                 `json:"bytes_from_s3"`
+	BytesFromSSD    int64                 `json:"bytes_from_ssd"`
+	FetchErrors     int64                 `json:"fetch_errors"`
+	OpenFiles       int64                 `json:"open_files"`
+	S3GetRequests   int64                 `json:"s3_get_requests"`
+	S3ListRequests  int64                 `json:"s3_list_requests"`
+	PinnedObjects   int                   `json:"pinned_objects"`
+	Prefetch        []blockcache.Progress `json:"prefetch"`
+	Error           string                `json:"error,omitempty"`
 }
 
 // status gathers the daemon's figures.
@@ -46,6 +50,10 @@ func (d *daemon) status() statusReport {
 	}
 	cs := d.cache.Stats()
 	r.Hits, r.Misses, r.BytesFromS3, r.BytesFromSSD, r.FetchErrors = cs.Hits, cs.Misses, cs.BytesFromS3, cs.BytesFromSSD, cs.FetchErrors
+	r.Prefetch = d.jobs.List()
+	if n, err := d.db.PinnedCount(); err == nil {
+		r.PinnedObjects = n
+	}
 	ss := d.store.Stats()
 	r.S3GetRequests, r.S3ListRequests = ss.Gets, ss.Lists
 	return r
@@ -104,6 +112,11 @@ func printStatus(w io.Writer, r statusReport) {
 	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD\n", humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD))
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
 	fmt.Fprintf(tw, "open files\t%d\n", r.OpenFiles)
+	fmt.Fprintf(tw, "pinned\t%d objects\n", r.PinnedObjects)
+	for _, p := range r.Prefetch {
+		t := p.Totals()
+		fmt.Fprintf(tw, "prefetch\t%s %s: %d/%d files, %s / %s\n", p.ID, p.State, t.FilesDone, t.Files, humanBytes(t.BytesDone), humanBytes(t.Bytes))
+	}
 	if r.FetchErrors > 0 {
 		fmt.Fprintf(tw, "fetch errors\t%d (see the daemon log in the cache dir)\n", r.FetchErrors)
 	}

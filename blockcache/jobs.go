@@ -1,0 +1,300 @@
+package blockcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"log/slog"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"s3cachefs/index"
+)
+
+// Tree is what prefetch jobs need to find objects. *index.Catalog
+// satisfies it. Paths are relative to the mount root ("" is the root).
+type Tree interface {
+	ReadDir(ctx context.Context, dir string) ([]index.Entry, error)
+	Lookup(ctx context.Context, dir, name string) (index.Entry, error)
+	Refresh(ctx context.Context, dir string) error
+}
+
+// ErrNoSpace means a prefetch job cannot fit in the cache.
+var ErrNoSpace = errors.New("does not fit in the cache")
+
+// JobOptions configures prefetch jobs. Zero fields take defaults.
+type JobOptions struct {
+	// Objects is how many objects a job fetches at once (default 8); the
+	// cache's MaxFetches still bounds the GETs in flight.
+	Objects int
+	// MaxBytes is the cache size limit; a job bigger than it fails at once.
+	// 0 means no limit but the filesystem's free space.
+	MaxBytes int64
+	// MinFree is how many bytes must stay free on the cache filesystem.
+	MinFree int64
+	// Logger receives job events; nil discards.
+	Logger *slog.Logger
+}
+
+// Jobs runs prefetch jobs inside the daemon. Jobs are recorded in the
+// index, pin what they fetch, and resume after a restart (Resume).
+type Jobs struct {
+	// Set once in NewJobs.
+	c      *Cache
+	tree   Tree
+	db     *index.DB
+	opts   JobOptions
+	log    *slog.Logger
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex      // guards jobs and seq
+	jobs map[string]*job // jobs of this daemon run, by ID
+	seq  int
+}
+
+// NewJobs returns a job runner over c, finding objects in tree.
+func NewJobs(c *Cache, tree Tree, db *index.DB, opts JobOptions) *Jobs {
+	if opts.Objects <= 0 {
+		opts.Objects = 8
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Jobs{c: c, tree: tree, db: db, opts: opts, log: opts.Logger,
+		ctx: ctx, cancel: cancel, jobs: make(map[string]*job)}
+}
+
+// Close cancels running jobs (they stay recorded as running, so they
+// resume after a restart) and waits for them.
+func (j *Jobs) Close() {
+	j.cancel()
+	j.wg.Wait()
+}
+
+// FolderProgress is the state of one path of a job.
+type FolderProgress struct {
+	Path          string `json:"path"`
+	Files         int64  `json:"files"`
+	FilesDone     int64  `json:"files_done"`
+	Bytes         int64  `json:"bytes"`
+	BytesDone     int64  `json:"bytes_done"`
+	CachedAtStart int64  `json:"cached_at_start"`
+}
+
+// Progress is a snapshot of one job.
+type Progress struct {
+	ID             string           `json:"id"`
+	State          string           `json:"state"`
+	Error          string           `json:"error,omitempty"`
+	Failed         []string         `json:"failed,omitempty"`
+	ElapsedSeconds float64          `json:"elapsed_seconds"`
+	Folders        []FolderProgress `json:"folders"`
+}
+
+// Totals sums the folders.
+func (p Progress) Totals() FolderProgress {
+	var t FolderProgress
+	for _, f := range p.Folders {
+		t.Files += f.Files
+		t.FilesDone += f.FilesDone
+		t.Bytes += f.Bytes
+		t.BytesDone += f.BytesDone
+		t.CachedAtStart += f.CachedAtStart
+	}
+	return t
+}
+
+// job is one running or finished job of this daemon run.
+type job struct {
+	// Set once in plan.
+	rec     index.Job
+	started time.Time
+	folders []*folder
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the job has finished
+
+	mu     sync.Mutex // guards state, errMsg and failed
+	state  index.JobState
+	errMsg string
+	failed []string
+}
+
+// folder is one path of a job and its objects.
+type folder struct {
+	path          string
+	objects       []index.Object
+	bytes         int64
+	cachedAtStart int64
+	filesDone     atomic.Int64
+	bytesDone     atomic.Int64
+}
+
+// Start plans a job for paths (fresh listings, whatever the TTL), checks it
+// fits, records and pins it, and starts it. It returns the job's first
+// snapshot; the job runs on after ctx ends.
+func (j *Jobs) Start(ctx context.Context, paths []string) (Progress, error) {
+	j.mu.Lock()
+	j.seq++
+	id := fmt.Sprintf("%s-%d", time.Now().UTC().Format("20060102T150405.000"), j.seq)
+	j.mu.Unlock()
+	jb, err := j.plan(ctx, index.Job{ID: id, Paths: paths, Created: time.Now().UTC(), State: index.JobRunning})
+	if err != nil {
+		return Progress{}, err
+	}
+	if err := j.db.PutJob(jb.rec); err != nil {
+		return Progress{}, fmt.Errorf("record job: %w", err)
+	}
+	if err := j.db.Pin(id, jb.objectIDs(j.c.opts.Bucket)); err != nil {
+		return Progress{}, fmt.Errorf("pin objects: %w", err)
+	}
+	j.run(jb)
+	return jb.progress(), nil
+}
+
+// Resume restarts the jobs a previous daemon run left running. A job that
+// no longer plans (say, a folder is gone) is recorded as failed.
+func (j *Jobs) Resume(ctx context.Context) error {
+	recs, err := j.db.Jobs()
+	if err != nil {
+		return fmt.Errorf("read jobs: %w", err)
+	}
+	for _, rec := range recs {
+		if rec.State != index.JobRunning {
+			continue
+		}
+		j.log.Info("resuming prefetch job", "job", rec.ID, "paths", strings.Join(rec.Paths, " "))
+		jb, err := j.plan(ctx, rec)
+		if err != nil {
+			rec.State, rec.Error = index.JobFailed, err.Error()
+			if perr := j.db.PutJob(rec); perr != nil {
+				return perr
+			}
+			continue
+		}
+		j.run(jb)
+	}
+	return nil
+}
+
+// plan lists the job's paths recursively and checks that the job fits.
+func (j *Jobs) plan(ctx context.Context, rec index.Job) (*job, error) {
+	jb := &job{rec: rec, started: time.Now(), state: index.JobRunning, done: make(chan struct{})}
+	if len(rec.Paths) == 0 {
+		return nil, errors.New("prefetch needs at least one path")
+	}
+	var total, cached int64
+	for _, p := range rec.Paths {
+		f, err := j.walkPath(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range f.objects {
+			f.bytes += o.Size
+			rc, ok, err := j.db.Record(ObjectID(j.c.opts.Bucket, o))
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				f.cachedAtStart += rc.PresentBytes()
+			}
+		}
+		total += f.bytes
+		cached += f.cachedAtStart
+		jb.folders = append(jb.folders, f)
+	}
+	if err := j.checkFits(total, cached); err != nil {
+		return nil, err
+	}
+	return jb, nil
+}
+
+// walkPath resolves one mount-relative path to a folder of objects.
+func (j *Jobs) walkPath(ctx context.Context, p string) (*folder, error) {
+	clean := strings.Trim(path.Clean("/"+p), "/")
+	f := &folder{path: p}
+	if clean == "" {
+		return f, j.walk(ctx, "", f)
+	}
+	dir, name := path.Split(clean)
+	dir = strings.TrimSuffix(dir, "/")
+	if err := j.tree.Refresh(ctx, dir); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	e, err := j.tree.Lookup(ctx, dir, name)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil, fmt.Errorf("%s does not exist under the mount: %w", p, iofs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", p, err)
+	}
+	if !e.IsDir {
+		f.objects = append(f.objects, e.Object)
+		return f, nil
+	}
+	return f, j.walk(ctx, clean, f)
+}
+
+// walk adds every object under dir to f, listing each folder afresh.
+func (j *Jobs) walk(ctx context.Context, dir string, f *folder) error {
+	if err := j.tree.Refresh(ctx, dir); err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	entries, err := j.tree.ReadDir(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir {
+			f.objects = append(f.objects, e.Object)
+			continue
+		}
+		if err := j.walk(ctx, path.Join(dir, e.Name), f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFits fails a job that cannot fit: bigger than the cache limit, or
+// needing more than the free space of the cache filesystem.
+func (j *Jobs) checkFits(total, cached int64) error {
+	if j.opts.MaxBytes > 0 && total > j.opts.MaxBytes {
+		return fmt.Errorf("prefetch needs %d bytes but the cache limit is %d: %w", total, j.opts.MaxBytes, ErrNoSpace)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(j.c.opts.Dir, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", j.c.opts.Dir, err)
+	}
+	free := int64(st.Bavail)*int64(st.Bsize) - j.opts.MinFree
+	if need := total - cached; need > free {
+		return fmt.Errorf("prefetch needs %d more bytes on SSD but %s has %d free (after keeping %d free): %w",
+			need, j.c.opts.Dir, max(free, 0), j.opts.MinFree, ErrNoSpace)
+	}
+	return nil
+}
+
+func (jb *job) objectIDs(bucket string) []string {
+	var ids []string
+	for _, f := range jb.folders {
+		for _, o := range f.objects {
+			ids = append(ids, ObjectID(bucket, o))
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func sortProgress(ps []Progress) {
+	slices.SortFunc(ps, func(a, b Progress) int { return strings.Compare(a.ID, b.ID) })
+}

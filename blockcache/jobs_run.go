@@ -1,0 +1,149 @@
+package blockcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"s3cachefs/index"
+)
+
+// ErrNoJob means no job has the given ID.
+var ErrNoJob = errors.New("no such prefetch job")
+
+// run starts jb's downloads: a bounded pool over its objects.
+func (j *Jobs) run(jb *job) {
+	ctx, cancel := context.WithCancel(j.ctx)
+	jb.cancel = cancel
+	j.mu.Lock()
+	j.jobs[jb.rec.ID] = jb
+	j.mu.Unlock()
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		defer close(jb.done)
+		defer cancel()
+		j.fetchAll(ctx, jb)
+		j.finish(jb)
+	}()
+}
+
+// fetchAll warms every object of jb; an object that keeps failing is noted
+// and the rest go on.
+func (j *Jobs) fetchAll(ctx context.Context, jb *job) {
+	var g errgroup.Group
+	g.SetLimit(j.opts.Objects)
+	for _, f := range jb.folders {
+		for _, o := range f.objects {
+			if ctx.Err() != nil {
+				break
+			}
+			g.Go(func() error {
+				err := j.c.Warm(ctx, o, func(n int64) { f.bytesDone.Add(n) })
+				switch {
+				case err == nil:
+					f.filesDone.Add(1)
+				case ctx.Err() == nil:
+					j.log.Warn("prefetch: object failed", "job", jb.rec.ID, "key", o.Key, "err", err)
+					jb.mu.Lock()
+					jb.failed = append(jb.failed, o.Key)
+					jb.mu.Unlock()
+				}
+				return nil
+			})
+		}
+	}
+	g.Wait()
+}
+
+// finish records how jb ended. A job stopped by Close stays "running" in
+// the index so that it resumes after a restart.
+func (j *Jobs) finish(jb *job) {
+	jb.mu.Lock()
+	switch {
+	case jb.state == index.JobCancelled:
+	case j.ctx.Err() != nil:
+		jb.mu.Unlock()
+		return
+	case len(jb.failed) > 0:
+		jb.state = index.JobFailed
+		jb.errMsg = fmt.Sprintf("%d object(s) failed", len(jb.failed))
+	default:
+		jb.state = index.JobDone
+	}
+	rec := jb.rec
+	rec.State, rec.Error, rec.Failed = jb.state, jb.errMsg, append([]string(nil), jb.failed...)
+	jb.mu.Unlock()
+	if err := j.db.PutJob(rec); err != nil {
+		j.log.Error("record job", "job", rec.ID, "err", err)
+	}
+	j.log.Info("prefetch job ended", "job", rec.ID, "state", rec.State.String(), "failed", len(rec.Failed))
+}
+
+// Cancel stops a running job and releases its pins.
+func (j *Jobs) Cancel(id string) error {
+	j.mu.Lock()
+	jb, ok := j.jobs[id]
+	j.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNoJob, id)
+	}
+	jb.mu.Lock()
+	if jb.state == index.JobRunning {
+		jb.state = index.JobCancelled
+	}
+	jb.mu.Unlock()
+	jb.cancel()
+	<-jb.done
+	if err := j.db.Unpin(id); err != nil {
+		return fmt.Errorf("unpin job %s: %w", id, err)
+	}
+	return nil
+}
+
+// Get returns a snapshot of job id.
+func (j *Jobs) Get(id string) (Progress, error) {
+	j.mu.Lock()
+	jb, ok := j.jobs[id]
+	j.mu.Unlock()
+	if !ok {
+		return Progress{}, fmt.Errorf("%w: %s", ErrNoJob, id)
+	}
+	return jb.progress(), nil
+}
+
+// List returns snapshots of this run's jobs, oldest first.
+func (j *Jobs) List() []Progress {
+	j.mu.Lock()
+	jobs := make([]*job, 0, len(j.jobs))
+	for _, jb := range j.jobs {
+		jobs = append(jobs, jb)
+	}
+	j.mu.Unlock()
+	out := make([]Progress, 0, len(jobs))
+	for _, jb := range jobs {
+		out = append(out, jb.progress())
+	}
+	sortProgress(out)
+	return out
+}
+
+func (jb *job) progress() Progress {
+	jb.mu.Lock()
+	p := Progress{
+		ID: jb.rec.ID, State: jb.state.String(), Error: jb.errMsg,
+		Failed: append([]string(nil), jb.failed...),
+	}
+	jb.mu.Unlock()
+	p.ElapsedSeconds = time.Since(jb.started).Seconds()
+	for _, f := range jb.folders {
+		p.Folders = append(p.Folders, FolderProgress{
+			Path: f.path, Files: int64(len(f.objects)), FilesDone: f.filesDone.Load(),
+			Bytes: f.bytes, BytesDone: f.bytesDone.Load(), CachedAtStart: f.cachedAtStart,
+		})
+	}
+	return p
+}

@@ -1,0 +1,151 @@
+package blockcache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	iofs "io/fs"
+	"testing"
+	"time"
+
+	"s3cachefs/index"
+)
+
+// jobFixture adds a catalog and a job runner to a cache fixture.
+func jobFixture(t *testing.T, opts JobOptions) (*fixture, *Jobs) {
+	f := newFixture(t, Options{})
+	return f, f.jobs(opts)
+}
+
+func (f *fixture) jobs(opts JobOptions) *Jobs {
+	cat := index.NewCatalog(f.db, f.src, index.CatalogOptions{TTL: time.Hour})
+	j := NewJobs(f.c, cat, f.db, opts)
+	f.t.Cleanup(j.Close)
+	return j
+}
+
+func waitJob(t *testing.T, j *Jobs, id string) Progress {
+	t.Helper()
+	j.mu.Lock()
+	jb := j.jobs[id]
+	j.mu.Unlock()
+	<-jb.done
+	p, err := j.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrefetchFolder(t *testing.T) {
+	f, j := jobFixture(t, JobOptions{})
+	data := map[string][]byte{
+		"train/a.npz":     randBytes(20, 3*testPart+1),
+		"train/b.npz":     randBytes(21, testPart/2),
+		"train/sub/c.npz": randBytes(22, 2*testPart),
+		"dev/d.npz":       randBytes(23, testPart),
+	}
+	objs := map[string]index.Object{}
+	for k, v := range data {
+		objs[k] = f.src.Put(k, v)
+	}
+	p, err := j.Start(context.Background(), []string{"train"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tot := p.Totals(); tot.Files != 3 || tot.Bytes != int64(len(data["train/a.npz"])+len(data["train/b.npz"])+len(data["train/sub/c.npz"])) {
+		t.Fatalf("plan %+v", tot)
+	}
+	p = waitJob(t, j, p.ID)
+	if tot := p.Totals(); p.State != "done" || tot.FilesDone != 3 || tot.BytesDone != tot.Bytes {
+		t.Fatalf("job ended %+v", p)
+	}
+	for k, o := range objs {
+		rec, ok, _ := f.db.Record(ObjectID("bucket", o))
+		inTrain := k != "dev/d.npz"
+		if ok && rec.Complete() != inTrain || !ok && inTrain {
+			t.Fatalf("%s: complete=%v, want %v", k, ok && rec.Complete(), inTrain)
+		}
+		if inTrain {
+			if ids, _ := f.db.Pinned(ObjectID("bucket", o)); len(ids) != 1 || ids[0] != p.ID {
+				t.Fatalf("%s pinned by %v", k, ids)
+			}
+		}
+	}
+	gets := f.src.Stats().Gets
+	// Reading everything now makes no GET.
+	for _, k := range []string{"train/a.npz", "train/b.npz", "train/sub/c.npz"} {
+		if got := readAll(t, f.openHandle(objs[k])); !bytes.Equal(got, data[k]) {
+			t.Fatalf("%s differs", k)
+		}
+	}
+	// A second prefetch fetches nothing.
+	p2, err := j.Start(context.Background(), []string{"train"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tot := p2.Totals(); tot.CachedAtStart != tot.Bytes {
+		t.Fatalf("second plan says %d of %d bytes cached", tot.CachedAtStart, tot.Bytes)
+	}
+	waitJob(t, j, p2.ID)
+	if n := f.src.Stats().Gets; n != gets {
+		t.Fatalf("%d GETs after the folder was prefetched", n-gets)
+	}
+}
+
+func TestPrefetchRefusesWhatCannotBe(t *testing.T) {
+	f, j := jobFixture(t, JobOptions{MaxBytes: testPart})
+	f.src.Put("big/a", randBytes(30, 2*testPart))
+	if _, err := j.Start(context.Background(), []string{"big"}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("too large job: %v", err)
+	}
+	if _, err := j.Start(context.Background(), []string{"missing"}); !errors.Is(err, iofs.ErrNotExist) {
+		t.Fatalf("missing path: %v", err)
+	}
+	if n := f.src.Stats().Gets; n != 0 {
+		t.Fatalf("refused jobs made %d GETs", n)
+	}
+	if jobs, _ := f.db.Jobs(); len(jobs) != 0 {
+		t.Fatalf("refused jobs recorded: %+v", jobs)
+	}
+}
+
+func TestPrefetchResumesAfterRestart(t *testing.T) {
+	f := newFixture(t, Options{})
+	data := randBytes(40, 6*testPart)
+	obj := f.src.Put("r/x", data)
+	other := f.src.Put("r/y", randBytes(41, testPart))
+	j := f.jobs(JobOptions{Objects: 1})
+	g := holdGets(f.src)
+	p, err := j.Start(context.Background(), []string{"r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-g.entered
+	// The daemon stops mid-job: the job stays recorded as running.
+	stopped := make(chan struct{})
+	go func() { j.Close(); close(stopped) }()
+	close(g.release)
+	<-stopped
+	if rec, _, _ := f.db.Job(p.ID); rec.State != index.JobRunning {
+		t.Fatalf("job state after stop: %v", rec.State)
+	}
+	f.close()
+	f.src.SetFault(nil)
+	f.open(Options{})
+	j2 := f.jobs(JobOptions{})
+	if err := j2.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p := waitJob(t, j2, p.ID); p.State != "done" {
+		t.Fatalf("resumed job ended %s", p.State)
+	}
+	for _, o := range []index.Object{obj, other} {
+		if rec, _, _ := f.db.Record(ObjectID("bucket", o)); !rec.Complete() {
+			t.Fatalf("%s not complete after resume", o.Key)
+		}
+	}
+	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ after resume")
+	}
+}
