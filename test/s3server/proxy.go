@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Proxy is a reverse proxy on 127.0.0.1 in front of a Server that counts
@@ -19,6 +20,7 @@ type Proxy struct {
 	Endpoint string // http://127.0.0.1:PORT
 
 	getObject, list, head, other, getBytes atomic.Int64
+	rate                                   atomic.Int64 // GetObject body bytes/s per request; 0 = unlimited
 }
 
 // Counts are the requests a Proxy has seen since it started or was Reset.
@@ -69,6 +71,12 @@ func (p *Proxy) Counts() Counts {
 		GetObject: p.getObject.Load(), List: p.list.Load(), Head: p.head.Load(),
 		Other: p.other.Load(), GetBytes: p.getBytes.Load(),
 	}
+}
+
+// SetRate limits each GetObject response body to bytesPerSec, as a slow
+// link would; 0 lifts the limit. It applies to bodies read from then on.
+func (p *Proxy) SetRate(bytesPerSec int64) {
+	p.rate.Store(bytesPerSec)
 }
 
 // Reset sets every counter to zero.
@@ -132,18 +140,28 @@ func (p *Proxy) countRequest(r *http.Request) {
 func (p *Proxy) countResponse(resp *http.Response) error {
 	ok := resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent
 	if ok && classify(resp.Request) == kindGetObject {
-		resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.getBytes}
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.getBytes, rate: &p.rate}
 	}
 	return nil
 }
 
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	n    *atomic.Int64
+	rate *atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	rate := b.rate.Load()
+	if rate > 0 {
+		// Hand out at most a tenth of a second's worth, then take that
+		// long: the body streams at about rate bytes per second.
+		p = p[:min(int64(len(p)), max(rate/10, 1))]
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if rate > 0 && n > 0 {
+		time.Sleep(time.Duration(int64(n) * int64(time.Second) / rate))
+	}
 	return n, err
 }
