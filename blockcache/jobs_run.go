@@ -92,10 +92,14 @@ func (j *Jobs) Cancel(id string) error {
 		return fmt.Errorf("%w: %s", ErrNoJob, id)
 	}
 	jb.mu.Lock()
-	if jb.state == index.JobRunning {
+	state := jb.state
+	if state == index.JobRunning {
 		jb.state = index.JobCancelled
 	}
 	jb.mu.Unlock()
+	if state != index.JobRunning {
+		return fmt.Errorf("prefetch job %s already ended (%s)", id, state)
+	}
 	jb.cancel()
 	<-jb.done
 	if err := j.db.Unpin(id); err != nil {

@@ -234,3 +234,49 @@ func TestPrefetchSurvivesKill(t *testing.T) {
 		t.Errorf("%d complete objects after the resumed job, want %d", st.CompleteObjects, len(train))
 	}
 }
+
+// TestReadDuringPrefetch reads the file a slow prefetch job reaches last
+// and checks it is served, byte for byte, before the job gets to it; then
+// cancels the job.
+func TestReadDuringPrefetch(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files := sourceFiles(t)
+	names := npzNames(files, "train")
+	last := names[len(names)-1] // the job goes in listing order
+	m := e.mount(t, "--prefetch-objects", "1")
+	// The job crawls; the reader of the last file does not.
+	e.proxy.SetRate(1 << 20)
+	e.proxy.Exempt(last)
+	r := e.run(t, "prefetch", "--mount", m.dir, "--detach", "--json", "train")
+	if r.code != 0 {
+		t.Fatalf("prefetch --detach: %s", r)
+	}
+	var job jobProgress
+	if err := json.Unmarshal([]byte(r.stdout), &job); err != nil {
+		t.Fatalf("prefetch --detach --json: %v\n%s", err, r.stdout)
+	}
+	got, err := os.ReadFile(filepath.Join(m.dir, last))
+	if err != nil || !bytes.Equal(got, files[last]) {
+		t.Fatalf("read during prefetch: wrong bytes (err %v)", err)
+	}
+	// The job cannot have reached the last file yet.
+	var st struct {
+		Prefetch []jobProgress `json:"prefetch"`
+	}
+	r = e.run(t, "status", "--mount", m.dir, "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Prefetch) != 1 {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	if p := st.Prefetch[0]; p.State != "running" || p.Folders[0].FilesDone >= int64(len(names))-1 {
+		t.Fatalf("the job was not behind the reader: %+v", p)
+	}
+	r = e.run(t, "prefetch", "--mount", m.dir, "--cancel", job.ID)
+	if r.code != 0 {
+		t.Fatalf("prefetch --cancel: %s", r)
+	}
+	r = e.run(t, "status", "--mount", m.dir, "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Prefetch[0].State != "cancelled" {
+		t.Fatalf("after --cancel: %v %+v", err, st.Prefetch)
+	}
+}

@@ -21,6 +21,7 @@ type Proxy struct {
 
 	getObject, list, head, other, getBytes atomic.Int64
 	rate                                   atomic.Int64 // GetObject body bytes/s per request; 0 = unlimited
+	exempt                                 atomic.Value // string: path suffix never throttled
 }
 
 // Counts are the requests a Proxy has seen since it started or was Reset.
@@ -77,6 +78,12 @@ func (p *Proxy) Counts() Counts {
 // link would; 0 lifts the limit. It applies to bodies read from then on.
 func (p *Proxy) SetRate(bytesPerSec int64) {
 	p.rate.Store(bytesPerSec)
+}
+
+// Exempt keeps GetObjects of paths ending in suffix out of SetRate's
+// limit, so a test can have one fast reader beside slow ones.
+func (p *Proxy) Exempt(suffix string) {
+	p.exempt.Store(suffix)
 }
 
 // Reset sets every counter to zero.
@@ -140,7 +147,11 @@ func (p *Proxy) countRequest(r *http.Request) {
 func (p *Proxy) countResponse(resp *http.Response) error {
 	ok := resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent
 	if ok && classify(resp.Request) == kindGetObject {
-		resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.getBytes, rate: &p.rate}
+		body := &countingBody{ReadCloser: resp.Body, n: &p.getBytes, rate: &p.rate}
+		if ex, _ := p.exempt.Load().(string); ex != "" && strings.HasSuffix(resp.Request.URL.Path, ex) {
+			body.rate = new(atomic.Int64)
+		}
+		resp.Body = body
 	}
 	return nil
 }
