@@ -103,7 +103,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		Prefix: cfg.Source.Prefix, TTL: cfg.TTL, Logger: log,
 	})
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
-		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, Logger: log,
+		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
@@ -159,7 +159,9 @@ func connectS3(cfg mountConfig, log *slog.Logger) (*s3store.Store, error) {
 	defer cancel()
 	store, err := s3store.New(ctx, s3store.Options{
 		Bucket: cfg.Source.Bucket, Region: cfg.Region, Profile: cfg.Profile,
-		Endpoint: cfg.Endpoint, ForcePathStyle: cfg.ForcePathStyle, Logger: log,
+		Endpoint: cfg.Endpoint, ForcePathStyle: cfg.ForcePathStyle,
+		MaxConns: cfg.MaxFetches + 16, // the GETs plus listings
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configure S3 client: %w", err)

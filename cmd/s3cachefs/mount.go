@@ -36,6 +36,7 @@ type mountConfig struct {
 	DirMode         uint32
 	Prefetch        []string // mount-relative paths to prefetch once mounted
 	PrefetchObjects int      // objects a prefetch job fetches at once
+	MaxFetches      int      // ranged GETs in flight
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -67,6 +68,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	dirMode := fs.String("dir-mode", "0555", "permission bits of folders")
 	prefetch := fs.String("prefetch", "", "comma-separated folders to prefetch once mounted, e.g. train,dev")
 	prefetchObjects := fs.Int("prefetch-objects", 8, "objects a prefetch job fetches at once")
+	maxFetches := fs.Int("max-fetches", 32, "ranged GETs in flight (reads go before prefetch)")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
 		return mountConfig{}, err
@@ -113,6 +115,10 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		return cfg, fmt.Errorf("--prefetch-objects must be 1 to 1024, got %d", *prefetchObjects)
 	}
 	cfg.PrefetchObjects = *prefetchObjects
+	if *maxFetches < 1 || *maxFetches > 1024 {
+		return cfg, fmt.Errorf("--max-fetches must be 1 to 1024, got %d", *maxFetches)
+	}
+	cfg.MaxFetches = *maxFetches
 	if *prefetch != "" {
 		if cfg.Prefetch, err = mountRelative(cfg.Mountpoint, strings.Split(*prefetch, ",")); err != nil {
 			return cfg, fmt.Errorf("--prefetch: %w", err)
