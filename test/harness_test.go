@@ -1,0 +1,300 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"s3cachefs/test/s3server"
+)
+
+// env is one S3 server with a counting proxy in front, the bucket, and a
+// runtime dir of its own for control sockets. Daemons talk to the proxy;
+// setup talks to the server directly, so it is never counted.
+type env struct {
+	srv        *s3server.Server
+	proxy      *s3server.Proxy
+	runtimeDir string
+	home       string // empty $HOME: no ~/.aws of the machine leaks in
+}
+
+// newEnv starts a server and proxy for t and creates the bucket.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := s3server.Start(t)
+	e := &env{srv: srv, proxy: srv.NewProxy(t), runtimeDir: t.TempDir(), home: t.TempDir()}
+	srv.CreateBucket(t, bucket)
+	return e
+}
+
+// childEnv is the environment of every process a test starts: the
+// machine's, minus anything AWS or s3cachefs, plus the server's
+// credentials and the test's runtime dir.
+func (e *env) childEnv(extra ...string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "S3CACHEFS_") || strings.HasPrefix(kv, "HOME=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	out = append(out, e.srv.Env()...)
+	out = append(out,
+		"HOME="+e.home,
+		"AWS_CONFIG_FILE="+filepath.Join(e.home, "no-aws-config"),
+		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(e.home, "no-aws-credentials"),
+		"AWS_PAGER=",
+		"S3CACHEFS_RUNTIME_DIR="+e.runtimeDir,
+	)
+	// Later entries win in exec.Cmd, so extra overrides the above.
+	return append(out, extra...)
+}
+
+// uploadDataset uploads the generated dataset the way the user does:
+// one `aws s3 sync` per split into s3://bucket/cache/tusz/SPLIT/.
+func (e *env) uploadDataset(t *testing.T) {
+	t.Helper()
+	for _, split := range []string{"train", "dev"} {
+		e.awsCLI(t, "s3", "sync", "--no-progress", filepath.Join(suite.dataset, split),
+			fmt.Sprintf("s3://%s/%s/%s/", bucket, prefix, split))
+	}
+}
+
+// awsCLI runs the AWS CLI against the server (not the proxy).
+func (e *env) awsCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, awsCLI, append([]string{"--endpoint-url", e.srv.Endpoint}, args...)...)
+	cmd.Env = e.childEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("aws %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// result is what a finished command printed and its exit status.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+}
+
+// run runs s3cachefs with args and the test environment.
+func (e *env) run(t *testing.T, args ...string) result {
+	t.Helper()
+	return e.runWith(t, nil, args...)
+}
+
+// runWith runs s3cachefs with extra environment variables.
+func (e *env) runWith(t *testing.T, extraEnv []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, suite.bin, args...)
+	cmd.Env = e.childEnv(extraEnv...)
+	cmd.Dir = "/" // never inside a mount, so no command keeps one busy
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exitErr) && ctx.Err() == nil:
+		r.code = exitErr.ExitCode()
+	default:
+		t.Fatalf("s3cachefs %s: %v\n%s", strings.Join(args, " "), err, r)
+	}
+	if strings.Contains(r.stderr, "WARNING: DATA RACE") {
+		t.Errorf("data race in s3cachefs %s:\n%s", strings.Join(args, " "), r.stderr)
+	}
+	return r
+}
+
+// mounted is one mounted s3cachefs.
+type mounted struct {
+	dir   string // the mountpoint
+	cache string // the cache dir
+	pid   int    // the daemon
+}
+
+// mount mounts SOURCE on a fresh mountpoint with a fresh cache dir.
+func (e *env) mount(t *testing.T, extra ...string) *mounted {
+	t.Helper()
+	return e.mountAt(t, newMountpoint(t), t.TempDir(), extra...)
+}
+
+// mountAt mounts SOURCE at dir with cache dir cache, through the proxy,
+// and arranges for it to be dropped (or detached) when t ends.
+func (e *env) mountAt(t *testing.T, dir, cache string, extra ...string) *mounted {
+	t.Helper()
+	args := append([]string{"mount", source, dir, "--cache-dir", cache,
+		"--endpoint-url", e.proxy.Endpoint, "--force-path-style"}, extra...)
+	r := e.run(t, args...)
+	if r.code != 0 {
+		t.Fatalf("mount failed: %s\ndaemon log:\n%s", r, logTail(cache))
+	}
+	m := &mounted{dir: dir, cache: cache}
+	t.Cleanup(func() { e.cleanup(t, m) })
+	if !isMounted(t, dir) {
+		t.Fatalf("mount returned 0 but %s is not in the mount table", dir)
+	}
+	m.pid = e.status(t, m).PID
+	return m
+}
+
+// newMountpoint returns an empty folder to mount on.
+func newMountpoint(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// cleanup drops m if a test left it mounted, waits for its daemon to exit,
+// and checks the daemon's log for data races.
+func (e *env) cleanup(t *testing.T, m *mounted) {
+	t.Helper()
+	if isMounted(t, m.dir) {
+		if r := e.run(t, "drop", "--force", m.dir); r.code != 0 {
+			t.Errorf("cleanup: drop --force %s: %s", m.dir, r)
+		}
+		if isMounted(t, m.dir) {
+			t.Errorf("cleanup: %s still mounted after drop --force; detaching it", m.dir)
+			_ = exec.Command("umount", "-l", m.dir).Run()
+		}
+	}
+	if m.pid > 0 {
+		if err := waitExit(m.pid, exitTimeout); err != nil {
+			t.Errorf("cleanup: daemon of %s: %v", m.dir, err)
+		}
+	}
+	if log := readLog(m.cache); strings.Contains(log, "WARNING: DATA RACE") {
+		t.Errorf("data race in the daemon of %s:\n%s", m.dir, log)
+	} else if t.Failed() {
+		t.Logf("daemon log of %s:\n%s", m.dir, logTail(m.cache))
+	}
+}
+
+func readLog(cacheDir string) string {
+	b, _ := os.ReadFile(filepath.Join(cacheDir, "s3cachefs.log"))
+	return string(b)
+}
+
+// logTail returns the end of the daemon log in cacheDir, for failures.
+func logTail(cacheDir string) string {
+	log := readLog(cacheDir)
+	const max = 8 << 10
+	if len(log) > max {
+		log = "..." + log[len(log)-max:]
+	}
+	return log
+}
+
+// drop runs `s3cachefs drop [flags] MOUNTPOINT` and requires success.
+func (e *env) drop(t *testing.T, m *mounted, flags ...string) {
+	t.Helper()
+	if r := e.run(t, append(append([]string{"drop"}, flags...), m.dir)...); r.code != 0 {
+		t.Fatalf("drop %v %s: %s", flags, m.dir, r)
+	}
+	if isMounted(t, m.dir) {
+		t.Fatalf("drop returned 0 but %s is still mounted", m.dir)
+	}
+	if err := waitExit(m.pid, exitTimeout); err != nil {
+		t.Fatalf("after drop: %v", err)
+	}
+}
+
+// statusReport is the JSON of `s3cachefs status --json`.
+type statusReport struct {
+	Source          string `json:"source"`
+	Mountpoint      string `json:"mountpoint"`
+	CacheDir        string `json:"cache_dir"`
+	PID             int    `json:"pid"`
+	Objects         int64  `json:"objects"`
+	CompleteObjects int64  `json:"complete_objects"`
+	CachedBytes     int64  `json:"cached_bytes"`
+	Hits            int64  `json:"hits"`
+	Misses          int64  `json:"misses"`
+	BytesFromS3     int64  `json:"bytes_from_s3"`
+	BytesFromSSD    int64  `json:"bytes_from_ssd"`
+	OpenFiles       int64  `json:"open_files"`
+	S3GetRequests   int64  `json:"s3_get_requests"`
+	S3ListRequests  int64  `json:"s3_list_requests"`
+}
+
+// status asks m's daemon for its status.
+func (e *env) status(t *testing.T, m *mounted) statusReport {
+	t.Helper()
+	r := e.run(t, "status", "--mount", m.dir, "--json")
+	if r.code != 0 {
+		t.Fatalf("status --mount %s --json: %s", m.dir, r)
+	}
+	var s statusReport
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("status --json printed something that is not JSON: %v\n%s", err, r.stdout)
+	}
+	return s
+}
+
+// waitNoOpenFiles waits until m's daemon has no open files. The kernel
+// sends FUSE RELEASE asynchronously after close(2), so a plain drop right
+// after reading could otherwise see a file still open.
+func (e *env) waitNoOpenFiles(t *testing.T, m *mounted) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "no open files on "+m.dir, func() bool {
+		return e.status(t, m).OpenFiles == 0
+	})
+}
+
+// waitFor polls cond until it holds, for conditions that have no event to
+// wait on (another process's view of the kernel's state).
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// wantNoRequests fails if the proxy saw any S3 request since its last reset.
+func (e *env) wantNoRequests(t *testing.T, what string) {
+	t.Helper()
+	if c := e.proxy.Counts(); c != (s3server.Counts{}) {
+		t.Errorf("%s made S3 requests: %+v, want none", what, c)
+	}
+}
+
+// runtimeEntries lists the runtime dir (sockets and state files).
+func (e *env) runtimeEntries(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir(e.runtimeDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range ents {
+		names = append(names, d.Name())
+	}
+	return names
+}
