@@ -18,8 +18,9 @@ type source struct {
 	Prefix string // "" or ending in "/"
 }
 
+// String is the source as users write it: s3://bucket or s3://bucket/prefix.
 func (s source) String() string {
-	return "s3://" + s.Bucket + "/" + s.Prefix
+	return strings.TrimSuffix("s3://"+s.Bucket+"/"+s.Prefix, "/")
 }
 
 // parseSource parses SOURCE. The prefix is normalised: no leading slash,

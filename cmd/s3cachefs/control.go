@@ -176,7 +176,7 @@ func (c *control) writeJSON(w http.ResponseWriter, code int, v any) {
 // shutdown unmounts (refusing while files are open unless forced) and
 // replies once the cache and index are closed.
 func (c *control) shutdown(w http.ResponseWriter, force bool) {
-	if n := c.d.root.OpenFiles(); n > 0 && !force {
+	if n := c.d.waitClosed(closeGrace); n > 0 && !force {
 		c.writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf(
 			"%d file(s) are open under %s; close them or use --force", n, c.d.cfg.Mountpoint)})
 		return
@@ -188,6 +188,25 @@ func (c *control) shutdown(w http.ResponseWriter, force bool) {
 	}
 	<-c.d.stopped
 	c.writeJSON(w, http.StatusOK, map[string]string{"result": "stopped"})
+}
+
+// closeGrace is how long drop waits for files to close: the kernel tells
+// the daemon a file was released a moment after close(2) returned, so a
+// drop right after a read would otherwise see it still open.
+const closeGrace = 2 * time.Second
+
+// waitClosed waits up to grace for the open files to drop to zero and
+// returns how many are still open. The fs layer has no event for this, so
+// it polls; drop is rare and the wait short.
+func (d *daemon) waitClosed(grace time.Duration) int64 {
+	deadline := time.Now().Add(grace)
+	for {
+		n := d.root.OpenFiles()
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // client talks to the daemon of one mountpoint.
