@@ -38,6 +38,11 @@ type Options struct {
 	MaxFetches int
 	// ReadAhead is the largest read-ahead window of a sequential reader.
 	ReadAhead int64
+	// MaxBytes is the most SSD space cached blocks may take (rounded to
+	// filesystem blocks); 0 means no limit.
+	MaxBytes int64
+	// MinFree is how many bytes must stay free on the cache filesystem.
+	MinFree int64
 	// Fault, when set, is called at the named points "write", "sync" and
 	// "record" of every fetch; a non-nil error fails the fetch there. It
 	// lets tests prove that nothing unproven is ever recorded or served.
@@ -74,6 +79,10 @@ type Stats struct {
 	Fetches      int64 // ranged GETs completed
 	FetchErrors  int64 // fetches that failed
 	OpenObjects  int   // object versions with open handles or fetches
+	UsedBytes    int64 // SSD space of cached blocks, as the limit counts it
+	Evictions    int64 // objects evicted to make room
+	Uncached     int64 // reads served from S3 because the cache was full
+	Full         bool  // the cache could not make room for the last fetch
 }
 
 // Cache is the SSD store. Create it with New and stop it with Close.
@@ -93,7 +102,11 @@ type Cache struct {
 	// closed is set by Close; Open fails afterwards.
 	closed bool
 
-	hits, misses, fromS3, fromSSD, fetches, fetchErrs atomic.Int64
+	evictMu sync.Mutex   // serialises reservations and eviction
+	used    atomic.Int64 // SSD bytes of recorded blocks plus reservations
+	full    atomic.Bool  // the last reservation failed
+
+	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached atomic.Int64
 }
 
 // ErrClosed is returned by Open after Close.
@@ -110,12 +123,17 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("create cache directory: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{
+	c := &Cache{
 		db: db, src: src, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel,
 		gate: newGate(opts.MaxFetches),
 		objs: make(map[string]*object),
-	}, nil
+	}
+	if err := c.loadUsage(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("read cache usage: %w", err)
+	}
+	return c, nil
 }
 
 // Close cancels fetches in flight, waits for them and closes every cache
@@ -146,6 +164,8 @@ func (c *Cache) Stats() Stats {
 		BytesFromS3: c.fromS3.Load(), BytesFromSSD: c.fromSSD.Load(),
 		Fetches: c.fetches.Load(), FetchErrors: c.fetchErrs.Load(),
 		OpenObjects: n,
+		UsedBytes:   c.used.Load(), Evictions: c.evictions.Load(),
+		Uncached: c.uncached.Load(), Full: c.full.Load(),
 	}
 }
 

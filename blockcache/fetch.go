@@ -172,7 +172,10 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 			return c.ctx.Err()
 		}
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrCacheFull):
+		c.log.Debug("no room to cache", "key", o.obj.Key, "first_block", first)
+	case err != nil:
 		c.fetchErrs.Add(1)
 		c.log.Warn("fetch failed", "key", o.obj.Key, "first_block", first, "err", err)
 	}
@@ -182,7 +185,7 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 // retryable reports whether a failed fetch may succeed when tried again.
 func retryable(err error) bool {
 	return !errors.Is(err, index.ErrStale) && !errors.Is(err, iofs.ErrNotExist) &&
-		!errors.Is(err, context.Canceled)
+		!errors.Is(err, context.Canceled) && !errors.Is(err, ErrCacheFull)
 }
 
 // fetchRange fetches blocks [first, last] (trimmed to the ones missing at
@@ -200,6 +203,12 @@ func (c *Cache) fetchRange(o *object, first, last int64) error {
 	if first > last {
 		return nil
 	}
+	if err := c.reserve(c.missingUsage(o, first, last)); err != nil {
+		return err
+	}
+	// Give back the room of blocks this fetch did not record. Only this
+	// fetch records blocks of [first, last]: fetches are per part.
+	defer func() { c.unreserve(c.missingUsage(o, first, last)) }()
 	bs := c.opts.BlockSize
 	off := first * bs
 	end := min((last+1)*bs, o.obj.Size)
@@ -300,18 +309,12 @@ func (c *Cache) makeCurrent(o *object) {
 // dropVersion deletes the record, then the file, of object version id,
 // unless it is in use (its readers keep it; eviction removes it later).
 func (c *Cache) dropVersion(id string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, busy := c.objs[id]; busy {
-		return nil
-	}
-	if err := c.db.DeleteRecord(id); err != nil {
+	rec, ok, err := c.db.Record(id)
+	if err != nil || !ok {
 		return err
 	}
-	if err := os.Remove(objectPath(c.opts.Dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	_, err = c.evictOne(victim{id: id, usage: diskUsage(rec)})
+	return err
 }
 
 func (c *Cache) fault(point, id string) error {

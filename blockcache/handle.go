@@ -2,6 +2,9 @@ package blockcache
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"sync"
 )
 
@@ -42,6 +45,9 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	first, last := c.blockSpan(off, end)
 	h.readAhead(off, end)
 	waited, err := c.ensure(ctx, h.o, first, last)
+	if errors.Is(err, ErrCacheFull) {
+		return c.readUncached(ctx, h.o, p, off)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -94,4 +100,20 @@ func (h *Handle) Close() error {
 	h.mu.Unlock()
 	h.c.release(h.o)
 	return nil
+}
+
+// readUncached serves a read straight from S3 when the cache has no room
+// for it; nothing is written or recorded.
+func (c *Cache) readUncached(ctx context.Context, o *object, p []byte, off int64) (int, error) {
+	body, err := c.src.GetRange(ctx, o.obj.Key, o.obj.ETag, off, int64(len(p)))
+	if err != nil {
+		return 0, fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, off+int64(len(p))-1, err)
+	}
+	defer body.Close()
+	n, err := io.ReadFull(body, p)
+	if err != nil {
+		return 0, fmt.Errorf("read %s bytes %d-%d: %w", o.obj.Key, off, off+int64(len(p))-1, err)
+	}
+	c.uncached.Add(1)
+	return n, nil
 }

@@ -298,3 +298,8 @@ func (e *env) runtimeEntries(t *testing.T) []string {
 	}
 	return names
 }
+
+// jsonUnmarshal decodes s into v.
+func jsonUnmarshal(s string, v any) error {
+	return json.Unmarshal([]byte(s), v)
+}

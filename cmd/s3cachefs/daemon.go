@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"s3cachefs/blockcache"
 	"s3cachefs/blockcache/s3store"
@@ -102,15 +103,20 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	d.catalog = index.NewCatalog(d.db, d.store, index.CatalogOptions{
 		Prefix: cfg.Source.Prefix, TTL: cfg.TTL, Logger: log,
 	})
+	minFree, err := minFreeBytes(cfg.CacheDir, cfg.MinFree)
+	if err != nil {
+		return nil, err
+	}
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
-		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches, Logger: log,
+		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches,
+		MaxBytes: cfg.MaxCacheSize, MinFree: minFree, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
 	}
 	undo = append(undo, func() { d.cache.Close() })
 	d.jobs = blockcache.NewJobs(d.cache, d.catalog, d.db, blockcache.JobOptions{
-		Objects: cfg.PrefetchObjects, Logger: log,
+		Objects: cfg.PrefetchObjects, MaxBytes: cfg.MaxCacheSize, MinFree: minFree, Logger: log,
 	})
 	undo = append(undo, d.jobs.Close)
 	d.root = s3fs.NewRoot(s3fs.Options{
@@ -199,6 +205,18 @@ func netCause(err error) error {
 		return dns
 	}
 	return err
+}
+
+// minFreeBytes turns --min-free into bytes for the cache filesystem.
+func minFreeBytes(dir string, m minFree) (int64, error) {
+	if m.Bytes > 0 || m.Percent == 0 {
+		return m.Bytes, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("cache dir %s: %w", dir, err)
+	}
+	return int64(float64(st.Blocks) * float64(st.Bsize) * m.Percent / 100), nil
 }
 
 // entryTimeout is how long the kernel may cache names and attributes:

@@ -37,6 +37,8 @@ type mountConfig struct {
 	Prefetch        []string // mount-relative paths to prefetch once mounted
 	PrefetchObjects int      // objects a prefetch job fetches at once
 	MaxFetches      int      // ranged GETs in flight
+	MaxCacheSize    int64    // bytes; 0 = no limit but free space
+	MinFree         minFree  // kept free on the cache filesystem
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -69,6 +71,8 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	prefetch := fs.String("prefetch", "", "comma-separated folders to prefetch once mounted, e.g. train,dev")
 	prefetchObjects := fs.Int("prefetch-objects", 8, "objects a prefetch job fetches at once")
 	maxFetches := fs.Int("max-fetches", 32, "ranged GETs in flight (reads go before prefetch)")
+	maxCache := fs.String("max-cache-size", "0", "most SSD space the cache may take, e.g. 400GiB (0: no limit but --min-free)")
+	minFreeFlag := fs.String("min-free", "5%", "space kept free on the cache filesystem: a size or a percentage")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
 		return mountConfig{}, err
@@ -119,6 +123,12 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		return cfg, fmt.Errorf("--max-fetches must be 1 to 1024, got %d", *maxFetches)
 	}
 	cfg.MaxFetches = *maxFetches
+	if cfg.MaxCacheSize, err = parseSize("--max-cache-size", *maxCache); err != nil {
+		return cfg, err
+	}
+	if cfg.MinFree, err = parseMinFree(*minFreeFlag); err != nil {
+		return cfg, err
+	}
 	if *prefetch != "" {
 		if cfg.Prefetch, err = mountRelative(cfg.Mountpoint, strings.Split(*prefetch, ",")); err != nil {
 			return cfg, fmt.Errorf("--prefetch: %w", err)

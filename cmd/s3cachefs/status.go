@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"s3cachefs/blockcache"
 )
 
@@ -23,6 +25,12 @@ type statusReport struct {
 	Objects         int                   `json:"objects"`
 	CompleteObjects int                   `json:"complete_objects"`
 	CachedBytes     int64                 `json:"cached_bytes"`
+	UsedBytes       int64                 `json:"used_bytes"`
+	CacheLimit      int64                 `json:"cache_limit"`
+	FreeBytes       int64                 `json:"free_bytes"`
+	CacheFull       bool                  `json:"cache_full"`
+	Evictions       int64                 `json:"evictions"`
+	UncachedReads   int64                 `json:"uncached_reads"`
 	Hits            int64                 `json:"hits"`
 	Misses          int64                 `json:"misses"`
 	BytesFromS3     int64                 `json:"bytes_from_s3"`
@@ -50,6 +58,11 @@ func (d *daemon) status() statusReport {
 	}
 	cs := d.cache.Stats()
 	r.Hits, r.Misses, r.BytesFromS3, r.BytesFromSSD, r.FetchErrors = cs.Hits, cs.Misses, cs.BytesFromS3, cs.BytesFromSSD, cs.FetchErrors
+	r.UsedBytes, r.CacheLimit, r.CacheFull, r.Evictions, r.UncachedReads = cs.UsedBytes, d.cfg.MaxCacheSize, cs.Full, cs.Evictions, cs.Uncached
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.cfg.CacheDir, &st); err == nil {
+		r.FreeBytes = int64(st.Bavail) * int64(st.Bsize)
+	}
 	r.Prefetch = d.jobs.List()
 	if n, err := d.db.PinnedCount(); err == nil {
 		r.PinnedObjects = n
@@ -108,6 +121,16 @@ func printStatus(w io.Writer, r statusReport) {
 	fmt.Fprintf(tw, "cache dir\t%s\n", r.CacheDir)
 	fmt.Fprintf(tw, "daemon\tpid %d, up %s\n", r.PID, time.Duration(r.UptimeSeconds)*time.Second)
 	fmt.Fprintf(tw, "cached\t%d objects (%d complete), %s on SSD\n", r.Objects, r.CompleteObjects, humanBytes(r.CachedBytes))
+	limit := "no limit"
+	if r.CacheLimit > 0 {
+		limit = "limit " + humanBytes(r.CacheLimit)
+	}
+	full := ""
+	if r.CacheFull {
+		full = "; FULL: reads go to S3 uncached"
+	}
+	fmt.Fprintf(tw, "space\t%s used (%s), %s free on the filesystem, %d evictions%s\n",
+		humanBytes(r.UsedBytes), limit, humanBytes(r.FreeBytes), r.Evictions, full)
 	fmt.Fprintf(tw, "reads\t%d hits, %d misses (hit ratio %s)\n", r.Hits, r.Misses, ratio)
 	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD\n", humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD))
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)

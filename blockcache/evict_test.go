@@ -1,0 +1,121 @@
+package blockcache
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"s3cachefs/index"
+)
+
+// diskUsed sums the disk usage of the cache files under f.dir, as du does.
+func (f *fixture) diskUsed() int64 {
+	var n int64
+	entries, _ := os.ReadDir(f.dir + "/objects")
+	for _, d := range entries {
+		files, _ := os.ReadDir(f.dir + "/objects/" + d.Name())
+		for _, file := range files {
+			info, err := file.Info()
+			if err == nil {
+				n += statBlocks(info) * 512
+			}
+		}
+	}
+	return n
+}
+
+func TestEvictionKeepsUnderTheLimit(t *testing.T) {
+	const limit = 3 * testPart
+	f := newFixture(t, Options{MaxBytes: limit})
+	var objs []index.Object
+	var data [][]byte
+	for i := range 8 {
+		b := randBytes(uint64(100+i), testPart-100)
+		data = append(data, b)
+		objs = append(objs, f.src.Put(fmt.Sprintf("o%d", i), b))
+	}
+	pinned := ObjectID("bucket", objs[0])
+	if err := f.db.PutJob(index.Job{ID: "j", Paths: []string{"x"}, Created: time.Now(), State: index.JobRunning}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.Pin("j", []string{pinned}); err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range objs {
+		h, err := f.c.Open(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, h); !bytes.Equal(got, data[i]) {
+			t.Fatalf("object %d: wrong bytes", i)
+		}
+		h.Close()
+		if used := f.c.Stats().UsedBytes; used > limit {
+			t.Fatalf("after object %d the cache uses %d bytes, over its %d limit", i, used, limit)
+		}
+		if du := f.diskUsed(); du > limit {
+			t.Fatalf("after object %d the cache files take %d bytes on disk, over %d", i, du, limit)
+		}
+	}
+	if _, ok, _ := f.db.Record(pinned); !ok {
+		t.Fatal("the pinned object was evicted")
+	}
+	if _, ok, _ := f.db.Record(ObjectID("bucket", objs[1])); ok {
+		t.Fatal("the least recently used unpinned object is still cached")
+	}
+	if _, ok, _ := f.db.Record(ObjectID("bucket", objs[7])); !ok {
+		t.Fatal("the most recent object was evicted")
+	}
+	if s := f.c.Stats(); s.Evictions == 0 || s.Full {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestFullCacheServesFromS3(t *testing.T) {
+	f := newFixture(t, Options{MaxBytes: testPart})
+	a := f.src.Put("a", randBytes(200, testPart))
+	bData := randBytes(201, 2*testPart)
+	b := f.src.Put("b", bData)
+	ha := f.openHandle(a) // open: cannot be evicted
+	readAll(t, ha)
+	hb := f.openHandle(b)
+	if got := readAll(t, hb); !bytes.Equal(got, bData) {
+		t.Fatal("bytes read past a full cache differ")
+	}
+	s := f.c.Stats()
+	if !s.Full || s.Uncached == 0 || s.UsedBytes > testPart {
+		t.Fatalf("stats with a full cache: %+v", s)
+	}
+	if rec, ok, _ := f.db.Record(ObjectID("bucket", b)); ok && rec.Present.Count() > 0 {
+		t.Fatal("blocks recorded although the cache had no room")
+	}
+	// Once a is closed it can go, and b is cached again.
+	ha.Close()
+	if _, err := hb.ReadAt(context.Background(), buf(10), 0); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _, _ := f.db.Record(ObjectID("bucket", b)); rec.Present.Count() == 0 {
+		t.Fatal("nothing cached after room was made")
+	}
+	if f.c.Stats().Full {
+		t.Fatal("still full after room was made")
+	}
+}
+
+func TestUsageSurvivesRestart(t *testing.T) {
+	f := newFixture(t, Options{})
+	o := f.src.Put("u", randBytes(300, testPart+7))
+	readAll(t, f.openHandle(o))
+	used := f.c.Stats().UsedBytes
+	if want := int64(testPart + diskBlock); used != want {
+		t.Fatalf("used %d, want %d", used, want)
+	}
+	f.close()
+	f.open(Options{})
+	if got := f.c.Stats().UsedBytes; got != used {
+		t.Fatalf("used after restart %d, want %d", got, used)
+	}
+}

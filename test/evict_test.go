@@ -1,0 +1,60 @@
+package test
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// duBytes is what du says the files under dir take on disk.
+func duBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	out, err := exec.Command("du", "-s", "--block-size=1", dir).Output()
+	if err != nil {
+		t.Fatalf("du %s: %v", dir, err)
+	}
+	n, err := strconv.ParseInt(strings.Fields(string(out))[0], 10, 64)
+	if err != nil {
+		t.Fatalf("du %s: %q", dir, out)
+	}
+	return n
+}
+
+// TestCacheLimit reads far more than --max-cache-size allows and checks
+// with du that the cache never grew past it, while every byte read was
+// right.
+func TestCacheLimit(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files := sourceFiles(t)
+	const limit = 6 << 20
+	m := e.mount(t, "--max-cache-size", "6MiB")
+	var total int64
+	for _, name := range sortedNames(files) {
+		total += int64(len(files[name]))
+		readAll(t, m.dir, map[string][]byte{name: files[name]})
+		e.waitNoOpenFiles(t, m) // closed files may be evicted
+		// The folder's own blocks (4 KiB a level) are not cache data.
+		if du := duBytes(t, filepath.Join(m.cache, "objects")) - 64<<10; du > limit {
+			t.Fatalf("after reading %s the cache takes %d bytes on disk, over its %d limit", name, du, limit)
+		}
+	}
+	if total < 3*limit {
+		t.Fatalf("the dataset (%d bytes) is too small to test a %d-byte limit", total, limit)
+	}
+	st := e.status(t, m)
+	var s struct {
+		UsedBytes  int64 `json:"used_bytes"`
+		CacheLimit int64 `json:"cache_limit"`
+		Evictions  int64 `json:"evictions"`
+	}
+	r := e.run(t, "status", "--mount", m.dir, "--json")
+	if err := jsonUnmarshal(r.stdout, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Evictions == 0 || s.UsedBytes > limit || s.CacheLimit != limit || st.CachedBytes > limit {
+		t.Fatalf("status after reading %d bytes through a %d-byte cache: %+v, cached %d", total, limit, s, st.CachedBytes)
+	}
+}
