@@ -12,9 +12,9 @@ BIN      := bin/s3cachefs
 
 # System packages: FUSE, the AWS CLI and numpy for the end-to-end tests and
 # the demo, and a C toolchain because the race detector needs cgo.
-APT_PACKAGES      := fuse3 awscli python3-numpy gcc libc6-dev
+APT_PACKAGES      := ca-certificates fuse3 awscli python3-numpy gcc libc6-dev
 VERSITYGW_VERSION := v1.8.0
-VERSITYGW         := $(GOPATH)/bin/versitygw
+VERSITYGW         := $(firstword $(subst :, ,$(GOPATH)))/bin/versitygw
 
 # apt needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
@@ -35,7 +35,7 @@ deps:
 	fi
 	@if ! $(GO) version -m $(VERSITYGW) 2>/dev/null | grep -Eq "^\s+mod\s+github.com/versity/versitygw\s+$(VERSITYGW_VERSION)\s"; then \
 		echo "installing versitygw $(VERSITYGW_VERSION)"; \
-		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
+		GOBIN=$(dir $(VERSITYGW)) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
 	fi
 
 build:
@@ -47,7 +47,7 @@ vet:
 	$(GO) vet ./...
 
 test: deps vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	VERSITYGW=$(VERSITYGW) $(GO) test -race -count=1 -timeout 20m ./...
 
 demo: deps build
 	VERSITYGW=$(VERSITYGW) bash test/demo.sh

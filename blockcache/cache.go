@@ -112,6 +112,9 @@ type Cache struct {
 // ErrClosed is returned by Open after Close.
 var ErrClosed = errors.New("cache is closed")
 
+// ErrCorrupt means a cache file does not hold what its record says.
+var ErrCorrupt = errors.New("cache file is damaged")
+
 // New returns a Cache that keeps its files under opts.Dir, records block
 // presence in db and fetches from src.
 func New(db *index.DB, src Source, opts Options) (*Cache, error) {
@@ -231,12 +234,20 @@ func (c *Cache) loadLocked(id string, obj index.Object) (*object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read cache record of %s: %w", obj.Key, err)
 	}
-	if _, statErr := os.Stat(path); ok && errors.Is(statErr, os.ErrNotExist) {
-		c.log.Warn("cache file missing; fetching again", "key", obj.Key)
-		if err := c.db.DeleteRecord(id); err != nil {
-			return nil, fmt.Errorf("reset cache record of %s: %w", obj.Key, err)
+	if ok {
+		why := ""
+		if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+			why = "cache file missing"
+		} else if rec.BlockSize != c.opts.BlockSize || rec.Size != obj.Size {
+			why = "recorded with another block size or object size"
 		}
-		ok = false
+		if why != "" {
+			c.log.Warn(why+"; fetching again", "key", obj.Key)
+			if err := c.resetRecord(rec); err != nil {
+				return nil, fmt.Errorf("reset cache record of %s: %w", obj.Key, err)
+			}
+			ok = false
+		}
 	}
 	if !ok {
 		rec = index.Record{
@@ -255,6 +266,25 @@ func (c *Cache) loadLocked(id string, obj index.Object) (*object, error) {
 	return &object{id: id, obj: obj, file: f, rec: rec, inflight: make(map[int64]*fetch)}, nil
 }
 
+// resetRecord forgets every block of rec, keeping the pins on it: the
+// object is fetched again and stays protected from eviction.
+func (c *Cache) resetRecord(rec index.Record) error {
+	jobs, err := c.db.Pinned(rec.ID)
+	if err != nil {
+		return err
+	}
+	if err := c.db.DeleteRecord(rec.ID); err != nil {
+		return err
+	}
+	c.used.Add(-diskUsage(rec))
+	for _, j := range jobs {
+		if err := c.db.Pin(j, []string{rec.ID}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // release drops one reference to o and closes its file when none is left.
 func (c *Cache) release(o *object) {
 	c.mu.Lock()
@@ -269,15 +299,22 @@ func (c *Cache) release(o *object) {
 	if err := o.file.Close(); err != nil {
 		c.log.Warn("close cache file", "key", o.obj.Key, "err", err)
 	}
+	if o.superseded.Load() {
+		// A newer version landed while this one was open: drop it now.
+		if err := c.dropLocked(o.id); err != nil {
+			c.log.Warn("drop old version", "key", o.obj.Key, "err", err)
+		}
+	}
 }
 
 // readFile reads p at off from o's cache file, which must hold those blocks.
 func readFile(o *object, p []byte, off int64) (int, error) {
 	n, err := o.file.ReadAt(p, off)
 	if errors.Is(err, io.EOF) {
-		// The tail of a sparse file not yet extended reads short; the
-		// presence record says the bytes exist, so this is corruption.
-		return n, fmt.Errorf("cache file of %s is shorter than recorded: %w", o.obj.Key, err)
+		// The record says these bytes exist, so a short file is damage,
+		// never the end of the object: fail the read (EIO), never serve
+		// it short.
+		return 0, fmt.Errorf("cache file of %s is shorter than recorded: %w", o.obj.Key, ErrCorrupt)
 	}
 	return n, err
 }

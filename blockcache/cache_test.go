@@ -428,3 +428,56 @@ func TestNewVersionDropsOldData(t *testing.T) {
 		t.Fatal("old version's record still there")
 	}
 }
+
+func TestOpenOldVersionDroppedOnLastClose(t *testing.T) {
+	f := newFixture(t, Options{})
+	old := f.src.Put("v", randBytes(13, testPart))
+	h := f.openHandle(old)
+	readAll(t, h) // kept open while the new version lands
+	obj, err := f.src.Replace("v", randBytes(14, testPart))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, f.openHandle(obj))
+	oldPath := objectPath(f.dir, ObjectID("bucket", old))
+	if _, err := os.Stat(oldPath); err != nil {
+		t.Fatalf("old version dropped under its reader: %v", err)
+	}
+	h.Close()
+	if _, err := os.Stat(oldPath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old version still there after its last close: %v", err)
+	}
+}
+
+func TestDamagedCacheFileIsNeverServedShort(t *testing.T) {
+	f := newFixture(t, Options{})
+	data := randBytes(15, 2*testPart)
+	obj := f.src.Put("d", data)
+	readAll(t, f.openHandle(obj))
+	f.close()
+	if err := os.Truncate(objectPath(f.dir, ObjectID("bucket", obj)), testPart); err != nil {
+		t.Fatal(err)
+	}
+	f.open(Options{})
+	h := f.openHandle(obj)
+	n, err := h.ReadAt(context.Background(), buf(100), 2*testPart-100)
+	if !errors.Is(err, ErrCorrupt) || n != 0 {
+		t.Fatalf("read past a truncated cache file: n=%d err=%v, want ErrCorrupt", n, err)
+	}
+}
+
+func TestRecordOfAnotherBlockSizeIsReset(t *testing.T) {
+	f := newFixture(t, Options{})
+	data := randBytes(16, 3*testPart)
+	obj := f.src.Put("b", data)
+	readAll(t, f.openHandle(obj))
+	f.close()
+	f.open(Options{BlockSize: 2 * testBlock, PartSize: testPart})
+	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ after the block size changed")
+	}
+	rec, _, _ := f.db.Record(ObjectID("bucket", obj))
+	if rec.BlockSize != 2*testBlock || !rec.Complete() {
+		t.Fatalf("record after the block size changed: %d-byte blocks, complete %v", rec.BlockSize, rec.Complete())
+	}
+}

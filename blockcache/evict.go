@@ -3,7 +3,6 @@ package blockcache
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"time"
 
@@ -116,7 +115,6 @@ func freeSpace(dir string) (int64, error) {
 // victim is an object version eviction may remove.
 type victim struct {
 	id     string
-	usage  int64
 	access time.Time
 }
 
@@ -125,7 +123,7 @@ type victim struct {
 func (c *Cache) evictLocked(need int64) error {
 	var vs []victim
 	err := c.db.Records(func(r index.Record) bool {
-		vs = append(vs, victim{id: r.ID, usage: diskUsage(r), access: r.LastAccess})
+		vs = append(vs, victim{id: r.ID, access: r.LastAccess})
 		return true
 	})
 	if err != nil {
@@ -158,12 +156,8 @@ func (c *Cache) evictOne(v victim) (bool, error) {
 	if _, busy := c.objs[v.id]; busy {
 		return false, nil
 	}
-	if err := c.db.DeleteRecord(v.id); err != nil {
+	if err := c.dropLocked(v.id); err != nil {
 		return false, fmt.Errorf("evict: %w", err)
 	}
-	if err := os.Remove(objectPath(c.opts.Dir, v.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("evict: %w", err)
-	}
-	c.used.Add(-v.usage)
 	return true, nil
 }

@@ -8,6 +8,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,10 @@ type object struct {
 	rec      index.Record     // what the index holds for id
 	inflight map[int64]*fetch // fetches by part number
 	current  bool             // recorded as the key's current version
+
+	// superseded is set when a newer version of the key was cached while
+	// this one was in use; the last release drops this one's data.
+	superseded atomic.Bool
 }
 
 // fetch is one ranged GET of a part, shared by every reader waiting on it.
@@ -306,15 +311,33 @@ func (c *Cache) makeCurrent(o *object) {
 	}
 }
 
-// dropVersion deletes the record, then the file, of object version id,
-// unless it is in use (its readers keep it; eviction removes it later).
+// dropVersion deletes the record, then the file, of object version id.
+// A version in use is marked and dropped by its last release instead.
 func (c *Cache) dropVersion(id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o, busy := c.objs[id]; busy {
+		o.superseded.Store(true)
+		return nil
+	}
+	return c.dropLocked(id)
+}
+
+// dropLocked deletes the record, then the file, of id; c.mu is held so
+// that nobody opens it meanwhile.
+func (c *Cache) dropLocked(id string) error {
 	rec, ok, err := c.db.Record(id)
 	if err != nil || !ok {
 		return err
 	}
-	_, err = c.evictOne(victim{id: id, usage: diskUsage(rec)})
-	return err
+	if err := c.db.DeleteRecord(id); err != nil {
+		return err
+	}
+	c.used.Add(-diskUsage(rec))
+	if err := os.Remove(objectPath(c.opts.Dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func (c *Cache) fault(point, id string) error {

@@ -21,6 +21,9 @@ import (
 
 // Tree is what prefetch jobs need to find objects. *index.Catalog
 // satisfies it. Paths are relative to the mount root ("" is the root).
+// Lookup's error wraps io/fs.ErrNotExist for a name not in the folder's
+// listing; Refresh lists a folder from S3 now, whatever its age. All three
+// may be called concurrently.
 type Tree interface {
 	ReadDir(ctx context.Context, dir string) ([]index.Entry, error)
 	Lookup(ctx context.Context, dir, name string) (index.Entry, error)
@@ -57,9 +60,10 @@ type Jobs struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex      // guards jobs and seq
-	jobs map[string]*job // jobs of this daemon run, by ID
-	seq  int
+	mu     sync.Mutex      // guards jobs, seq and closed
+	jobs   map[string]*job // jobs of this daemon run, by ID
+	seq    int
+	closed bool // set by Close: no job starts afterwards
 }
 
 // NewJobs returns a job runner over c, finding objects in tree.
@@ -78,6 +82,9 @@ func NewJobs(c *Cache, tree Tree, db *index.DB, opts JobOptions) *Jobs {
 // Close cancels running jobs (they stay recorded as running, so they
 // resume after a restart) and waits for them.
 func (j *Jobs) Close() {
+	j.mu.Lock()
+	j.closed = true
+	j.mu.Unlock()
 	j.cancel()
 	j.wg.Wait()
 }
@@ -117,7 +124,7 @@ func (p Progress) Totals() FolderProgress {
 
 // job is one running or finished job of this daemon run.
 type job struct {
-	// Set once in plan.
+	// Set once in plan, but cancel in run.
 	rec     index.Job
 	started time.Time
 	folders []*folder
@@ -155,10 +162,9 @@ func (j *Jobs) Start(ctx context.Context, paths []string) (Progress, error) {
 	if err := j.db.PutJob(jb.rec); err != nil {
 		return Progress{}, fmt.Errorf("record job: %w", err)
 	}
-	if err := j.db.Pin(id, jb.objectIDs(j.c.opts.Bucket)); err != nil {
-		return Progress{}, fmt.Errorf("pin objects: %w", err)
+	if err := j.run(jb); err != nil {
+		return Progress{}, err
 	}
-	j.run(jb)
 	return jb.progress(), nil
 }
 
@@ -175,14 +181,22 @@ func (j *Jobs) Resume(ctx context.Context) error {
 		}
 		j.log.Info("resuming prefetch job", "job", rec.ID, "paths", strings.Join(rec.Paths, " "))
 		jb, err := j.plan(ctx, rec)
-		if err != nil {
+		switch {
+		case err == nil:
+			if err := j.run(jb); err != nil {
+				return err
+			}
+		case errors.Is(err, iofs.ErrNotExist) || errors.Is(err, ErrNoSpace):
+			// It can never run as asked: say so for good.
 			rec.State, rec.Error = index.JobFailed, err.Error()
 			if perr := j.db.PutJob(rec); perr != nil {
 				return perr
 			}
-			continue
+		default:
+			// S3 unreachable for now, or the daemon stopping: the job
+			// stays running in the index and is tried at the next start.
+			j.log.Warn("prefetch job not resumed; it stays queued", "job", rec.ID, "err", err)
 		}
-		j.run(jb)
 	}
 	return nil
 }

@@ -14,14 +14,26 @@ import (
 // ErrNoJob means no job has the given ID.
 var ErrNoJob = errors.New("no such prefetch job")
 
-// run starts jb's downloads: a bounded pool over its objects.
-func (j *Jobs) run(jb *job) {
+// ErrJobEnded means a job to cancel has already ended.
+var ErrJobEnded = errors.New("prefetch job already ended")
+
+// run pins what jb planned (again, on a resume: an object may have a new
+// version now) and starts its downloads: a bounded pool over its objects.
+func (j *Jobs) run(jb *job) error {
+	if err := j.db.Pin(jb.rec.ID, jb.objectIDs(j.c.opts.Bucket)); err != nil {
+		return fmt.Errorf("pin objects: %w", err)
+	}
 	ctx, cancel := context.WithCancel(j.ctx)
 	jb.cancel = cancel
 	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		cancel()
+		return ErrClosed
+	}
 	j.jobs[jb.rec.ID] = jb
-	j.mu.Unlock()
 	j.wg.Add(1)
+	j.mu.Unlock()
 	go func() {
 		defer j.wg.Done()
 		defer close(jb.done)
@@ -29,6 +41,7 @@ func (j *Jobs) run(jb *job) {
 		j.fetchAll(ctx, jb)
 		j.finish(jb)
 	}()
+	return nil
 }
 
 // fetchAll warms every object of jb; an object that keeps failing is noted
@@ -89,7 +102,7 @@ func (j *Jobs) Cancel(id string) error {
 	jb, ok := j.jobs[id]
 	j.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("%w: %s", ErrNoJob, id)
+		return j.cancelQueued(id)
 	}
 	jb.mu.Lock()
 	state := jb.state
@@ -98,7 +111,7 @@ func (j *Jobs) Cancel(id string) error {
 	}
 	jb.mu.Unlock()
 	if state != index.JobRunning {
-		return fmt.Errorf("prefetch job %s already ended (%s)", id, state)
+		return fmt.Errorf("%w: %s is %s", ErrJobEnded, id, state)
 	}
 	jb.cancel()
 	<-jb.done
@@ -108,15 +121,51 @@ func (j *Jobs) Cancel(id string) error {
 	return nil
 }
 
+// cancelQueued cancels a job an earlier run left running that this run
+// has not resumed.
+func (j *Jobs) cancelQueued(id string) error {
+	rec, ok, err := j.db.Job(id)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("%w: %s", ErrNoJob, id)
+	case rec.State != index.JobRunning:
+		return fmt.Errorf("%w: %s is %s", ErrJobEnded, id, rec.State)
+	}
+	rec.State = index.JobCancelled
+	if err := j.db.PutJob(rec); err != nil {
+		return err
+	}
+	return j.db.Unpin(id)
+}
+
 // Get returns a snapshot of job id.
 func (j *Jobs) Get(id string) (Progress, error) {
 	j.mu.Lock()
 	jb, ok := j.jobs[id]
 	j.mu.Unlock()
+	if ok {
+		return jb.progress(), nil
+	}
+	rec, ok, err := j.db.Job(id)
+	if err != nil {
+		return Progress{}, err
+	}
 	if !ok {
 		return Progress{}, fmt.Errorf("%w: %s", ErrNoJob, id)
 	}
-	return jb.progress(), nil
+	return recordProgress(rec), nil
+}
+
+// recordProgress is what the index knows of a job not run by this daemon
+// run: its state, not its counts.
+func recordProgress(rec index.Job) Progress {
+	p := Progress{ID: rec.ID, State: rec.State.String(), Error: rec.Error, Failed: rec.Failed}
+	for _, path := range rec.Paths {
+		p.Folders = append(p.Folders, FolderProgress{Path: path})
+	}
+	return p
 }
 
 // List returns snapshots of this run's jobs, oldest first.
@@ -128,8 +177,20 @@ func (j *Jobs) List() []Progress {
 	}
 	j.mu.Unlock()
 	out := make([]Progress, 0, len(jobs))
+	seen := make(map[string]bool, len(jobs))
 	for _, jb := range jobs {
 		out = append(out, jb.progress())
+		seen[jb.rec.ID] = true
+	}
+	// Jobs of earlier runs that did not run now: failed, or still queued.
+	if recs, err := j.db.Jobs(); err == nil {
+		for _, rec := range recs {
+			if !seen[rec.ID] && rec.State != index.JobDone && rec.State != index.JobCancelled {
+				out = append(out, recordProgress(rec))
+			}
+		}
+	} else {
+		j.log.Warn("read jobs", "err", err)
 	}
 	sortProgress(out)
 	return out

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"s3cachefs/blockcache/s3store/memstore"
 	"s3cachefs/index"
 )
 
@@ -147,5 +148,44 @@ func TestPrefetchResumesAfterRestart(t *testing.T) {
 	}
 	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) {
 		t.Fatal("bytes differ after resume")
+	}
+}
+
+func TestResumeKeepsJobsItCannotPlanNow(t *testing.T) {
+	f := newFixture(t, Options{})
+	f.src.Put("k/a", randBytes(50, testPart))
+	rec := index.Job{ID: "j1", Paths: []string{"k"}, Created: time.Now(), State: index.JobRunning}
+	gone := index.Job{ID: "j2", Paths: []string{"gone"}, Created: time.Now(), State: index.JobRunning}
+	for _, r := range []index.Job{rec, gone} {
+		if err := f.db.PutJob(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// S3 fails for now: the job stays queued, the impossible one fails.
+	f.src.SetFault(func(op, key string) error {
+		if op == memstore.OpList && key == "k/" {
+			return errors.New("injected: S3 unreachable")
+		}
+		return nil
+	})
+	j := f.jobs(JobOptions{})
+	if err := j.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := f.db.Job("j1"); got.State != index.JobRunning {
+		t.Fatalf("job hit by a passing S3 fault is %s, want still running", got.State)
+	}
+	if got, _, _ := f.db.Job("j2"); got.State != index.JobFailed {
+		t.Fatalf("job of a missing folder is %s, want failed", got.State)
+	}
+	// Both show in List; the queued one can be cancelled.
+	if ps := j.List(); len(ps) != 2 {
+		t.Fatalf("List shows %d jobs, want 2", len(ps))
+	}
+	if err := j.Cancel("j1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Cancel("j1"); !errors.Is(err, ErrJobEnded) {
+		t.Fatalf("second cancel: %v", err)
 	}
 }

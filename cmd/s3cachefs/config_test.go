@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -111,5 +112,14 @@ func TestParseMountArgsInterleaved(t *testing.T) {
 	}
 	if _, err := parseMountArgs([]string{"s3://bucket", "/tmp/m", "--cache-dir", "/tmp/m/c"}); err == nil {
 		t.Fatal("cache dir inside the mountpoint accepted")
+	}
+}
+
+func TestProcessAlive(t *testing.T) {
+	if !processAlive(os.Getpid()) {
+		t.Fatal("this process is not alive")
+	}
+	if processAlive(0) || processAlive(-1) || processAlive(1<<30) {
+		t.Fatal("a process that cannot exist is alive")
 	}
 }

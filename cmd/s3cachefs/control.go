@@ -53,12 +53,14 @@ type mountState struct {
 // control is the daemon's side of the control socket: HTTP over a unix
 // socket, mode 0600.
 type control struct {
-	d      *daemon
-	log    *slog.Logger
-	srv    *http.Server
-	sock   string
-	state  string
-	served chan struct{} // closed when Serve returns
+	d       *daemon
+	log     *slog.Logger
+	srv     *http.Server
+	ln      net.Listener
+	sock    string
+	state   string
+	started bool          // serve was called; set before any request
+	served  chan struct{} // closed when Serve returns
 }
 
 // listenControl creates the socket and state file and starts serving.
@@ -85,22 +87,33 @@ func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, erro
 		ln.Close()
 		return nil, fmt.Errorf("write state file: %w", err)
 	}
-	c := &control{d: d, log: log, sock: sock, state: state, served: make(chan struct{})}
+	c := &control{d: d, log: log, sock: sock, state: state, ln: ln, served: make(chan struct{})}
 	c.srv = &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	return c, nil
+}
+
+// serve starts answering requests; the daemon calls it once the mount is
+// up, so no request ever sees a half-started daemon.
+func (c *control) serve() {
+	c.started = true
 	go func() {
 		defer close(c.served)
-		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("control socket", "err", err)
+		if err := c.srv.Serve(c.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("control socket", "err", err)
 		}
 	}()
-	return c, nil
 }
 
 // close waits for requests in progress, stops serving and removes the
 // socket and state file.
 func (c *control) close(ctx context.Context) error {
-	err := c.srv.Shutdown(ctx)
-	<-c.served
+	var err error
+	if c.started {
+		err = c.srv.Shutdown(ctx)
+		<-c.served
+	} else {
+		err = c.ln.Close()
+	}
 	os.Remove(c.sock)
 	os.Remove(c.state)
 	return err
@@ -155,6 +168,10 @@ func (c *control) reply(w http.ResponseWriter, v any, err error) {
 		c.writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrNoSpace):
 		c.writeJSON(w, http.StatusInsufficientStorage, apiError{Error: err.Error()})
+	case errors.Is(err, blockcache.ErrJobEnded):
+		c.writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+	case errors.Is(err, blockcache.ErrClosed):
+		c.writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the daemon is stopping"})
 	default:
 		c.writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 	}

@@ -134,6 +134,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
+	d.ctl.serve()
 	return d, nil
 }
 

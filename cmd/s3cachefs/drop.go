@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -31,7 +32,7 @@ func cmdDrop(args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("drop needs exactly one MOUNTPOINT, got %d arguments", len(pos))
 	}
-	mp, err := absPath(pos[0])
+	mp, err := cleanPath(pos[0])
 	if err != nil {
 		return err
 	}
@@ -76,6 +77,9 @@ func cmdDrop(args []string, stdout io.Writer) error {
 // the cache dir the daemon used, when known.
 func dropDead(c *client) (string, error) {
 	st, stateErr := c.readState()
+	if stateErr == nil && processAlive(st.PID) {
+		return "", fmt.Errorf("the daemon of %s (pid %d) is running but does not answer on %s; not touching its mount", c.mountpoint, st.PID, c.sock)
+	}
 	ours, err := isOurs(c.mountpoint)
 	if err != nil {
 		return "", err
@@ -106,4 +110,24 @@ func purgeCache(dir string) error {
 		return fmt.Errorf("purge %s: %w", dir, err)
 	}
 	return nil
+}
+
+// processAlive reports whether pid runs. A zombie (dead, not yet reaped by
+// whoever inherited it) does not count.
+func processAlive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may
+	// itself hold spaces or parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 || i+2 >= len(stat) {
+		return true
+	}
+	state := stat[i+2]
+	return state != 'Z' && state != 'X'
 }

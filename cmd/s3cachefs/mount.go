@@ -90,7 +90,9 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.Source, err = parseSource(pos[0]); err != nil {
 		return cfg, err
 	}
-	if cfg.Mountpoint, err = absPath(pos[1]); err != nil {
+	// Symlinks resolved: the mount table, and so every later command,
+	// names the real folder.
+	if cfg.Mountpoint, err = cleanPath(pos[1]); err != nil {
 		return cfg, err
 	}
 	if cfg.CacheDir, err = absPath(*cacheDir); err != nil {
