@@ -136,6 +136,20 @@ func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.shutdown(w, r.URL.Query().Get("force") == "1")
 	case r.URL.Path == "/prefetch" && r.Method == http.MethodPost:
 		c.prefetch(w, r)
+	case r.URL.Path == "/verify" && r.Method == http.MethodPost:
+		c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
+			return c.d.jobs.Verify(ctx, req.Paths, req.Deep)
+		})
+	case r.URL.Path == "/evict" && r.Method == http.MethodPost:
+		c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
+			dropped, busy, err := c.d.jobs.Evict(ctx, req.Paths)
+			return evictReply{Dropped: dropped, Busy: busy}, err
+		})
+	case r.URL.Path == "/unpin" && r.Method == http.MethodPost:
+		c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
+			n, err := c.d.jobs.Unpin(ctx, req.Paths)
+			return map[string]int{"objects": n}, err
+		})
 	case r.URL.Path == "/jobs" && r.Method == http.MethodGet:
 		c.writeJSON(w, http.StatusOK, c.d.jobs.List())
 	case isJob && action == "" && r.Method == http.MethodGet:
@@ -150,13 +164,24 @@ func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // prefetch starts a job from the request body.
 func (c *control) prefetch(w http.ResponseWriter, r *http.Request) {
-	var req prefetchRequest
+	c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
+		return c.d.jobs.Start(ctx, req.Paths)
+	})
+}
+
+// withPaths decodes a pathsRequest, runs fn on it and replies.
+func (c *control) withPaths(w http.ResponseWriter, r *http.Request, fn func(context.Context, pathsRequest) (any, error)) {
+	var req pathsRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed prefetch request: " + err.Error()})
+		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed request: " + err.Error()})
 		return
 	}
-	p, err := c.d.jobs.Start(r.Context(), req.Paths)
-	c.reply(w, p, err)
+	if len(req.Paths) == 0 {
+		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "no paths given"})
+		return
+	}
+	v, err := fn(r.Context(), req)
+	c.reply(w, v, err)
 }
 
 // reply writes v, or err as an apiError with a status that fits it.

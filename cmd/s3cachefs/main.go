@@ -4,6 +4,8 @@
 //	s3cachefs mount SOURCE MOUNTPOINT --cache-dir DIR [flags]
 //	s3cachefs prefetch [--mount M] [--detach] [--json] PATH...
 //	s3cachefs status [--mount M] [--json]
+//	s3cachefs verify [--mount M] [--deep] [--complete] [--json] [PATH...]
+//	s3cachefs evict [--mount M] PATH...
 //	s3cachefs drop [--purge] [--force] MOUNTPOINT
 //
 // Flags are parsed into typed configs and validated here, and only here.
@@ -33,6 +35,8 @@ commands:
   mount SOURCE MOUNTPOINT --cache-dir DIR   mount s3://bucket[/prefix] read-only, cached on SSD
   prefetch [--mount M] PATH...              fetch whole folders into the cache, with progress
   status [--mount M] [--json]               what the cache holds and how reads were served
+  verify [--mount M] [--deep] [PATH...]     compare the cache with S3, per folder
+  evict [--mount M] PATH...                 drop cached data of PATHs now
   drop [--purge] [--force] MOUNTPOINT       unmount and stop the daemon; --purge deletes the cache
 
 Run 's3cachefs COMMAND -h' for a command's flags.
@@ -56,13 +60,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPrefetch(rest, stdout)
 	case "status":
 		err = cmdStatus(rest, stdout)
+	case "verify":
+		err = cmdVerify(rest, stdout)
+	case "evict":
+		err = cmdEvict(rest, stdout)
 	case "drop":
 		err = cmdDrop(rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		err = usagef("unknown command %q (want mount, prefetch, status or drop)", cmd)
+		err = usagef("unknown command %q (want mount, prefetch, status, verify, evict or drop)", cmd)
 	}
 	var ue usageError
 	switch {

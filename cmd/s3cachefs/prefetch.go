@@ -21,6 +21,7 @@ import (
 
 const prefetchHelp = `usage: s3cachefs prefetch [--mount M] [--detach] [--json] PATH...
        s3cachefs prefetch [--mount M] --cancel JOB
+       s3cachefs prefetch [--mount M] --unpin PATH...
 
 Fetches every object under the PATHs (folders or files, relative to the
 mount root or absolute under it) into the cache and pins them. The job runs
@@ -32,17 +33,13 @@ flags:
 // errInterrupted ends a progress display on Ctrl-C; the job goes on.
 var errInterrupted = errors.New("interrupted")
 
-// prefetchRequest is the body of POST /prefetch.
-type prefetchRequest struct {
-	Paths []string `json:"paths"`
-}
-
 func cmdPrefetch(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("prefetch", flag.ContinueOnError)
 	mount := fs.String("mount", "", "the mountpoint (default: the mount holding the current directory, else the only one)")
 	detach := fs.Bool("detach", false, "start the job and return at once")
 	asJSON := fs.Bool("json", false, "print progress as one JSON object per line")
 	cancel := fs.String("cancel", "", "cancel the job with this ID")
+	unpin := fs.Bool("unpin", false, "release the pins on PATHs instead of fetching them")
 	interval := fs.Duration("interval", time.Second, "how often progress is shown")
 	pos, err := parseArgs(fs, args, prefetchHelp)
 	if err != nil {
@@ -75,7 +72,15 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 		return err
 	}
 	var p blockcache.Progress
-	if err := c.post(ctx, "/prefetch", prefetchRequest{Paths: paths}, &p); err != nil {
+	if *unpin {
+		var r map[string]int
+		if err := c.post(ctx, "/unpin", pathsRequest{Paths: paths}, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "unpinned %d objects; eviction may remove them now\n", r["objects"])
+		return nil
+	}
+	if err := c.post(ctx, "/prefetch", pathsRequest{Paths: paths}, &p); err != nil {
 		return err
 	}
 	if !*asJSON {

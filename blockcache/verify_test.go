@@ -1,0 +1,73 @@
+package blockcache
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"s3cachefs/index"
+)
+
+func TestVerifyAndEvict(t *testing.T) {
+	f, j := jobFixture(t, JobOptions{})
+	a := f.src.Put("s/a", randBytes(60, testPart))
+	b := f.src.Put("s/b", randBytes(61, 2*testPart))
+	f.src.Put("s/c", randBytes(62, testPart))
+	stale := f.src.Put("s/d", randBytes(63, testPart))
+	for _, o := range []index.Object{a, stale} {
+		h := f.openHandle(o)
+		readAll(t, h)
+		h.Close()
+	}
+	hb := f.openHandle(b)
+	if _, err := hb.ReadAt(context.Background(), buf(10), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.src.Replace("s/d", randBytes(64, testPart)); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := j.Verify(context.Background(), []string{"s"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rs[0]
+	if r.InS3 != 4 || r.Cached != 1 || r.Partial != 1 || r.Stale != 1 || r.Missing != 1 {
+		t.Fatalf("verify: %+v", r)
+	}
+
+	// --deep catches a damaged cached file and drops it.
+	path := objectPath(f.dir, ObjectID("bucket", a))
+	file, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.WriteAt([]byte("XXXX"), 100); err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+	rs, err = j.Verify(context.Background(), []string{"s/a"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs[0].Corrupt) != 1 || rs[0].Corrupt[0] != "s/a" || rs[0].Checked != 0 {
+		t.Fatalf("deep verify of a damaged file: %+v", rs[0])
+	}
+	if _, ok, _ := f.db.Record(ObjectID("bucket", a)); ok {
+		t.Fatal("the damaged file's record was kept")
+	}
+	ha := f.openHandle(a)
+	readAll(t, ha) // fetched again
+	ha.Close()
+	if rs, _ = j.Verify(context.Background(), []string{"s/a"}, true); rs[0].Checked != 1 {
+		t.Fatalf("deep verify after the refetch: %+v", rs[0])
+	}
+
+	// evict drops what is not open and keeps what is.
+	dropped, busy, err := j.Evict(context.Background(), []string{"s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped != 1 || busy != 1 { // a dropped; b open (hb); c, d uncached
+		t.Fatalf("evict: dropped %d, busy %d", dropped, busy)
+	}
+}
