@@ -161,3 +161,15 @@ func (c *Cache) evictOne(v victim) (bool, error) {
 	}
 	return true, nil
 }
+
+// Forget drops the cached data of object versions S3 no longer holds
+// (deleted or replaced). A version in use is dropped on its last close.
+func (c *Cache) Forget(objs []index.Object) {
+	for _, o := range objs {
+		if err := c.dropVersion(ObjectID(c.opts.Bucket, o)); err != nil {
+			c.log.Warn("drop data of a changed object", "key", o.Key, "err", err)
+			continue
+		}
+		c.log.Info("dropped data of an object changed or deleted in S3", "key", o.Key)
+	}
+}

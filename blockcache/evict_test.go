@@ -119,3 +119,18 @@ func TestUsageSurvivesRestart(t *testing.T) {
 		t.Fatalf("used after restart %d, want %d", got, used)
 	}
 }
+
+func TestForgetDropsGoneVersions(t *testing.T) {
+	f := newFixture(t, Options{})
+	o := f.src.Put("g", randBytes(400, testPart))
+	h := f.openHandle(o)
+	readAll(t, h)
+	h.Close()
+	f.c.Forget([]index.Object{o})
+	if _, ok, _ := f.db.Record(ObjectID("bucket", o)); ok {
+		t.Fatal("record kept")
+	}
+	if f.c.Stats().UsedBytes != 0 {
+		t.Fatalf("usage %d after forgetting the only object", f.c.Stats().UsedBytes)
+	}
+}

@@ -26,6 +26,12 @@ type CatalogOptions struct {
 	Logger *slog.Logger
 	// Now is the clock listing ages are measured with. nil means time.Now.
 	Now func() time.Time
+	// OnGone, when set, is called after a folder is listed again with the
+	// objects of its previous listing that S3 no longer holds as they
+	// were: deleted, or replaced by another version. The cache drops
+	// their data. It is called from the listing goroutine; it must not
+	// call back into the Catalog.
+	OnGone func(gone []Object)
 }
 
 // Catalog answers folder reads of the mount from listings stored in the
@@ -101,13 +107,20 @@ func (c *Catalog) Lookup(ctx context.Context, dir, name string) (Entry, error) {
 	return Entry{}, fmt.Errorf("lookup %q in %q: %w", name, dir, iofs.ErrNotExist)
 }
 
-// Invalidate drops the stored listing of dir, so its next use lists S3.
+// Invalidate marks the stored listing of dir stale, so its next use lists
+// S3 whatever the TTL. The old entries are kept until then, so that what
+// changed can be told (OnGone).
 func (c *Catalog) Invalidate(dir string) error {
 	prefix, err := c.prefix(dir)
 	if err != nil {
 		return err
 	}
-	return c.db.DeleteListing(prefix)
+	l, ok, err := c.db.Listing(prefix)
+	if err != nil || !ok {
+		return err
+	}
+	l.ListedAt = time.Time{}
+	return c.db.PutListing(l)
 }
 
 // Refresh lists dir from S3 now, whatever the age of its stored listing.
@@ -136,6 +149,9 @@ func (c *Catalog) prefix(dir string) (string, error) {
 // fresh reports whether a listing taken at listedAt may still be used. A
 // listing from the future means the clock went back: distrust it.
 func (c *Catalog) fresh(listedAt time.Time) bool {
+	if listedAt.IsZero() {
+		return false // invalidated
+	}
 	if c.opts.TTL < 0 {
 		return true
 	}
@@ -208,8 +224,31 @@ func (c *Catalog) list(ctx context.Context, prefix string, force bool) (Listing,
 		return Listing{}, fmt.Errorf("list %q: %w", prefix, err)
 	}
 	l := toListing(prefix, res, listedAt, c.opts.Logger)
+	old, hadOld, err := c.db.Listing(prefix)
+	if err != nil {
+		return Listing{}, err
+	}
 	if err := c.db.PutListing(l); err != nil {
 		return Listing{}, err
 	}
+	if gone := goneFiles(old.Files, l.Files); hadOld && len(gone) > 0 && c.opts.OnGone != nil {
+		c.opts.OnGone(gone)
+	}
 	return l, nil
+}
+
+// goneFiles returns the objects of before that after lacks as they were:
+// their key is gone or holds another version. Both are sorted by key.
+func goneFiles(before, after []Object) []Object {
+	now := make(map[string]string, len(after))
+	for _, o := range after {
+		now[o.Key] = o.Version()
+	}
+	var gone []Object
+	for _, o := range before {
+		if v, ok := now[o.Key]; !ok || v != o.Version() {
+			gone = append(gone, o)
+		}
+	}
+	return gone
 }

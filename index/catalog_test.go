@@ -6,6 +6,7 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -352,5 +353,35 @@ func TestCatalogCancelledCallerDoesNotCancelListing(t *testing.T) {
 	}
 	if got := fake.calls.Load(); got != 1 {
 		t.Errorf("%d listings, want 1", got)
+	}
+}
+
+func TestCatalogReportsGoneObjects(t *testing.T) {
+	l := dataset()
+	var gone []Object
+	c := NewCatalog(openTest(t), l, CatalogOptions{Prefix: "ds/", TTL: -1,
+		OnGone: func(g []Object) { gone = append(gone, g...) }})
+	ctx := context.Background()
+	if _, err := c.ReadDir(ctx, "train"); err != nil {
+		t.Fatal(err)
+	}
+	// a.npz is replaced, b.npz deleted, c.npz added.
+	l.set("ds/train/", ListResult{Objects: []Object{
+		{Key: "ds/train/a.npz", Size: 100, ETag: "a2"},
+		{Key: "ds/train/c.npz", Size: 300, ETag: "c1"},
+	}})
+	// An invalidated listing is listed again even with an indefinite TTL.
+	if err := c.Invalidate("train"); err != nil {
+		t.Fatal(err)
+	}
+	es, err := c.ReadDir(ctx, "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(names(es), ","); got != "a.npz:false,c.npz:false" {
+		t.Fatalf("after invalidate: %s", got)
+	}
+	if len(gone) != 2 || gone[0].ETag != "a1" || gone[1].Key != "ds/train/b.npz" {
+		t.Fatalf("gone = %+v, want old a.npz and b.npz", gone)
 	}
 }
