@@ -13,6 +13,10 @@ import (
 // SchemaVersion).
 const codecV1 = 1
 
+// codecV2 is a record with block checksums after its bitmap. Records
+// without checksums are still written as version 1.
+const codecV2 = 2
+
 // Stored times are limited to the years 1..9999: time.Unix overflows for
 // seconds near the int64 limits, and within this range a decoded time always
 // re-encodes to the same bytes.
@@ -265,8 +269,12 @@ func encodeRecord(r Record) ([]byte, error) {
 		return nil, err
 	}
 	n := r.Present.Len()
-	e := encoder{b: make([]byte, 0, 48+len(r.Key)+len(r.Version)+int(n/8)+1)}
-	e.b = append(e.b, codecV1)
+	e := encoder{b: make([]byte, 0, 48+len(r.Key)+len(r.Version)+int(n/8)+1+4*len(r.Sums))}
+	if r.Sums == nil {
+		e.b = append(e.b, codecV1)
+	} else {
+		e.b = append(e.b, codecV2)
+	}
 	e.str(r.Key)
 	e.str(r.Version)
 	e.varint(r.Size)
@@ -275,6 +283,9 @@ func encodeRecord(r Record) ([]byte, error) {
 	e.uvarint(uint64(n))
 	for i := int64(0); i < bitmapBytes(n); i++ {
 		e.b = append(e.b, byte(r.Present.words[i/8]>>(8*(i%8))))
+	}
+	for _, sum := range r.Sums {
+		e.b = binary.LittleEndian.AppendUint32(e.b, sum)
 	}
 	return e.b, nil
 }
@@ -291,6 +302,9 @@ func checkRecordShape(r Record) error {
 	if n := NumBlocks(r.Size, r.BlockSize); r.Present.Len() != n {
 		return fmt.Errorf("%w: record %s: presence tracks %d blocks, object has %d", ErrInvalid, r.ID, r.Present.Len(), n)
 	}
+	if r.Sums != nil && int64(len(r.Sums)) != r.Present.Len() {
+		return fmt.Errorf("%w: record %s: %d checksums for %d blocks", ErrInvalid, r.ID, len(r.Sums), r.Present.Len())
+	}
 	return nil
 }
 
@@ -301,7 +315,10 @@ func bitmapBytes(n int64) int64 { return n/8 + min(n%8, 1) }
 // panics; malformed input yields an error wrapping ErrCorrupt.
 func decodeRecord(id string, b []byte) (Record, error) {
 	d := decoder{b: b}
-	d.version()
+	v := d.byte1()
+	if d.err == nil && v != codecV1 && v != codecV2 {
+		d.fail("unknown codec version %d", v)
+	}
 	r := Record{ID: id, Key: d.str(), Version: d.str()}
 	r.Size = d.nonNegative("size")
 	r.BlockSize = d.varint()
@@ -315,6 +332,16 @@ func decodeRecord(id string, b []byte) (Record, error) {
 	}
 	if d.err == nil {
 		r.Present = decodeBitmap(&d, int64(n))
+	}
+	if d.err == nil && v == codecV2 {
+		if len(d.b)%4 != 0 || uint64(len(d.b))/4 != n {
+			d.fail("%d bytes of checksums for %d blocks", len(d.b), n)
+		} else {
+			r.Sums = make([]uint32, n)
+			for i := range r.Sums {
+				r.Sums[i] = binary.LittleEndian.Uint32(d.bytes(4))
+			}
+		}
 	}
 	if err := d.end(); err != nil {
 		return Record{}, fmt.Errorf("record %s: %w", id, err)

@@ -17,6 +17,18 @@ type Record struct {
 	BlockSize  int64     // bytes per block, > 0
 	Present    Blocks    // blocks durable on SSD; Len() == NumBlocks(Size, BlockSize)
 	LastAccess time.Time // for least-recently-used eviction
+	// Sums are the CRC-32C (Castagnoli) checksums of the blocks, by block
+	// number; nil, or 0 for a block, means not known. A present block's
+	// sum was recorded together with its presence.
+	Sums []uint32
+}
+
+// Sum returns the recorded checksum of block i and whether there is one.
+func (r Record) Sum(i int64) (uint32, bool) {
+	if i < 0 || i >= int64(len(r.Sums)) || r.Sums[i] == 0 {
+		return 0, false
+	}
+	return r.Sums[i], true
 }
 
 // Complete reports whether every block of the object is present.
@@ -63,7 +75,18 @@ func (db *DB) Record(id string) (r Record, ok bool, err error) {
 // crash, a recorded block is trusted. AddBlocks commits through bbolt's
 // Batch, so concurrent calls share one fsync'd transaction.
 func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
+	return db.addBlocks(rec, first, n, nil)
+}
+
+// AddBlocksSums is AddBlocks for len(sums) blocks from first, recording
+// their checksums (see Record.Sums) in the same transaction.
+func (db *DB) AddBlocksSums(rec Record, first int64, sums []uint32) (Record, error) {
+	return db.addBlocks(rec, first, int64(len(sums)), sums)
+}
+
+func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, error) {
 	rec.Present = Blocks{}
+	rec.Sums = nil
 	if rec.ID != "" && rec.Size >= 0 && rec.BlockSize > 0 {
 		rec.Present = NewBlocks(NumBlocks(rec.Size, rec.BlockSize))
 	}
@@ -93,6 +116,12 @@ func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
 		}
 		for i := first; i < first+n; i++ {
 			cur.Present.Set(i)
+		}
+		if sums != nil {
+			all := make([]uint32, cur.Present.Len())
+			copy(all, cur.Sums)
+			copy(all[first:], sums)
+			cur.Sums = all
 		}
 		out = cur
 		return putRecord(b, cur)

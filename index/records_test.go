@@ -214,3 +214,38 @@ func TestStats(t *testing.T) {
 		t.Errorf("Stats = %+v, want %+v", s, want)
 	}
 }
+
+func TestAddBlocksSumsRoundTrip(t *testing.T) {
+	db := openTest(t)
+	rec := Record{ID: "s1", Key: "k", Version: "v", Size: 5 << 20, BlockSize: 1 << 20}
+	if _, err := db.AddBlocksSums(rec, 1, []uint32{11, 12}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AddBlocks(rec, 4, 1); err != nil { // no sum known
+		t.Fatal(err)
+	}
+	got, ok, err := db.Record("s1")
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	for i, want := range []uint32{0, 11, 12, 0, 0} {
+		sum, has := got.Sum(int64(i))
+		if sum != want || has != (want != 0) {
+			t.Fatalf("block %d: sum %d (%v), want %d", i, sum, has, want)
+		}
+	}
+	if got.Present.Count() != 3 {
+		t.Fatalf("%d blocks present, want 3", got.Present.Count())
+	}
+	v, err := encodeRecord(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := decodeRecord("s1", v)
+	if err != nil || len(back.Sums) != 5 || back.Sums[2] != 12 {
+		t.Fatalf("decode: %+v, %v", back, err)
+	}
+	if _, err := decodeRecord("s1", v[:len(v)-1]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("truncated checksums: %v", err)
+	}
+}
