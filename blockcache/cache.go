@@ -83,6 +83,7 @@ type Stats struct {
 	Evictions    int64 // objects evicted to make room
 	Uncached     int64 // reads served from S3 because the cache was full
 	Full         bool  // the cache could not make room for the last fetch
+	Corrupt      int64 // cached blocks found damaged on read (and fetched again)
 }
 
 // Cache is the SSD store. Create it with New and stop it with Close.
@@ -106,7 +107,7 @@ type Cache struct {
 	used    atomic.Int64 // SSD bytes of recorded blocks plus reservations
 	full    atomic.Bool  // the last reservation failed
 
-	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached atomic.Int64
+	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt atomic.Int64
 }
 
 // ErrClosed is returned by Open after Close.
@@ -168,7 +169,7 @@ func (c *Cache) Stats() Stats {
 		Fetches: c.fetches.Load(), FetchErrors: c.fetchErrs.Load(),
 		OpenObjects: n,
 		UsedBytes:   c.used.Load(), Evictions: c.evictions.Load(),
-		Uncached: c.uncached.Load(), Full: c.full.Load(),
+		Uncached: c.uncached.Load(), Full: c.full.Load(), Corrupt: c.corrupt.Load(),
 	}
 }
 

@@ -460,9 +460,45 @@ func TestDamagedCacheFileIsNeverServedShort(t *testing.T) {
 	}
 	f.open(Options{})
 	h := f.openHandle(obj)
-	n, err := h.ReadAt(context.Background(), buf(100), 2*testPart-100)
-	if !errors.Is(err, ErrCorrupt) || n != 0 {
-		t.Fatalf("read past a truncated cache file: n=%d err=%v, want ErrCorrupt", n, err)
+	p := buf(100)
+	n, err := h.ReadAt(context.Background(), p, 2*testPart-100)
+	if err != nil || n != 100 || !bytes.Equal(p, data[2*testPart-100:]) {
+		t.Fatalf("read past a truncated cache file: n=%d err=%v, want S3's bytes", n, err)
+	}
+	if f.c.Stats().Corrupt == 0 {
+		t.Fatal("the damage was not counted")
+	}
+}
+
+func TestDamagedBlockIsFetchedAgain(t *testing.T) {
+	f := newFixture(t, Options{})
+	data := randBytes(17, 3*testPart)
+	obj := f.src.Put("x", data)
+	readAll(t, f.openHandle(obj))
+	f.close()
+	// Flip bytes in the middle of block 5, as a failing SSD might.
+	file, err := os.OpenFile(objectPath(f.dir, ObjectID("bucket", obj)), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.WriteAt([]byte("rot"), 5*testBlock+77); err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+	f.open(Options{})
+	gets := f.src.Stats().Gets
+	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) {
+		t.Fatal("damaged cached bytes were served")
+	}
+	if s := f.c.Stats(); s.Corrupt != 1 || f.src.Stats().Gets == gets {
+		t.Fatalf("damage: %d found, %d GETs after it", s.Corrupt, f.src.Stats().Gets-gets)
+	}
+	// Fetched again and checked: a third run reads it from SSD.
+	f.close()
+	f.open(Options{})
+	gets = f.src.Stats().Gets
+	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) || f.src.Stats().Gets != gets {
+		t.Fatal("the refetched object is not served from SSD")
 	}
 }
 

@@ -27,8 +27,9 @@ type object struct {
 	// refs is guarded by Cache.mu: handles plus running fetches.
 	refs int
 
-	mu       sync.Mutex       // guards rec, inflight and current
+	mu       sync.Mutex       // guards rec, verified, inflight and current
 	rec      index.Record     // what the index holds for id
+	verified index.Blocks     // blocks checked against their sums this run
 	inflight map[int64]*fetch // fetches by part number
 	current  bool             // recorded as the key's current version
 
@@ -151,8 +152,10 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 		o.mu.Lock()
 		delete(o.inflight, p)
 		o.mu.Unlock()
-		close(f.done)
+		// Let go of the file before waking the waiters: once a reader
+		// is back, only handles hold the object (eviction may count on it).
 		c.release(o)
+		close(f.done)
 	}()
 	return f
 }
@@ -222,9 +225,9 @@ func (c *Cache) fetchRange(o *object, first, last int64) error {
 		return fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
 	}
 	defer body.Close()
-	done, copyErr := c.copyBlocks(o, body, first, last)
-	if done > 0 {
-		if err := c.commit(o, first, done); err != nil {
+	sums, copyErr := c.copyBlocks(o, body, first, last)
+	if len(sums) > 0 {
+		if err := c.commit(o, first, sums); err != nil {
 			return err
 		}
 	}
@@ -236,34 +239,35 @@ func (c *Cache) fetchRange(o *object, first, last int64) error {
 }
 
 // copyBlocks writes whole blocks from body into the cache file starting at
-// block first, and returns how many blocks were written in full.
-func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) (int64, error) {
+// block first, and returns the CRC-32C of each block written in full.
+func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) ([]uint32, error) {
 	bs := c.opts.BlockSize
 	buf := make([]byte, bs)
-	var done int64
+	var sums []uint32
 	for b := first; b <= last; b++ {
 		n := min(bs, o.obj.Size-b*bs)
 		if _, err := io.ReadFull(body, buf[:n]); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return done, err
+			return sums, err
 		}
 		if err := c.fault("write", o.id); err != nil {
-			return done, err
+			return sums, err
 		}
 		if _, err := o.file.WriteAt(buf[:n], b*bs); err != nil {
-			return done, fmt.Errorf("write cache file: %w", err)
+			return sums, fmt.Errorf("write cache file: %w", err)
 		}
 		c.fromS3.Add(n)
-		done++
+		sums = append(sums, blockSum(buf[:n]))
 	}
-	return done, nil
+	return sums, nil
 }
 
-// commit makes blocks [first, first+n) durable, then records them. Only
-// after both are they served.
-func (c *Cache) commit(o *object, first, n int64) error {
+// commit makes the blocks from first durable, then records them with
+// their checksums. Only after both are they served.
+func (c *Cache) commit(o *object, first int64, sums []uint32) error {
+	n := int64(len(sums))
 	if err := c.fault("sync", o.id); err != nil {
 		return err
 	}
@@ -277,14 +281,22 @@ func (c *Cache) commit(o *object, first, n int64) error {
 	base := o.rec
 	base.Present = index.Blocks{} // AddBlocks reads presence from the index
 	o.mu.Unlock()
-	if _, err := c.db.AddBlocks(base, first, n); err != nil {
+	if _, err := c.db.AddBlocksSums(base, first, sums); err != nil {
 		return fmt.Errorf("record blocks: %w", err)
 	}
 	// Set the bits rather than take the returned record: fetches of other
 	// parts may have committed since, and presence only ever grows.
 	o.mu.Lock()
+	if o.rec.Sums == nil {
+		o.rec.Sums = make([]uint32, o.rec.Present.Len())
+	}
+	if o.verified.Len() == 0 {
+		o.verified = index.NewBlocks(o.rec.Present.Len())
+	}
 	for b := first; b < first+n; b++ {
 		o.rec.Present.Set(b)
+		o.rec.Sums[b] = sums[b-first]
+		o.verified.Set(b) // written from the bytes just summed
 	}
 	known := o.current
 	o.current = true

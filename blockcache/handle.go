@@ -45,6 +45,15 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	first, last := c.blockSpan(off, end)
 	h.readAhead(off, end)
 	waited, err := c.ensure(ctx, h.o, first, last)
+	if err == nil {
+		if err = c.check(h.o, first, last); errors.Is(err, ErrCorrupt) {
+			// Damaged on SSD: fetched again, once.
+			waited = true
+			if _, err = c.ensure(ctx, h.o, first, last); err == nil {
+				err = c.check(h.o, first, last)
+			}
+		}
+	}
 	if errors.Is(err, ErrCacheFull) {
 		return c.readUncached(ctx, h.o, p, off)
 	}

@@ -17,19 +17,21 @@ type FolderReport struct {
 	Path      string   `json:"path"`
 	InS3      int64    `json:"in_s3"`
 	Bytes     int64    `json:"bytes"`
-	Cached    int64    `json:"cached"`    // every block on SSD
-	Partial   int64    `json:"partial"`   // some blocks on SSD
-	Stale     int64    `json:"stale"`     // an older version is cached, not S3's
-	Missing   int64    `json:"missing"`   // nothing cached
-	Checked   int64    `json:"checked"`   // --deep: complete files whose MD5 matched the ETag
-	Unchecked int64    `json:"unchecked"` // --deep: complete files with a multipart ETag
-	Corrupt   []string `json:"corrupt,omitempty"`
+	Cached    int64    `json:"cached"`            // every block on SSD
+	Partial   int64    `json:"partial"`           // some blocks on SSD
+	Stale     int64    `json:"stale"`             // an older version is cached, not S3's
+	Missing   int64    `json:"missing"`           // nothing cached
+	Checked   int64    `json:"checked"`           // --deep: complete files whose MD5 matched the ETag
+	Unchecked int64    `json:"unchecked"`         // --deep: complete files with a multipart ETag
+	Corrupt   []string `json:"corrupt,omitempty"` // "key@offset" per damaged block, "key (MD5)" per file failing its ETag
 }
 
 // Verify lists paths afresh and reports, per path, how the cache stands
-// against S3. With deep, every complete file whose ETag is a plain MD5
-// (single-part upload) is read back and hashed; a mismatch is reported
-// and the file's data dropped, so the next read fetches it again.
+// against S3. With deep, every cached block is read back and checked
+// against the CRC-32C recorded when it was written (damaged blocks are
+// reported by key and offset, and fetched again on the next read), and
+// every complete file whose ETag is a plain MD5 (single-part upload) is
+// hashed whole; a mismatch drops the file's data.
 func (j *Jobs) Verify(ctx context.Context, paths []string, deep bool) ([]FolderReport, error) {
 	var out []FolderReport
 	for _, p := range paths {
@@ -55,6 +57,20 @@ func (j *Jobs) verifyObject(ctx context.Context, o index.Object, deep bool, r *F
 	rec, ok, err := j.db.Record(id)
 	if err != nil {
 		return err
+	}
+	if ok && deep && rec.Present.Count() > 0 {
+		damaged, err := j.c.Scrub(ctx, o)
+		if err != nil {
+			return fmt.Errorf("check %s: %w", o.Key, err)
+		}
+		for _, off := range damaged {
+			r.Corrupt = append(r.Corrupt, fmt.Sprintf("%s@%d", o.Key, off))
+		}
+		if len(damaged) > 0 {
+			if rec, ok, err = j.db.Record(id); err != nil {
+				return err
+			}
+		}
 	}
 	switch {
 	case ok && rec.Complete():
@@ -89,7 +105,7 @@ func (j *Jobs) verifyObject(ctx context.Context, o index.Object, deep bool, r *F
 		r.Checked++
 		return nil
 	}
-	r.Corrupt = append(r.Corrupt, o.Key)
+	r.Corrupt = append(r.Corrupt, o.Key+" (MD5)")
 	r.Cached--
 	j.log.Warn("verify: cached bytes differ from S3's; dropping them", "key", o.Key)
 	return j.c.dropVersion(id)

@@ -49,11 +49,11 @@ func TestVerifyAndEvict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs[0].Corrupt) != 1 || rs[0].Corrupt[0] != "s/a" || rs[0].Checked != 0 {
-		t.Fatalf("deep verify of a damaged file: %+v", rs[0])
+	if len(rs[0].Corrupt) != 1 || rs[0].Corrupt[0] != "s/a@0" || rs[0].Checked != 0 || rs[0].Partial != 1 {
+		t.Fatalf("deep verify of a damaged block: %+v", rs[0])
 	}
-	if _, ok, _ := f.db.Record(ObjectID("bucket", a)); ok {
-		t.Fatal("the damaged file's record was kept")
+	if rec, _, _ := f.db.Record(ObjectID("bucket", a)); rec.Present.Has(0) {
+		t.Fatal("the damaged block is still recorded")
 	}
 	ha := f.openHandle(a)
 	readAll(t, ha) // fetched again

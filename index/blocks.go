@@ -60,6 +60,14 @@ func (b *Blocks) Set(i int64) {
 	b.words[i/64] |= 1 << (i % 64)
 }
 
+// Clear marks block i absent; it panics if i is out of range.
+func (b *Blocks) Clear(i int64) {
+	if i < 0 || i >= b.n {
+		panic(fmt.Sprintf("index: block %d out of range [0,%d)", i, b.n))
+	}
+	b.words[i/64] &^= 1 << (i % 64)
+}
+
 // Count returns the number of blocks present.
 func (b Blocks) Count() int64 {
 	var c int

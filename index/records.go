@@ -132,6 +132,34 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 	return out, nil
 }
 
+// RemoveBlock marks block i of record id absent (its bytes were found
+// damaged) and forgets its checksum. A missing record is left alone.
+func (db *DB) RemoveBlock(id string, i int64) error {
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		r, err := decodeRecord(id, v)
+		if err != nil {
+			return err
+		}
+		if i < 0 || i >= r.Present.Len() {
+			return fmt.Errorf("%w: record %s: block %d outside [0,%d)", ErrInvalid, id, i, r.Present.Len())
+		}
+		r.Present.Clear(i)
+		if r.Sums != nil {
+			r.Sums[i] = 0
+		}
+		return putRecord(b, r)
+	})
+	if err != nil {
+		return fmt.Errorf("remove block %d of %s: %w", i, id, err)
+	}
+	return nil
+}
+
 // putRecord encodes and stores r.
 func putRecord(b *bolt.Bucket, r Record) error {
 	v, err := encodeRecord(r)
