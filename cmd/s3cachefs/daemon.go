@@ -102,6 +102,9 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	undo = append(undo, func() { d.db.Close() })
 	d.catalog = index.NewCatalog(d.db, d.store, index.CatalogOptions{
 		Prefix: cfg.Source.Prefix, TTL: cfg.TTL, Logger: log,
+		// Set before any listing: d.cache exists by the time the mount
+		// (and with it the first listing) is up.
+		OnGone: func(gone []index.Object) { d.cache.Forget(gone) },
 	})
 	minFree, err := minFreeBytes(cfg.CacheDir, cfg.MinFree)
 	if err != nil {

@@ -31,6 +31,7 @@ type statusReport struct {
 	CacheFull       bool                  `json:"cache_full"`
 	Evictions       int64                 `json:"evictions"`
 	UncachedReads   int64                 `json:"uncached_reads"`
+	CorruptBlocks   int64                 `json:"corrupt_blocks"`
 	Hits            int64                 `json:"hits"`
 	Misses          int64                 `json:"misses"`
 	BytesFromS3     int64                 `json:"bytes_from_s3"`
@@ -59,6 +60,7 @@ func (d *daemon) status() statusReport {
 	cs := d.cache.Stats()
 	r.Hits, r.Misses, r.BytesFromS3, r.BytesFromSSD, r.FetchErrors = cs.Hits, cs.Misses, cs.BytesFromS3, cs.BytesFromSSD, cs.FetchErrors
 	r.UsedBytes, r.CacheLimit, r.CacheFull, r.Evictions, r.UncachedReads = cs.UsedBytes, d.cfg.MaxCacheSize, cs.Full, cs.Evictions, cs.Uncached
+	r.CorruptBlocks = cs.Corrupt
 	var st unix.Statfs_t
 	if err := unix.Statfs(d.cfg.CacheDir, &st); err == nil {
 		r.FreeBytes = int64(st.Bavail) * int64(st.Bsize)
@@ -139,6 +141,9 @@ func printStatus(w io.Writer, r statusReport) {
 	for _, p := range r.Prefetch {
 		t := p.Totals()
 		fmt.Fprintf(tw, "prefetch\t%s %s: %d/%d files, %s / %s\n", p.ID, p.State, t.FilesDone, t.Files, humanBytes(t.BytesDone), humanBytes(t.Bytes))
+	}
+	if r.CorruptBlocks > 0 {
+		fmt.Fprintf(tw, "damaged blocks\t%d found on SSD and fetched again\n", r.CorruptBlocks)
 	}
 	if r.FetchErrors > 0 {
 		fmt.Fprintf(tw, "fetch errors\t%d (see the daemon log in the cache dir)\n", r.FetchErrors)
