@@ -1,10 +1,13 @@
 package test
 
 import (
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -57,4 +60,64 @@ func TestCacheLimit(t *testing.T) {
 	if s.Evictions == 0 || s.UsedBytes > limit || s.CacheLimit != limit || st.CachedBytes > limit {
 		t.Fatalf("status after reading %d bytes through a %d-byte cache: %+v, cached %d", total, limit, s, st.CachedBytes)
 	}
+}
+
+// TestMinFreeAndFullCache puts the cache on a small tmpfs: --min-free is
+// kept while more than fits is read, and when an open file holds all the
+// room there is, reads go to S3 uncached with correct bytes and status
+// says the cache is full.
+func TestMinFreeAndFullCache(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files := sourceFiles(t)
+	cache := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", cache).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", cache).Run() })
+	const minFree = 16 << 20
+	m := e.mountAt(t, newMountpoint(t), cache, "--min-free", "16MiB")
+	names := npzNames(files, "train")
+	// Hold the biggest file open: it cannot be evicted.
+	big := names[0]
+	for _, n := range names {
+		if len(files[n]) > len(files[big]) {
+			big = n
+		}
+	}
+	held, err := os.Open(filepath.Join(m.dir, big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := io.Copy(io.Discard, held); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range sortedNames(files) {
+		readAll(t, m.dir, map[string][]byte{name: files[name]})
+		if free := freeBytes(t, cache); free < minFree-(1<<20) {
+			t.Fatalf("after reading %s only %d bytes are free, below --min-free %d", name, free, minFree)
+		}
+	}
+	var s struct {
+		UncachedReads int64 `json:"uncached_reads"`
+		Evictions     int64 `json:"evictions"`
+	}
+	r := e.run(t, "status", "--mount", m.dir, "--json")
+	if err := jsonUnmarshal(r.stdout, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.UncachedReads == 0 || s.Evictions == 0 {
+		t.Fatalf("status after reading past a small cache: %+v", s)
+	}
+}
+
+// freeBytes is what statfs says is free for us under dir.
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
 }
