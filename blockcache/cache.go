@@ -47,6 +47,13 @@ type Options struct {
 	// "record" of every fetch; a non-nil error fails the fetch there. It
 	// lets tests prove that nothing unproven is ever recorded or served.
 	Fault func(point, id string) error
+	// OnFetch, when set, is called after every ranged GET that fills the
+	// cache, with the bytes written from its body, the time from sending
+	// the request to the end of the body (or the failure), and the error
+	// that cut it short, if any. It lets the daemon keep latency and
+	// size histograms without this package knowing about metrics. It is
+	// called from fetch goroutines, concurrently, and must return quickly.
+	OnFetch func(bytes int64, d time.Duration, err error)
 	// Logger receives fetch failures; nil discards.
 	Logger *slog.Logger
 }

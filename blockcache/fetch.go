@@ -220,12 +220,15 @@ func (c *Cache) fetchRange(o *object, first, last int64) error {
 	bs := c.opts.BlockSize
 	off := first * bs
 	end := min((last+1)*bs, o.obj.Size)
+	start := time.Now()
 	body, err := c.src.GetRange(c.ctx, o.obj.Key, o.obj.ETag, off, end-off)
 	if err != nil {
+		c.onFetch(0, start, err)
 		return fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
 	}
 	defer body.Close()
 	sums, copyErr := c.copyBlocks(o, body, first, last)
+	c.onFetch(min((first+int64(len(sums)))*bs, end)-off, start, copyErr)
 	if len(sums) > 0 {
 		if err := c.commit(o, first, sums); err != nil {
 			return err
@@ -350,6 +353,13 @@ func (c *Cache) dropLocked(id string) error {
 		return err
 	}
 	return nil
+}
+
+// onFetch reports one ranged GET, started at start, to Options.OnFetch.
+func (c *Cache) onFetch(bytes int64, start time.Time, err error) {
+	if c.opts.OnFetch != nil {
+		c.opts.OnFetch(bytes, time.Since(start), err)
+	}
 }
 
 func (c *Cache) fault(point, id string) error {

@@ -36,6 +36,7 @@ type daemon struct {
 	root    *s3fs.Root
 	server  *fuse.Server
 	ctl     *control
+	metrics *metrics // nil without --metrics-addr
 	started time.Time
 
 	bgCtx    context.Context // cancelled by close; for work started after mount
@@ -93,6 +94,11 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 			}
 		}
 	}()
+	// First, so that a port in use fails the mount at once.
+	if d.metrics, err = listenMetrics(cfg.MetricsAddr, d.status, log); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { d.metrics.close(context.Background()) })
 	if d.store, err = connectS3(cfg, log); err != nil {
 		return nil, err
 	}
@@ -113,6 +119,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
 		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches,
 		MaxBytes: cfg.MaxCacheSize, MinFree: minFree, Logger: log,
+		OnFetch: d.metrics.fetchHook(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
@@ -138,6 +145,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
 	d.ctl.serve()
+	d.metrics.serve()
 	return d, nil
 }
 
@@ -283,16 +291,18 @@ func (d *daemon) unmount(force bool) error {
 	return nil
 }
 
-// close stops the cache and the index, then the control socket (after it
-// has told a waiting `drop` that everything is closed).
+// close stops the metrics listener (scrapes read the cache and index),
+// the cache and the index, then the control socket (after it has told a
+// waiting `drop` that everything is closed).
 func (d *daemon) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	errs := []error{d.metrics.close(ctx)}
 	d.bgCancel()
 	d.bg.Wait()
 	d.jobs.Close()
-	errs := []error{d.cache.Close(), d.db.Close()}
+	errs = append(errs, d.cache.Close(), d.db.Close())
 	close(d.stopped)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	errs = append(errs, d.ctl.close(ctx))
 	return errors.Join(errs...)
 }

@@ -39,6 +39,7 @@ type mountConfig struct {
 	MaxFetches      int      // ranged GETs in flight
 	MaxCacheSize    int64    // bytes; 0 = no limit but free space
 	MinFree         minFree  // kept free on the cache filesystem
+	MetricsAddr     string   // HOST:PORT serving Prometheus metrics; "" = off
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -73,6 +74,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	maxFetches := fs.Int("max-fetches", 32, "ranged GETs in flight (reads go before prefetch)")
 	maxCache := fs.String("max-cache-size", "0", "most SSD space the cache may take, e.g. 400GiB (0: no limit but --min-free)")
 	minFreeFlag := fs.String("min-free", "5%", "space kept free on the cache filesystem: a size or a percentage")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
 		return mountConfig{}, err
@@ -129,6 +131,9 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		return cfg, err
 	}
 	if cfg.MinFree, err = parseMinFree(*minFreeFlag); err != nil {
+		return cfg, err
+	}
+	if cfg.MetricsAddr, err = parseMetricsAddr(*metricsAddr); err != nil {
 		return cfg, err
 	}
 	if *prefetch != "" {
