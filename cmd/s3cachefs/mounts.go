@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -115,6 +116,22 @@ func ourMounts() ([]mountEntry, error) {
 		}
 	}
 	return out, nil
+}
+
+// mountFlag defines the --mount flag every command that talks to a daemon
+// takes.
+func mountFlag(fs *flag.FlagSet) *string {
+	return fs.String("mount", "", "the mountpoint (default: the mount holding the current directory, else the only one)")
+}
+
+// resolvePaths resolves the mount and turns PATHs into paths relative to
+// its root.
+func resolvePaths(mount string, pos []string) (mp string, paths []string, err error) {
+	if mp, err = resolveMount(mount); err != nil {
+		return "", nil, err
+	}
+	paths, err = mountRelative(mp, pos)
+	return mp, paths, err
 }
 
 // resolveMount picks the mount a command acts on: the one given, else the

@@ -35,7 +35,7 @@ var errInterrupted = errors.New("interrupted")
 
 func cmdPrefetch(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("prefetch", flag.ContinueOnError)
-	mount := fs.String("mount", "", "the mountpoint (default: the mount holding the current directory, else the only one)")
+	mount := mountFlag(fs)
 	detach := fs.Bool("detach", false, "start the job and return at once")
 	asJSON := fs.Bool("json", false, "print progress as one JSON object per line")
 	cancel := fs.String("cancel", "", "cancel the job with this ID")

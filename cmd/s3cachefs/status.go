@@ -84,7 +84,7 @@ flags:
 
 func cmdStatus(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	mount := fs.String("mount", "", "the mountpoint (default: see above)")
+	mount := mountFlag(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	pos, err := parseArgs(fs, args, statusHelp)
 	if err != nil {

@@ -36,7 +36,7 @@ var errMismatch = errors.New("verify found mismatches")
 
 func cmdVerify(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	mount := fs.String("mount", "", "the mountpoint (default: the mount holding the current directory, else the only one)")
+	mount := mountFlag(fs)
 	deep := fs.Bool("deep", false, "read back cached files and check them against their MD5 ETags")
 	complete := fs.Bool("complete", false, "exit 1 unless every object is cached completely")
 	asJSON := fs.Bool("json", false, "print the reports as JSON")
@@ -130,7 +130,7 @@ type evictReply struct {
 
 func cmdEvict(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("evict", flag.ContinueOnError)
-	mount := fs.String("mount", "", "the mountpoint (default: the mount holding the current directory, else the only one)")
+	mount := mountFlag(fs)
 	pos, err := parseArgs(fs, args, evictHelp)
 	if err != nil {
 		return err
@@ -138,11 +138,7 @@ func cmdEvict(args []string, stdout io.Writer) error {
 	if len(pos) == 0 {
 		return usagef("evict needs at least one PATH")
 	}
-	mp, err := resolveMount(*mount)
-	if err != nil {
-		return err
-	}
-	paths, err := mountRelative(mp, pos)
+	mp, paths, err := resolvePaths(*mount, pos)
 	if err != nil {
 		return err
 	}
