@@ -136,28 +136,39 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 // damaged) and forgets its checksum. A missing record is left alone.
 func (db *DB) RemoveBlock(id string, i int64) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		v := b.Get([]byte(id))
-		if v == nil {
+		return updateRecord(tx, id, func(r *Record) error {
+			if i < 0 || i >= r.Present.Len() {
+				return fmt.Errorf("%w: record %s: block %d outside [0,%d)", ErrInvalid, id, i, r.Present.Len())
+			}
+			r.Present.Clear(i)
+			if r.Sums != nil {
+				r.Sums[i] = 0
+			}
 			return nil
-		}
-		r, err := decodeRecord(id, v)
-		if err != nil {
-			return err
-		}
-		if i < 0 || i >= r.Present.Len() {
-			return fmt.Errorf("%w: record %s: block %d outside [0,%d)", ErrInvalid, id, i, r.Present.Len())
-		}
-		r.Present.Clear(i)
-		if r.Sums != nil {
-			r.Sums[i] = 0
-		}
-		return putRecord(b, r)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("remove block %d of %s: %w", i, id, err)
 	}
 	return nil
+}
+
+// updateRecord applies fn to the stored record id and stores the result.
+// A missing record is left alone: it may have been evicted meanwhile.
+func updateRecord(tx *bolt.Tx, id string, fn func(*Record) error) error {
+	b := tx.Bucket(bucketRecords)
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil
+	}
+	r, err := decodeRecord(id, v)
+	if err != nil {
+		return err
+	}
+	if err := fn(&r); err != nil {
+		return err
+	}
+	return putRecord(b, r)
 }
 
 // putRecord encodes and stores r.
@@ -178,17 +189,10 @@ func (db *DB) Touch(id string, t time.Time) error {
 	}
 	// Idempotent for Batch: it sets, never accumulates.
 	err := db.bolt.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		v := b.Get([]byte(id))
-		if v == nil {
+		return updateRecord(tx, id, func(r *Record) error {
+			r.LastAccess = t
 			return nil
-		}
-		r, err := decodeRecord(id, v)
-		if err != nil {
-			return err
-		}
-		r.LastAccess = t
-		return putRecord(b, r)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("touch %s: %w", id, err)

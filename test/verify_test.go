@@ -59,18 +59,7 @@ func TestVerifyEvict(t *testing.T) {
 	// Damage one cached file on disk: --deep names it, and the mount still
 	// serves S3's bytes.
 	name := npzNames(files, "train")[0]
-	objects, _ := filepath.Glob(filepath.Join(m.cache, "objects", "*", "*"))
-	if len(objects) == 0 {
-		t.Fatal("no cache files")
-	}
-	for _, p := range objects {
-		f, err := os.OpenFile(p, os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.WriteAt([]byte("garbage"), 10)
-		f.Close()
-	}
+	damageCacheFiles(t, m.cache, 10)
 	rs, r = e.verify(t, m, "--deep", "train")
 	if r.code != 1 || int64(len(rs[0].Corrupt)) != nTrain {
 		t.Fatalf("verify --deep of damaged files: %+v\n%s", rs, r)
@@ -104,18 +93,7 @@ func TestDamagedBlockOnRead(t *testing.T) {
 	m := e.mount(t)
 	e.prefetchJSON(t, m, "dev")
 	e.drop(t, m)
-	objects, _ := filepath.Glob(filepath.Join(m.cache, "objects", "*", "*"))
-	if len(objects) == 0 {
-		t.Fatal("no cache files")
-	}
-	for _, p := range objects {
-		f, err := os.OpenFile(p, os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.WriteAt([]byte("bit rot"), 4096)
-		f.Close()
-	}
+	damageCacheFiles(t, m.cache, 4096)
 	m2 := e.mountAt(t, newMountpoint(t), m.cache)
 	e.proxy.Reset()
 	dev := map[string][]byte{}
@@ -132,5 +110,26 @@ func TestDamagedBlockOnRead(t *testing.T) {
 	if s.CorruptBlocks < int64(len(dev)) || e.proxy.Counts().GetObject == 0 {
 		t.Fatalf("damaged blocks found: %d (want %d), GETs to refetch them: %d",
 			s.CorruptBlocks, len(dev), e.proxy.Counts().GetObject)
+	}
+}
+
+// damageCacheFiles overwrites a few bytes at off in every cache file under
+// cacheDir, as a failing SSD might.
+func damageCacheFiles(t *testing.T, cacheDir string, off int64) {
+	t.Helper()
+	objects, _ := filepath.Glob(filepath.Join(cacheDir, "objects", "*", "*"))
+	if len(objects) == 0 {
+		t.Fatal("no cache files")
+	}
+	for _, p := range objects {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteAt([]byte("bit rot"), off)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
