@@ -43,6 +43,9 @@ type JobOptions struct {
 	MaxBytes int64
 	// MinFree is how many bytes must stay free on the cache filesystem.
 	MinFree int64
+	// Prefix is the mount's S3 prefix ("" or ending in "/"): keys minus
+	// it are the Tree's paths.
+	Prefix string
 	// Logger receives job events; nil discards.
 	Logger *slog.Logger
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -56,6 +58,10 @@ func (j *Jobs) fetchAll(ctx context.Context, jb *job) {
 			}
 			g.Go(func() error {
 				err := j.c.Warm(ctx, o, func(n int64) { f.bytesDone.Add(n) })
+				if errors.Is(err, index.ErrStale) {
+					// Replaced in S3 since the plan: fetch the new version.
+					err = j.warmCurrent(ctx, jb, o)
+				}
 				switch {
 				case err == nil:
 					f.filesDone.Add(1)
@@ -70,6 +76,26 @@ func (j *Jobs) fetchAll(ctx context.Context, jb *job) {
 		}
 	}
 	g.Wait()
+}
+
+// warmCurrent looks o's key up in a fresh listing and fetches the version
+// S3 holds now, pinned to the job. Its progress is not counted: the plan's
+// sizes were of the old version.
+func (j *Jobs) warmCurrent(ctx context.Context, jb *job, o index.Object) error {
+	rel := strings.TrimPrefix(o.Key, j.opts.Prefix)
+	dir, name := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if err := j.tree.Refresh(ctx, dir); err != nil {
+		return err
+	}
+	e, err := j.tree.Lookup(ctx, dir, name)
+	if err != nil {
+		return err
+	}
+	if err := j.db.Pin(jb.rec.ID, []string{ObjectID(j.c.opts.Bucket, e.Object)}); err != nil {
+		return err
+	}
+	return j.c.Warm(ctx, e.Object, nil)
 }
 
 // finish records how jb ended. A job stopped by Close stays "running" in

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	iofs "io/fs"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,5 +188,42 @@ func TestResumeKeepsJobsItCannotPlanNow(t *testing.T) {
 	}
 	if err := j.Cancel("j1"); !errors.Is(err, ErrJobEnded) {
 		t.Fatalf("second cancel: %v", err)
+	}
+}
+
+func TestPrefetchFetchesAnObjectReplacedMidJob(t *testing.T) {
+	f := newFixture(t, Options{})
+	f.src.Put("m/a", randBytes(70, testPart))
+	newData := randBytes(71, testPart+9)
+	j := f.jobs(JobOptions{Objects: 1})
+	// Replace the object after the plan, before its first GET.
+	var once sync.Once
+	f.src.SetFault(func(op, key string) error {
+		if op == memstore.OpGet {
+			once.Do(func() {
+				if _, err := f.src.Replace("m/a", newData); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return nil
+	})
+	p, err := j.Start(context.Background(), []string{"m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := waitJob(t, j, p.ID); p.State != "done" {
+		t.Fatalf("job with a replaced object ended %s: %+v", p.State, p)
+	}
+	cur, err := f.src.List(context.Background(), "m/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _, _ := f.db.Record(ObjectID("bucket", cur.Objects[0]))
+	if !rec.Complete() {
+		t.Fatal("the new version is not cached")
+	}
+	if ids, _ := f.db.Pinned(rec.ID); len(ids) != 1 {
+		t.Fatalf("the new version is pinned by %v", ids)
 	}
 }

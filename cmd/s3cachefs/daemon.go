@@ -126,7 +126,8 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	}
 	undo = append(undo, func() { d.cache.Close() })
 	d.jobs = blockcache.NewJobs(d.cache, d.catalog, d.db, blockcache.JobOptions{
-		Objects: cfg.PrefetchObjects, MaxBytes: cfg.MaxCacheSize, MinFree: minFree, Logger: log,
+		Objects: cfg.PrefetchObjects, MaxBytes: cfg.MaxCacheSize, MinFree: minFree,
+		Prefix: cfg.Source.Prefix, Logger: log,
 	})
 	undo = append(undo, d.jobs.Close)
 	d.root = s3fs.NewRoot(s3fs.Options{
