@@ -170,6 +170,6 @@ func (c *Cache) Forget(objs []index.Object) {
 			c.log.Warn("drop data of a changed object", "key", o.Key, "err", err)
 			continue
 		}
-		c.log.Info("dropped data of an object changed or deleted in S3", "key", o.Key)
+		c.log.Debug("forgot an object changed or deleted in S3", "key", o.Key)
 	}
 }
