@@ -156,11 +156,15 @@ func (c *Cache) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	objs := c.objs
+	c.objs = make(map[string]*object)
+	c.mu.Unlock()
 	var errs []error
-	for id, o := range c.objs {
-		errs = append(errs, o.file.Close())
-		delete(c.objs, id)
+	for _, o := range objs {
+		<-o.ready // a load in progress finishes first
+		if o.file != nil {
+			errs = append(errs, o.file.Close())
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -217,30 +221,43 @@ func (c *Cache) touch(o *object) {
 func (c *Cache) acquire(obj index.Object) (*object, error) {
 	id := ObjectID(c.opts.Bucket, obj)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	if o, ok := c.objs[id]; ok {
 		o.refs++
+		c.mu.Unlock()
+		<-o.ready
+		if o.loadErr != nil {
+			c.release(o)
+			return nil, o.loadErr
+		}
 		return o, nil
 	}
-	o, err := c.loadLocked(id, obj)
-	if err != nil {
-		return nil, err
-	}
-	o.refs = 1
+	// Publish a placeholder and load without Cache.mu: a slow disk then
+	// stalls only the opens of this object, and eviction sees it in use.
+	o := &object{id: id, obj: obj, refs: 1, ready: make(chan struct{}), inflight: make(map[int64]*fetch)}
 	c.objs[id] = o
+	c.mu.Unlock()
+	o.loadErr = c.load(o)
+	close(o.ready)
+	if o.loadErr != nil {
+		c.release(o)
+		return nil, o.loadErr
+	}
 	return o, nil
 }
 
-// loadLocked opens the cache file of id and reads its presence record. A
-// record whose file has vanished is reset: its blocks are fetched again.
-func (c *Cache) loadLocked(id string, obj index.Object) (*object, error) {
+// load opens the cache file of o and reads its presence record. A record
+// whose file has vanished, or that was written for another block size, is
+// reset: its blocks are fetched again.
+func (c *Cache) load(o *object) error {
+	id, obj := o.id, o.obj
 	path := objectPath(c.opts.Dir, id)
 	rec, ok, err := c.db.Record(id)
 	if err != nil {
-		return nil, fmt.Errorf("read cache record of %s: %w", obj.Key, err)
+		return fmt.Errorf("read cache record of %s: %w", obj.Key, err)
 	}
 	if ok {
 		why := ""
@@ -252,7 +269,7 @@ func (c *Cache) loadLocked(id string, obj index.Object) (*object, error) {
 		if why != "" {
 			c.log.Warn(why+"; fetching again", "key", obj.Key)
 			if err := c.resetRecord(rec); err != nil {
-				return nil, fmt.Errorf("reset cache record of %s: %w", obj.Key, err)
+				return fmt.Errorf("reset cache record of %s: %w", obj.Key, err)
 			}
 			ok = false
 		}
@@ -265,13 +282,14 @@ func (c *Cache) loadLocked(id string, obj index.Object) (*object, error) {
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create cache folder: %w", err)
+		return fmt.Errorf("create cache folder: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open cache file of %s: %w", obj.Key, err)
+		return fmt.Errorf("open cache file of %s: %w", obj.Key, err)
 	}
-	return &object{id: id, obj: obj, file: f, rec: rec, inflight: make(map[int64]*fetch)}, nil
+	o.file, o.rec = f, rec
+	return nil
 }
 
 // resetRecord forgets every block of rec, keeping the pins on it: the
@@ -304,8 +322,10 @@ func (c *Cache) release(o *object) {
 	if c.objs[o.id] == o {
 		delete(c.objs, o.id)
 	}
-	if err := o.file.Close(); err != nil {
-		c.log.Warn("close cache file", "key", o.obj.Key, "err", err)
+	if o.file != nil {
+		if err := o.file.Close(); err != nil {
+			c.log.Warn("close cache file", "key", o.obj.Key, "err", err)
+		}
 	}
 	if o.superseded.Load() {
 		// A newer version landed while this one was open: drop it now.

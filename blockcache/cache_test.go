@@ -517,3 +517,54 @@ func TestRecordOfAnotherBlockSizeIsReset(t *testing.T) {
 		t.Fatalf("record after the block size changed: %d-byte blocks, complete %v", rec.BlockSize, rec.Complete())
 	}
 }
+
+func TestConcurrentOpensShareOneLoad(t *testing.T) {
+	f := newFixture(t, Options{})
+	good := f.src.Put("ok", randBytes(18, testBlock))
+	bad := f.src.Put("bad", randBytes(19, testBlock))
+	// A file where the folder of bad's cache file must go: its load fails.
+	badDir := filepath.Dir(objectPath(f.dir, ObjectID("bucket", bad)))
+	if filepath.Dir(objectPath(f.dir, ObjectID("bucket", good))) == badDir {
+		t.Fatal("both IDs share a folder; pick other keys")
+	}
+	if err := os.WriteFile(badDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := good
+			if i%2 == 1 {
+				o = bad
+			}
+			h, err := f.c.Open(context.Background(), o)
+			if o == bad {
+				if err == nil {
+					h.Close()
+					errs <- errors.New("open of an object whose folder cannot be made succeeded")
+				}
+				return
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer h.Close()
+			p := make([]byte, 10)
+			if _, err := h.ReadAt(context.Background(), p, 0); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := f.c.Stats().OpenObjects; n != 0 {
+		t.Fatalf("%d objects still held after every handle closed", n)
+	}
+}

@@ -32,5 +32,8 @@
 //
 // Cache and Handle methods may be called from many goroutines. Lock order:
 // object.mu before Cache.mu (startFetch takes a file reference while it
-// holds the object); neither is held across I/O.
+// holds the object). Opening an object's file and reading its record run
+// without either lock, behind a placeholder that other openers wait on;
+// dropping an object (eviction, a replaced version) holds Cache.mu across
+// its index write and unlink, so that nobody opens it meanwhile.
 package blockcache

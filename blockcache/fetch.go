@@ -19,10 +19,13 @@ import (
 // object is one object version in use: its cache file, its presence
 // record and the fetches in flight for it.
 type object struct {
-	// Set once in loadLocked.
-	id   string
-	obj  index.Object
-	file *os.File
+	// Set once: id and obj in acquire, file and loadErr by the loader
+	// before it closes ready; read them only after ready is closed.
+	id      string
+	obj     index.Object
+	ready   chan struct{}
+	file    *os.File
+	loadErr error
 
 	// refs is guarded by Cache.mu: handles plus running fetches.
 	refs int
