@@ -95,6 +95,17 @@ func readAll(t *testing.T, h *Handle) []byte {
 	}
 }
 
+// cached puts key in the source and reads it whole through the cache, so
+// that every block of it is on SSD; the handle is closed again.
+func (f *fixture) cached(key string, data []byte) index.Object {
+	f.t.Helper()
+	obj := f.src.Put(key, data)
+	h := f.openHandle(obj)
+	readAll(f.t, h)
+	h.Close()
+	return obj
+}
+
 func (f *fixture) openHandle(obj index.Object) *Handle {
 	f.t.Helper()
 	h, err := f.c.Open(context.Background(), obj)
@@ -452,8 +463,7 @@ func TestOpenOldVersionDroppedOnLastClose(t *testing.T) {
 func TestDamagedCacheFileIsNeverServedShort(t *testing.T) {
 	f := newFixture(t, Options{})
 	data := randBytes(15, 2*testPart)
-	obj := f.src.Put("d", data)
-	readAll(t, f.openHandle(obj))
+	obj := f.cached("d", data)
 	f.close()
 	if err := os.Truncate(objectPath(f.dir, ObjectID("bucket", obj)), testPart); err != nil {
 		t.Fatal(err)
@@ -473,8 +483,7 @@ func TestDamagedCacheFileIsNeverServedShort(t *testing.T) {
 func TestDamagedBlockIsFetchedAgain(t *testing.T) {
 	f := newFixture(t, Options{})
 	data := randBytes(17, 3*testPart)
-	obj := f.src.Put("x", data)
-	readAll(t, f.openHandle(obj))
+	obj := f.cached("x", data)
 	f.close()
 	// Flip bytes in the middle of block 5, as a failing SSD might.
 	file, err := os.OpenFile(objectPath(f.dir, ObjectID("bucket", obj)), os.O_WRONLY, 0)
@@ -505,8 +514,7 @@ func TestDamagedBlockIsFetchedAgain(t *testing.T) {
 func TestRecordOfAnotherBlockSizeIsReset(t *testing.T) {
 	f := newFixture(t, Options{})
 	data := randBytes(16, 3*testPart)
-	obj := f.src.Put("b", data)
-	readAll(t, f.openHandle(obj))
+	obj := f.cached("b", data)
 	f.close()
 	f.open(Options{BlockSize: 2 * testBlock, PartSize: testPart})
 	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) {

@@ -68,13 +68,8 @@ func (c *Cache) partOf(b int64) int64 {
 	return b / (c.opts.PartSize / c.opts.BlockSize)
 }
 
-// missing reports whether any block in [first, last] is not present.
-func (o *object) missing(first, last int64) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.missingLocked(first, last)
-}
-
+// missingLocked reports whether any block in [first, last] is not
+// present; o.mu is held.
 func (o *object) missingLocked(first, last int64) bool {
 	if o.rec.Present.Full() {
 		return false

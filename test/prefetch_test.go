@@ -124,7 +124,7 @@ func TestPrefetch(t *testing.T) {
 	}
 	e.awsCLI(t, "s3", "cp", "--no-progress", local, "s3://"+bucket+"/"+prefix+"/"+name)
 	e.proxy.Reset()
-	lines = e.prefetchJSON(t, m, "train")
+	e.prefetchJSON(t, m, "train")
 	if c := e.proxy.Counts(); c.GetBytes != int64(len(changed)) {
 		t.Errorf("after one object changed, prefetch fetched %d bytes, want its %d", c.GetBytes, len(changed))
 	}

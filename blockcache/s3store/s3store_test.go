@@ -115,31 +115,23 @@ func TestCheck(t *testing.T) {
 			t.Errorf("List = %v, want ErrNoBucket", err)
 		}
 	})
-	t.Run("wrong secret", func(t *testing.T) {
-		useServerEnv(t, srv)
-		t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-		err := newStore(t, srv.Endpoint, "present").Check(ctx, "")
-		if !errors.Is(err, s3store.ErrAccessDenied) {
-			t.Errorf("Check = %v, want ErrAccessDenied", err)
-		}
-	})
-	t.Run("unknown key id", func(t *testing.T) {
-		useServerEnv(t, srv)
-		t.Setenv("AWS_ACCESS_KEY_ID", "nobody")
-		err := newStore(t, srv.Endpoint, "present").Check(ctx, "")
-		if !errors.Is(err, s3store.ErrAccessDenied) {
-			t.Errorf("Check = %v, want ErrAccessDenied", err)
-		}
-	})
-	t.Run("no credentials", func(t *testing.T) {
-		useServerEnv(t, srv)
-		t.Setenv("AWS_ACCESS_KEY_ID", "")
-		t.Setenv("AWS_SECRET_ACCESS_KEY", "")
-		err := newStore(t, srv.Endpoint, "present").Check(ctx, "")
-		if !errors.Is(err, s3store.ErrAccessDenied) {
-			t.Errorf("Check = %v, want ErrAccessDenied", err)
-		}
-	})
+	// Each case overrides the server's credentials in the environment.
+	for name, env := range map[string]map[string]string{
+		"wrong secret":   {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+		"unknown key id": {"AWS_ACCESS_KEY_ID": "nobody"},
+		"no credentials": {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			useServerEnv(t, srv)
+			for k, v := range env {
+				t.Setenv(k, v)
+			}
+			err := newStore(t, srv.Endpoint, "present").Check(ctx, "")
+			if !errors.Is(err, s3store.ErrAccessDenied) {
+				t.Errorf("Check = %v, want ErrAccessDenied", err)
+			}
+		})
+	}
 	t.Run("closed port", func(t *testing.T) {
 		useServerEnv(t, srv)
 		err := newStore(t, "http://"+closedAddr(t), "present").Check(ctx, "")
