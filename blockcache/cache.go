@@ -36,7 +36,8 @@ type Options struct {
 	PartSize int64
 	// MaxFetches bounds the ranged GETs in flight across the cache.
 	MaxFetches int
-	// ReadAhead is the largest read-ahead window of a sequential reader.
+	// ReadAhead is the largest read-ahead window of a sequential reader;
+	// negative turns read-ahead off.
 	ReadAhead int64
 	// MaxBytes is the most SSD space cached blocks may take (rounded to
 	// filesystem blocks); 0 means no limit.
@@ -69,7 +70,7 @@ func (o *Options) setDefaults() {
 	if o.MaxFetches <= 0 {
 		o.MaxFetches = DefaultMaxFetches
 	}
-	if o.ReadAhead <= 0 {
+	if o.ReadAhead == 0 {
 		o.ReadAhead = DefaultReadAhead
 	}
 	if o.Logger == nil {
@@ -105,8 +106,13 @@ type Cache struct {
 	gate   *gate // bounds the GETs in flight; reads go first
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex         // guards objs and closed
+	mu   sync.Mutex         // guards objs, checked and closed
 	objs map[string]*object // object versions in use, by ID
+	// checked keeps, for object versions no longer in use, which blocks
+	// were checked against their sums in this run, so that reopening a
+	// file does not read it back again (and a complete, checked file can
+	// be handed to the kernel at once).
+	checked map[string]index.Blocks
 	// closed is set by Close; Open fails afterwards.
 	closed bool
 
@@ -138,7 +144,8 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		db: db, src: src, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel,
 		gate: newGate(opts.MaxFetches),
-		objs: make(map[string]*object),
+		objs:    make(map[string]*object),
+		checked: make(map[string]index.Blocks),
 	}
 	if err := c.loadUsage(); err != nil {
 		cancel()
@@ -238,6 +245,8 @@ func (c *Cache) acquire(obj index.Object) (*object, error) {
 	// Publish a placeholder and load without Cache.mu: a slow disk then
 	// stalls only the opens of this object, and eviction sees it in use.
 	o := &object{id: id, obj: obj, refs: 1, ready: make(chan struct{}), inflight: make(map[int64]*fetch)}
+	o.verified = c.checked[id]
+	delete(c.checked, id)
 	c.objs[id] = o
 	c.mu.Unlock()
 	o.loadErr = c.load(o)
@@ -271,6 +280,7 @@ func (c *Cache) load(o *object) error {
 			if err := c.resetRecord(rec); err != nil {
 				return fmt.Errorf("reset cache record of %s: %w", obj.Key, err)
 			}
+			o.verified = index.Blocks{} // nothing of the old file counts
 			ok = false
 		}
 	}
@@ -321,6 +331,12 @@ func (c *Cache) release(o *object) {
 	}
 	if c.objs[o.id] == o {
 		delete(c.objs, o.id)
+		// Every user of o has released it under c.mu, so verified is
+		// no longer written: reading it here needs no o.mu (which
+		// must not be taken inside c.mu).
+		if o.loadErr == nil && o.verified.Count() > 0 && !o.superseded.Load() {
+			c.checked[o.id] = o.verified
+		}
 	}
 	if o.file != nil {
 		if err := o.file.Close(); err != nil {

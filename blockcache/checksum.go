@@ -81,6 +81,9 @@ func (c *Cache) forgetBlock(o *object, b int64) error {
 	if b < int64(len(o.rec.Sums)) {
 		o.rec.Sums[b] = 0
 	}
+	if o.verified.Len() > b {
+		o.verified.Clear(b)
+	}
 	o.mu.Unlock()
 	return nil
 }

@@ -339,6 +339,7 @@ func (c *Cache) dropVersion(id string) error {
 // dropLocked deletes the record, then the file, of id; c.mu is held so
 // that nobody opens it meanwhile.
 func (c *Cache) dropLocked(id string) error {
+	delete(c.checked, id)
 	rec, ok, err := c.db.Record(id)
 	if err != nil || !ok {
 		return err

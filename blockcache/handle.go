@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 )
 
@@ -29,6 +30,33 @@ func (h *Handle) Complete() bool {
 	h.o.mu.Lock()
 	defer h.o.mu.Unlock()
 	return h.o.rec.Present.Full()
+}
+
+// Backing returns the object's cache file when every block is on SSD and
+// matches its recorded sum, else nil. Blocks not yet checked in this run
+// are read back and checked first; a damaged one is forgotten (so reads
+// fetch it again) and Backing returns nil. The kernel may read the file it
+// returns directly (FUSE passthrough), bypassing every check of ReadAt, so
+// it is never a file with a hole or an unproven block. The file stays open
+// until Close; the caller must not close it.
+func (h *Handle) Backing() *os.File {
+	if !h.Complete() {
+		return nil
+	}
+	if h.o.obj.Size > 0 {
+		last := (h.o.obj.Size - 1) / h.c.opts.BlockSize
+		if err := h.c.check(h.o, 0, last); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				h.c.log.Warn("check cached file", "key", h.o.obj.Key, "err", err)
+			}
+			return nil
+		}
+	}
+	// check forgets a damaged block; a file that lost one is not complete.
+	if !h.Complete() {
+		return nil
+	}
+	return h.o.file
 }
 
 // ReadAt reads up to len(p) bytes at off. It returns fewer only at the end

@@ -6,6 +6,7 @@ import (
 	"io"
 	iofs "io/fs"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -187,6 +188,9 @@ func (h *fakeFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	}
 	return n, nil
 }
+
+// Backing returns nil: the fake keeps its bytes in memory.
+func (h *fakeFile) Backing() *os.File { return nil }
 
 func (h *fakeFile) Close() error {
 	f := h.files

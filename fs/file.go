@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,9 +22,15 @@ type fileNode struct {
 	m    *shared // set once at creation
 	path string  // set once at creation; relative to the mount root
 
-	mu     sync.Mutex   // guards obj and opened
-	obj    index.Object // the version this node serves; its Version never changes
-	opened string       // Version of the last successful open; "" before one
+	mu          sync.Mutex   // guards obj, lastVersion, ptOpens and daemonOpens
+	obj         index.Object // the version this node serves; its Version never changes
+	lastVersion string       // Version of the last successful open; "" before one
+	// ptOpens and daemonOpens count the open handles of each mode. The
+	// kernel fails (EIO) an open whose mode differs from other opens of
+	// the inode, so while one mode has handles every new open takes it.
+	// Both are raised before the kernel learns of an open and lowered
+	// after it forgot one, so they never undercount the kernel's.
+	ptOpens, daemonOpens int
 }
 
 var (
@@ -70,22 +77,51 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, n.fail("open", err)
 	}
 	n.m.open.Add(1)
+	h := &handle{node: n, f: f, size: obj.Size, backing: f.Backing()}
+	h.passthrough, h.keepCache = n.opened(obj.Version(), h.backing != nil && n.m.passthrough.Load())
 	var fuseFlags uint32
-	if n.reopened(obj.Version()) {
+	if h.keepCache {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
-	return &handle{node: n, f: f}, fuseFlags, fs.OK
+	if h.passthrough {
+		// go-fuse asks h.PassthroughFd for the backing file (or reuses
+		// the one of the inode's other passthrough opens) and drops
+		// KEEP_CACHE: the page cache is the cache file's own.
+		n.m.opensPT.Add(1)
+	} else {
+		n.m.opensDaemon.Add(1)
+	}
+	return h, fuseFlags, fs.OK
 }
 
-// reopened records an open of version and reports whether the previous
-// open of this node was of the same version, so that pages the kernel
-// cached then are still the right bytes.
-func (n *fileNode) reopened(version string) bool {
+// opened records an open of version and returns its mode: passthrough
+// when the file could be (canPT) and no daemon-mode handle is open, or
+// whenever passthrough handles are; keepCache when the previous open of
+// this node was of the same version, so pages the kernel cached then are
+// still the right bytes.
+func (n *fileNode) opened(version string, canPT bool) (passthrough, keepCache bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	same := n.opened == version
-	n.opened = version
-	return same
+	keepCache = n.lastVersion == version
+	n.lastVersion = version
+	passthrough = n.ptOpens > 0 || canPT && n.daemonOpens == 0
+	if passthrough {
+		n.ptOpens++
+	} else {
+		n.daemonOpens++
+	}
+	return passthrough, keepCache
+}
+
+// closed records the release of a handle of the given mode.
+func (n *fileNode) closed(passthrough bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if passthrough {
+		n.ptOpens--
+	} else {
+		n.daemonOpens--
+	}
 }
 
 // fail maps err for op. When the object changed in S3 it also drops the
@@ -116,20 +152,44 @@ func (n *fileNode) dir() string {
 	return n.path[:i]
 }
 
-// handle is one open of a fileNode.
+// handle is one open of a fileNode. Every field is set once in Open.
 type handle struct {
-	node *fileNode // set once in Open
-	f    File      // set once in Open
+	node *fileNode
+	f    File
+	size int64 // the object's size
+	// backing is the complete, checked cache file, or nil.
+	backing *os.File
+	// passthrough: the kernel reads backing itself; Read is not called.
+	passthrough bool
+	keepCache   bool
 }
 
 var (
 	_ = (fs.FileReader)((*handle)(nil))
 	_ = (fs.FileReleaser)((*handle)(nil))
+	_ = (fs.FilePassthroughFder)((*handle)(nil))
 )
 
+// PassthroughFd gives go-fuse the file the kernel should read for a
+// passthrough open. go-fuse asks once per inode, and only when Open set
+// no other mode; false keeps the open in daemon mode.
+func (h *handle) PassthroughFd() (int, bool) {
+	if !h.passthrough || h.backing == nil {
+		return 0, false
+	}
+	return int(h.backing.Fd()), true
+}
+
 // Read reads into the kernel's buffer with the request's context, so an
-// interrupted reader stops waiting.
+// interrupted reader stops waiting. Bytes of a complete, checked file are
+// spliced from the cache file without passing through this process.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.backing != nil {
+		n := max(min(int64(len(dest)), h.size-off), 0)
+		h.node.m.splicedReads.Add(1)
+		h.node.m.spliced.Add(n)
+		return fuse.ReadResultFd(h.backing.Fd(), off, int(n)), fs.OK
+	}
 	n, err := h.f.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.node.fail("read", err)
@@ -140,6 +200,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 // Release closes the handle when the last descriptor sharing it closes.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.node.m.open.Add(-1)
+	h.node.closed(h.passthrough)
 	if err := h.f.Close(); err != nil {
 		// The reader is gone: there is nobody to tell but the log.
 		h.node.m.log.Warn("close", "path", h.node.path, "err", err)

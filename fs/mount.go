@@ -1,8 +1,10 @@
 package fs
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -14,7 +16,13 @@ type MountOptions struct {
 	FsName     string // shown as the source in /proc/mounts, e.g. "s3://bucket/prefix"
 	AllowOther bool   // let users other than the mounting one in
 	Debug      bool   // log every FUSE request and reply (at debug level)
-	Logger     *slog.Logger
+	// PassthroughProbe, when set, names a regular file on the cache's
+	// filesystem. Mount registers it once as a FUSE backing file: if the
+	// kernel accepts (Linux >= 6.9, root in the initial user namespace),
+	// complete files are then opened in passthrough mode. "" keeps every
+	// read in the daemon.
+	PassthroughProbe string
+	Logger           *slog.Logger
 }
 
 // fsType is the subtype of the mount: /proc/mounts shows fuse.s3cachefs.
@@ -72,5 +80,34 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		}
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	if opts.PassthroughProbe == "" {
+		root.m.passthroughOff.Store("turned off")
+	} else if err := probePassthrough(server, opts.PassthroughProbe); err != nil {
+		root.m.passthroughOff.Store(err.Error())
+	} else {
+		root.m.passthrough.Store(true)
+	}
 	return server, nil
+}
+
+// probePassthrough registers the file at path as a backing file and
+// unregisters it again, to learn whether the kernel lets this process use
+// FUSE passthrough. The error says why not.
+func probePassthrough(server *fuse.Server, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open passthrough probe: %w", err)
+	}
+	defer f.Close()
+	id, errno := server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
+	switch {
+	case errno == syscall.EPERM:
+		return errors.New("the kernel allows FUSE passthrough to root in the initial user namespace only")
+	case errno != 0:
+		return fmt.Errorf("the kernel refused a FUSE backing file (needs Linux 6.9 or later): %w", errno)
+	}
+	if errno := server.UnregisterBackingFd(id); errno != 0 {
+		return fmt.Errorf("unregister FUSE backing file: %w", errno)
+	}
+	return nil
 }

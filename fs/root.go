@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -41,8 +42,16 @@ type Files interface {
 // finds the object changed in S3 returns an error wrapping index.ErrStale.
 // ReadAt may be called concurrently; Close releases the handle and is
 // called once, after every ReadAt has returned.
+//
+// Backing returns a local file holding every byte of the object, already
+// checked, or nil when there is none yet. The fs layer may hand that file
+// to the kernel (FUSE passthrough) or splice from it, so it must never have
+// a hole or an unproven byte; it stays open until Close, and the fs layer
+// never closes it. Backing is called at most once per File, right after
+// Open.
 type File interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	Backing() *os.File
 	Close() error
 }
 
@@ -94,6 +103,38 @@ func NewRoot(opts Options) *Root {
 // it is above zero would cut off the readers holding them.
 func (r *Root) OpenFiles() int64 { return r.m.open.Load() }
 
+// Stats are counters of the opens and reads a Root has served.
+type Stats struct {
+	// Passthrough reports whether complete files are handed to the
+	// kernel (FUSE passthrough); when not, PassthroughOff says why.
+	Passthrough    bool
+	PassthroughOff string
+	// OpensPassthrough counts opens the kernel reads straight from the
+	// cache file; their bytes pass no counter of ours.
+	OpensPassthrough int64
+	// OpensDaemon counts opens read through the daemon.
+	OpensDaemon int64
+	// ReadsSpliced and BytesSpliced count reads (and their bytes) of
+	// complete files the daemon served by splicing from the cache file
+	// rather than through File.ReadAt.
+	ReadsSpliced, BytesSpliced int64
+}
+
+// Stats returns the counters.
+func (r *Root) Stats() Stats {
+	s := Stats{
+		Passthrough:      r.m.passthrough.Load(),
+		OpensPassthrough: r.m.opensPT.Load(),
+		OpensDaemon:      r.m.opensDaemon.Load(),
+		ReadsSpliced:     r.m.splicedReads.Load(),
+		BytesSpliced:     r.m.spliced.Load(),
+	}
+	if why, ok := r.m.passthroughOff.Load().(string); ok {
+		s.PassthroughOff = why
+	}
+	return s
+}
+
 // shared is what every node of one tree refers to.
 type shared struct {
 	opts    Options      // set once in NewRoot, defaults applied
@@ -101,6 +142,12 @@ type shared struct {
 	started time.Time    // set once in NewRoot; the mtime of every folder
 
 	open atomic.Int64 // file handles open now
+	// passthrough is set by Mount once the kernel accepted a backing file;
+	// until then (and if it never does) every open goes through the daemon.
+	passthrough    atomic.Bool
+	passthroughOff atomic.Value // string: why passthrough is off
+
+	opensPT, opensDaemon, splicedReads, spliced atomic.Int64
 }
 
 // dirAttr fills out with the attributes every folder shares.

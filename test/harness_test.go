@@ -222,20 +222,25 @@ func (e *env) drop(t *testing.T, m *mounted, flags ...string) {
 
 // statusReport is the JSON of `s3cachefs status --json`.
 type statusReport struct {
-	Source          string `json:"source"`
-	Mountpoint      string `json:"mountpoint"`
-	CacheDir        string `json:"cache_dir"`
-	PID             int    `json:"pid"`
-	Objects         int64  `json:"objects"`
-	CompleteObjects int64  `json:"complete_objects"`
-	CachedBytes     int64  `json:"cached_bytes"`
-	Hits            int64  `json:"hits"`
-	Misses          int64  `json:"misses"`
-	BytesFromS3     int64  `json:"bytes_from_s3"`
-	BytesFromSSD    int64  `json:"bytes_from_ssd"`
-	OpenFiles       int64  `json:"open_files"`
-	S3GetRequests   int64  `json:"s3_get_requests"`
-	S3ListRequests  int64  `json:"s3_list_requests"`
+	Source           string `json:"source"`
+	Mountpoint       string `json:"mountpoint"`
+	CacheDir         string `json:"cache_dir"`
+	PID              int    `json:"pid"`
+	Objects          int64  `json:"objects"`
+	CompleteObjects  int64  `json:"complete_objects"`
+	CachedBytes      int64  `json:"cached_bytes"`
+	Hits             int64  `json:"hits"`
+	Misses           int64  `json:"misses"`
+	BytesFromS3      int64  `json:"bytes_from_s3"`
+	BytesFromSSD     int64  `json:"bytes_from_ssd"`
+	OpenFiles        int64  `json:"open_files"`
+	S3GetRequests    int64  `json:"s3_get_requests"`
+	S3ListRequests   int64  `json:"s3_list_requests"`
+	ReadMode         string `json:"read_mode"`
+	PassthroughOff   string `json:"passthrough_off"`
+	PassthroughOpens int64  `json:"passthrough_opens"`
+	DaemonOpens      int64  `json:"daemon_opens"`
+	BytesSpliced     int64  `json:"bytes_spliced"`
 }
 
 // status asks m's daemon for its status.

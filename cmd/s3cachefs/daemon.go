@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -118,6 +119,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	}
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
 		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches,
+		PartSize: cfg.PartSize, ReadAhead: readAhead(cfg.ReadAhead),
 		MaxBytes: cfg.MaxCacheSize, MinFree: minFree, Logger: log,
 		OnFetch: d.metrics.fetchHook(),
 	})
@@ -139,11 +141,20 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { d.ctl.close(context.Background()) })
-	d.server, err = s3fs.Mount(cfg.Mountpoint, d.root, s3fs.MountOptions{
-		FsName: cfg.Source.String(), AllowOther: cfg.AllowOther, Logger: log,
-	})
+	mo := s3fs.MountOptions{FsName: cfg.Source.String(), AllowOther: cfg.AllowOther, Logger: log}
+	if cfg.Passthrough {
+		// The index is a regular file on the cache's filesystem: the
+		// kind of file passthrough will be asked to read.
+		mo.PassthroughProbe = filepath.Join(cfg.CacheDir, indexFileName)
+	}
+	d.server, err = s3fs.Mount(cfg.Mountpoint, d.root, mo)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	if st := d.root.Stats(); st.Passthrough {
+		log.Info("complete files are read by the kernel straight from SSD (FUSE passthrough)")
+	} else {
+		log.Info("every read goes through the daemon", "passthrough_off", st.PassthroughOff)
 	}
 	d.ctl.serve()
 	d.metrics.serve()
@@ -320,3 +331,12 @@ func (f cacheFiles) Open(ctx context.Context, obj index.Object) (s3fs.File, erro
 }
 
 var _ http.Handler = (*control)(nil)
+
+// readAhead maps --read-ahead to blockcache's option, where 0 means the
+// default and a negative window none.
+func readAhead(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}

@@ -180,7 +180,7 @@ func newStatusCollector(status func() statusReport) *statusCollector {
 		func(r *statusReport) float64 { return float64(r.Misses) })
 	add("bytes_from_s3_total", "Bytes downloaded from S3 into the cache.", counter, false,
 		func(r *statusReport) float64 { return float64(r.BytesFromS3) })
-	add("bytes_from_ssd_total", "Bytes returned by reads served from SSD.", counter, false,
+	add("bytes_from_ssd_total", "Bytes the daemon returned from SSD (passthrough reads are not counted).", counter, false,
 		func(r *statusReport) float64 { return float64(r.BytesFromSSD) })
 	add("fetch_errors_total", "Fetches from S3 that failed after retries.", counter, false,
 		func(r *statusReport) float64 { return float64(r.FetchErrors) })
@@ -210,6 +210,12 @@ func newStatusCollector(status func() statusReport) *statusCollector {
 		func(r *statusReport) float64 { return float64(r.CompleteObjects) })
 	add("cached_bytes", "Logical bytes of object data cached.", gauge, true,
 		func(r *statusReport) float64 { return float64(r.CachedBytes) })
+	add("passthrough_opens_total", "Opens the kernel reads straight from the cache file (FUSE passthrough); their bytes pass no counter.", counter, false,
+		func(r *statusReport) float64 { return float64(r.PassthroughOpens) })
+	add("daemon_opens_total", "Opens whose reads go through the daemon.", counter, false,
+		func(r *statusReport) float64 { return float64(r.DaemonOpens) })
+	add("passthrough", "1 when complete files are opened in FUSE passthrough mode, else 0.", gauge, false,
+		func(r *statusReport) float64 { return boolFloat(r.ReadMode == "passthrough") })
 	add("pinned_objects", "Objects pinned by prefetch, never evicted.", gauge, false,
 		func(r *statusReport) float64 { return float64(r.PinnedObjects) })
 	return c

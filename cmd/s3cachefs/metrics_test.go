@@ -24,7 +24,8 @@ func fakeStatus() statusReport {
 		Evictions: 6, UncachedReads: 7, CorruptBlocks: 8, S3GetRequests: 9,
 		S3ListRequests: 10, UsedBytes: 11, CacheLimit: 12, FreeBytes: 13,
 		CacheFull: true, OpenFiles: 14, Objects: 15, CompleteObjects: 16,
-		CachedBytes: 17, PinnedObjects: 18,
+		CachedBytes: 17, PinnedObjects: 18, PassthroughOpens: 19, DaemonOpens: 20,
+		ReadMode: "passthrough",
 	}
 }
 
@@ -40,7 +41,8 @@ func TestStatusCollectorValues(t *testing.T) {
 		"s3cachefs_cache_fs_free_bytes": 13, "s3cachefs_cache_full": 1,
 		"s3cachefs_open_files": 14, "s3cachefs_cached_objects": 15,
 		"s3cachefs_cached_complete_objects": 16, "s3cachefs_cached_bytes": 17,
-		"s3cachefs_pinned_objects": 18,
+		"s3cachefs_pinned_objects": 18, "s3cachefs_passthrough_opens_total": 19,
+		"s3cachefs_daemon_opens_total": 20, "s3cachefs_passthrough": 1,
 	}
 	c := newStatusCollector(fakeStatus)
 	reg := prometheus.NewPedanticRegistry() // also checks descriptions against metrics

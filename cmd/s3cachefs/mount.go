@@ -40,6 +40,9 @@ type mountConfig struct {
 	MaxCacheSize    int64    // bytes; 0 = no limit but free space
 	MinFree         minFree  // kept free on the cache filesystem
 	MetricsAddr     string   // HOST:PORT serving Prometheus metrics; "" = off
+	Passthrough     bool     // hand complete files to the kernel when it allows
+	PartSize        int64    // bytes one ranged GET asks for
+	ReadAhead       int64    // largest read-ahead window of a sequential reader
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -74,6 +77,9 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	maxFetches := fs.Int("max-fetches", 32, "ranged GETs in flight (reads go before prefetch)")
 	maxCache := fs.String("max-cache-size", "0", "most SSD space the cache may take, e.g. 400GiB (0: no limit but --min-free)")
 	minFreeFlag := fs.String("min-free", "5%", "space kept free on the cache filesystem: a size or a percentage")
+	passthrough := fs.Bool("passthrough", true, "let the kernel read complete cached files straight from SSD (FUSE passthrough; Linux 6.9+, root); false serves every read through the daemon")
+	partSize := fs.String("part-size", "8MiB", "bytes one ranged GET asks for (1MiB to 64MiB)")
+	readAhead := fs.String("read-ahead", "64MiB", "largest read-ahead window of a sequential reader (0 to 1GiB)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
@@ -131,6 +137,13 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		return cfg, err
 	}
 	if cfg.MinFree, err = parseMinFree(*minFreeFlag); err != nil {
+		return cfg, err
+	}
+	cfg.Passthrough = *passthrough
+	if cfg.PartSize, err = parseSizeIn("--part-size", *partSize, 1<<20, 64<<20); err != nil {
+		return cfg, err
+	}
+	if cfg.ReadAhead, err = parseSizeIn("--read-ahead", *readAhead, 0, 1<<30); err != nil {
 		return cfg, err
 	}
 	if cfg.MetricsAddr, err = parseMetricsAddr(*metricsAddr); err != nil {

@@ -55,3 +55,15 @@ func parseMinFree(s string) (minFree, error) {
 	n, err := parseSize("--min-free", s)
 	return minFree{Bytes: n}, err
 }
+
+// parseSizeIn parses a size flag that must lie within [lo, hi].
+func parseSizeIn(flag, s string, lo, hi int64) (int64, error) {
+	n, err := parseSize(flag, s)
+	if err != nil {
+		return 0, err
+	}
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("%s must be %s to %s, got %q", flag, humanBytes(lo), humanBytes(hi), s)
+	}
+	return n, nil
+}

@@ -17,32 +17,39 @@ import (
 
 // statusReport is what `status` shows; --json prints it as is.
 type statusReport struct {
-	Source          string                `json:"source"`
-	Mountpoint      string                `json:"mountpoint"`
-	CacheDir        string                `json:"cache_dir"`
-	PID             int                   `json:"pid"`
-	UptimeSeconds   int64                 `json:"uptime_seconds"`
-	Objects         int                   `json:"objects"`
-	CompleteObjects int                   `json:"complete_objects"`
-	CachedBytes     int64                 `json:"cached_bytes"`
-	UsedBytes       int64                 `json:"used_bytes"`
-	CacheLimit      int64                 `json:"cache_limit"`
-	FreeBytes       int64                 `json:"free_bytes"`
-	CacheFull       bool                  `json:"cache_full"`
-	Evictions       int64                 `json:"evictions"`
-	UncachedReads   int64                 `json:"uncached_reads"`
-	CorruptBlocks   int64                 `json:"corrupt_blocks"`
-	Hits            int64                 `json:"hits"`
-	Misses          int64                 `json:"misses"`
-	BytesFromS3     int64                 `json:"bytes_from_s3"`
-	BytesFromSSD    int64                 `json:"bytes_from_ssd"`
-	FetchErrors     int64                 `json:"fetch_errors"`
-	OpenFiles       int64                 `json:"open_files"`
-	S3GetRequests   int64                 `json:"s3_get_requests"`
-	S3ListRequests  int64                 `json:"s3_list_requests"`
-	PinnedObjects   int                   `json:"pinned_objects"`
-	Prefetch        []blockcache.Progress `json:"prefetch"`
-	Error           string                `json:"error,omitempty"`
+	Source          string `json:"source"`
+	Mountpoint      string `json:"mountpoint"`
+	CacheDir        string `json:"cache_dir"`
+	PID             int    `json:"pid"`
+	UptimeSeconds   int64  `json:"uptime_seconds"`
+	Objects         int    `json:"objects"`
+	CompleteObjects int    `json:"complete_objects"`
+	CachedBytes     int64  `json:"cached_bytes"`
+	UsedBytes       int64  `json:"used_bytes"`
+	CacheLimit      int64  `json:"cache_limit"`
+	FreeBytes       int64  `json:"free_bytes"`
+	CacheFull       bool   `json:"cache_full"`
+	Evictions       int64  `json:"evictions"`
+	UncachedReads   int64  `json:"uncached_reads"`
+	CorruptBlocks   int64  `json:"corrupt_blocks"`
+	Hits            int64  `json:"hits"`
+	Misses          int64  `json:"misses"`
+	BytesFromS3     int64  `json:"bytes_from_s3"`
+	BytesFromSSD    int64  `json:"bytes_from_ssd"`
+	FetchErrors     int64  `json:"fetch_errors"`
+	OpenFiles       int64  `json:"open_files"`
+	S3GetRequests   int64  `json:"s3_get_requests"`
+	S3ListRequests  int64  `json:"s3_list_requests"`
+	PinnedObjects   int    `json:"pinned_objects"`
+	// ReadMode is "passthrough" when complete files are read by the
+	// kernel straight from SSD, else "daemon".
+	ReadMode         string                `json:"read_mode"`
+	PassthroughOff   string                `json:"passthrough_off,omitempty"` // why ReadMode is "daemon"
+	PassthroughOpens int64                 `json:"passthrough_opens"`
+	DaemonOpens      int64                 `json:"daemon_opens"`
+	BytesSpliced     int64                 `json:"bytes_spliced"`
+	Prefetch         []blockcache.Progress `json:"prefetch"`
+	Error            string                `json:"error,omitempty"`
 }
 
 // status gathers the daemon's figures.
@@ -69,6 +76,15 @@ func (d *daemon) status() statusReport {
 	if n, err := d.db.PinnedCount(); err == nil {
 		r.PinnedObjects = n
 	}
+	fst := d.root.Stats()
+	r.ReadMode, r.PassthroughOff = "daemon", fst.PassthroughOff
+	if fst.Passthrough {
+		r.ReadMode = "passthrough"
+	}
+	r.PassthroughOpens, r.DaemonOpens, r.BytesSpliced = fst.OpensPassthrough, fst.OpensDaemon, fst.BytesSpliced
+	// A spliced read is a read served from SSD like any other hit.
+	r.Hits += fst.ReadsSpliced
+	r.BytesFromSSD += fst.BytesSpliced
 	ss := d.store.Stats()
 	r.S3GetRequests, r.S3ListRequests = ss.Gets, ss.Lists
 	return r
@@ -133,8 +149,15 @@ func printStatus(w io.Writer, r statusReport) {
 	}
 	fmt.Fprintf(tw, "space\t%s used (%s), %s free on the filesystem, %d evictions%s\n",
 		humanBytes(r.UsedBytes), limit, humanBytes(r.FreeBytes), r.Evictions, full)
-	fmt.Fprintf(tw, "reads\t%d hits, %d misses (hit ratio %s)\n", r.Hits, r.Misses, ratio)
-	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD\n", humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD))
+	mode := "passthrough (complete files are read by the kernel straight from SSD)"
+	if r.ReadMode != "passthrough" {
+		mode = "daemon (" + r.PassthroughOff + ")"
+	}
+	fmt.Fprintf(tw, "read mode\t%s\n", mode)
+	fmt.Fprintf(tw, "opens\t%d passthrough, %d through the daemon\n", r.PassthroughOpens, r.DaemonOpens)
+	fmt.Fprintf(tw, "reads\t%d hits, %d misses (hit ratio %s) through the daemon\n", r.Hits, r.Misses, ratio)
+	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD through the daemon (%s of it spliced)\n",
+		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), humanBytes(r.BytesSpliced))
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
 	fmt.Fprintf(tw, "open files\t%d\n", r.OpenFiles)
 	fmt.Fprintf(tw, "pinned\t%d objects\n", r.PinnedObjects)
