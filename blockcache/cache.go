@@ -143,7 +143,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 	c := &Cache{
 		db: db, src: src, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel,
-		gate: newGate(opts.MaxFetches),
+		gate:    newGate(opts.MaxFetches),
 		objs:    make(map[string]*object),
 		checked: make(map[string]index.Blocks),
 	}

@@ -30,11 +30,11 @@ type object struct {
 	// refs is guarded by Cache.mu: handles plus running fetches.
 	refs int
 
-	mu       sync.Mutex       // guards rec, verified, inflight and current
+	mu       sync.Mutex       // guards rec, verified and inflight
 	rec      index.Record     // what the index holds for id
 	verified index.Blocks     // blocks checked against their sums this run
 	inflight map[int64]*fetch // fetches by part number
-	current  bool             // recorded as the key's current version
+	current  sync.Once        // records the object as its key's current version, once
 
 	// superseded is set when a newer version of the key was cached while
 	// this one was in use; the last release drops this one's data.
@@ -299,12 +299,11 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 		o.rec.Sums[b] = sums[b-first]
 		o.verified.Set(b) // written from the bytes just summed
 	}
-	known := o.current
-	o.current = true
 	o.mu.Unlock()
-	if !known {
-		c.makeCurrent(o)
-	}
+	// Every committer waits until the first has made o current (and
+	// dropped the version it replaces), so no reader returns before the
+	// old bytes are gone.
+	o.current.Do(func() { c.makeCurrent(o) })
 	return nil
 }
 

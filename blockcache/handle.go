@@ -103,14 +103,21 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 func (h *Handle) readAhead(off, end int64) {
 	c := h.c
 	h.mu.Lock()
-	sequential := off == h.next && off > 0
-	h.next = end
+	// The kernel sends a sequential reader's requests a few at a time,
+	// not always in order, so "sequential" means near where the last read
+	// ended. The first read of a handle at offset 0 counts: most files are
+	// read from the start.
+	sequential := off >= h.next-c.opts.PartSize && off <= h.next+c.opts.PartSize
+	h.next = max(h.next, end)
 	if !sequential {
+		h.next = end
 		h.window = 0
 		h.mu.Unlock()
 		return
 	}
-	h.window = min(max(2*h.window, c.opts.PartSize), c.opts.ReadAhead)
+	// Start at two parts (three GETs in flight with the one read waits
+	// for) and double: a whole file's parts are soon all in flight.
+	h.window = min(max(2*h.window, 2*c.opts.PartSize), c.opts.ReadAhead)
 	window := h.window
 	h.mu.Unlock()
 	if h.Complete() {
