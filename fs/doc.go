@@ -30,6 +30,24 @@
 // object version, so the page cache survives close and reopen of an
 // unchanged file; the first open of a node lets the kernel drop it.
 //
+// # Complete files: passthrough and splice
+//
+// When File.Backing returns the cache file (every byte present and
+// checked), the open is served without File.ReadAt. If Mount found that
+// the kernel accepts backing files (FUSE passthrough: Linux 6.9 or later,
+// root in the initial user namespace), the open is a passthrough open: the
+// kernel reads the cache file itself, through its page cache, and the
+// daemon never sees the reads. Otherwise reads are spliced from the cache
+// file to the FUSE device (fuse.ReadResultFd) with no copy in this process.
+//
+// The kernel fails (EIO) an open whose mode differs from the other opens
+// of its inode: a passthrough open beside a cached one, or the reverse.
+// So each file node counts its open handles by mode; while daemon-mode
+// handles are open a new open stays in daemon mode even if the file has
+// since completed, and while passthrough handles are open every new open
+// is passthrough (go-fuse reuses the inode's backing file). A partial file
+// is never handed to the kernel: its holes would read as zeros.
+//
 // # Errors
 //
 // Every failure is mapped by toErrno. A read failing with index.ErrStale
@@ -43,6 +61,7 @@
 //
 // The kernel sends operations in parallel; every node method may run
 // concurrently with any other. Shared state is the set-once configuration,
-// an atomic open-handle count, and per file node the object and the last
-// version opened, guarded by the node's mutex.
+// atomic counters (open handles, opens by mode, spliced bytes) and the
+// passthrough switch Mount sets, and per file node the object, the last
+// version opened and the open handles by mode, guarded by the node's mutex.
 package fs
