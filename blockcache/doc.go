@@ -25,8 +25,21 @@
 // response for another version fails with index.ErrStale and nothing of it
 // is recorded. Concurrent readers of one part share one fetch; the fetch
 // runs on the cache's own context, so a reader that gives up does not
-// cancel it for the others. Sequential readers grow a read-ahead window up
-// to Options.ReadAhead; at most Options.MaxFetches GETs are in flight.
+// cancel it for the others. A sequential reader (the first read at offset
+// 0 counts, and reads a part away from the last one still do) starts a
+// read-ahead window of two parts and doubles it up to Options.ReadAhead; a
+// random read resets it. At most Options.MaxFetches GETs are in flight.
+//
+// # Checks
+//
+// Each block's CRC-32C is recorded with its presence. A block is read back
+// and checked against it the first time it is served in a daemon run (a
+// damaged block is forgotten and fetched again); blocks checked stay
+// checked across closes and reopens for the rest of the run. A block just
+// fetched counts as checked: it was summed from the bytes written.
+// Handle.Backing hands out the cache file only when every block is present
+// and checked, because whoever reads it then (the kernel, in FUSE
+// passthrough) bypasses these checks.
 //
 // # Concurrency
 //
