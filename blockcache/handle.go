@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Handle is one open of one object version. ReadAt may be called
@@ -32,13 +34,14 @@ func (h *Handle) Complete() bool {
 	return h.o.rec.Present.Full()
 }
 
-// Backing returns the object's cache file when every block is on SSD and
-// matches its recorded sum, else nil. Blocks not yet checked in this run
-// are read back and checked first; a damaged one is forgotten (so reads
-// fetch it again) and Backing returns nil. The kernel may read the file it
-// returns directly (FUSE passthrough), bypassing every check of ReadAt, so
-// it is never a file with a hole or an unproven block. The file stays open
-// until Close; the caller must not close it.
+// Backing returns a new descriptor of the object's cache file when every
+// block is on SSD and matches its recorded sum, else nil. Blocks not yet
+// checked in this run are read back and checked first; a damaged one is
+// forgotten (so reads fetch it again) and Backing returns nil. The kernel
+// may read the file it returns directly (FUSE passthrough), bypassing every
+// check of ReadAt, so it is never a file with a hole or an unproven block.
+// The caller owns the returned file and closes it; it stays valid after
+// the Handle and the Cache are closed.
 func (h *Handle) Backing() *os.File {
 	if !h.Complete() {
 		return nil
@@ -56,7 +59,14 @@ func (h *Handle) Backing() *os.File {
 	if !h.Complete() {
 		return nil
 	}
-	return h.o.file
+	// A descriptor of its own: the cache closes o.file when the last
+	// handle goes, or at Close, while the kernel may still read this one.
+	fd, err := unix.FcntlInt(h.o.file.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		h.c.log.Warn("duplicate cache file descriptor", "key", h.o.obj.Key, "err", err)
+		return nil
+	}
+	return os.NewFile(uintptr(fd), h.o.file.Name())
 }
 
 // ReadAt reads up to len(p) bytes at off. It returns fewer only at the end

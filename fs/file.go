@@ -157,7 +157,8 @@ type handle struct {
 	node *fileNode
 	f    File
 	size int64 // the object's size
-	// backing is the complete, checked cache file, or nil.
+	// backing is the complete, checked cache file, or nil; the handle
+	// owns it and closes it in Release.
 	backing *os.File
 	// passthrough: the kernel reads backing itself; Read is not called.
 	passthrough bool
@@ -201,6 +202,11 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.node.m.open.Add(-1)
 	h.node.closed(h.passthrough)
+	if h.backing != nil {
+		// The kernel holds its own reference to a passthrough backing
+		// file, and no read is in flight once RELEASE comes.
+		h.backing.Close()
+	}
 	if err := h.f.Close(); err != nil {
 		// The reader is gone: there is nobody to tell but the log.
 		h.node.m.log.Warn("close", "path", h.node.path, "err", err)

@@ -46,9 +46,10 @@ type Files interface {
 // Backing returns a local file holding every byte of the object, already
 // checked, or nil when there is none yet. The fs layer may hand that file
 // to the kernel (FUSE passthrough) or splice from it, so it must never have
-// a hole or an unproven byte; it stays open until Close, and the fs layer
-// never closes it. Backing is called at most once per File, right after
-// Open.
+// a hole or an unproven byte. The fs layer owns the returned file and
+// closes it when the kernel releases the open; it must stay readable
+// until then whatever happens to the File. Backing is called at most once
+// per File, right after Open.
 type File interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	Backing() *os.File
