@@ -54,24 +54,37 @@
 //
 // # Name rules
 //
-// A listing of prefix P turns S3's answer into folder entries:
+// A listing of prefix P turns S3's answer into folder entries. Each S3 key
+// is shown or skipped by exactly one of these rules, checked in order:
 //
 //   - A common prefix P+"name/" is the folder "name"; an object key P+"name"
-//     is the file "name".
+//     is the file "name". Names are shown byte for byte as S3 has them
+//     (spaces, "%", "+", non-ASCII letters, a leading "." all stay).
 //   - Keys ending in "/" are folder markers and never files; they are
 //     skipped at debug level, not warned about, as they are common and hide
-//     nothing. (With delimiter "/" the only marker S3 returns as an object
-//     is P itself; deeper markers fold into common prefixes.)
-//   - Skipped, with a warning per key: an empty name (as from "//" runs),
-//     "." and "..", names longer than 255 bytes, names containing NUL or
-//     "/", and keys that do not start with P.
-//   - A name that is both a folder and a file is the folder; the file is
-//     skipped with a warning (it cannot be reached in the mount).
+//     nothing: a marker P+"name/" makes S3 return the common prefix
+//     P+"name/", so the folder is shown (empty if nothing else is in it).
+//     With delimiter "/" the only marker S3 returns as an object is P
+//     itself.
+//   - Skipped, with a warning per key, because no Linux file can carry the
+//     name or showing it would mislead: an empty name (as from "//" runs:
+//     P+"/x" lists as the common prefix P+"/", so nothing below a "//" is
+//     reachable), "." and "..", names longer than 255 bytes, names
+//     containing "/", names that are not valid UTF-8, names containing a
+//     control character (Unicode Cc: NUL to U+001F, DEL to U+009F), and
+//     keys that do not start with P.
+//   - A name that is both a folder and a file (keys P+"x" and P+"x/...")
+//     is the folder; the file is skipped with a warning (it cannot be
+//     reached in the mount).
 //   - A name listed twice is kept once, with a warning; of two objects
 //     with one key the newer (by LastModified) is kept.
 //
-// The same S3 answer always gives the same entries: skipping depends only
-// on the keys.
+// Lookup applies the same rules to the name asked for, so a skipped name
+// is ENOENT without asking S3. The same S3 answer always gives the same
+// entries, in any order: skipping depends only on the keys. No name is
+// ever used as a path in the cache directory (cache files are named by a
+// hash), so no key can reach outside it. Warnings quote the key (slog's
+// text handler escapes control bytes), so a key cannot forge log lines.
 //
 // # Freshness
 //

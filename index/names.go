@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // maxNameLen is the longest name Linux accepts for one path component.
@@ -21,10 +23,15 @@ func nameProblem(name string) string {
 		return "reserved name"
 	case len(name) > maxNameLen:
 		return "name longer than 255 bytes"
-	case strings.ContainsRune(name, 0):
-		return "name contains NUL"
 	case strings.Contains(name, "/"):
 		return "name contains /"
+	case !utf8.ValidString(name):
+		// S3 keys are UTF-8; only a server that is not S3 sends these.
+		return "name is not valid UTF-8"
+	case strings.ContainsFunc(name, unicode.IsControl):
+		// NUL cannot be in a Linux name at all; the others (C0, DEL, C1)
+		// would reach terminals and scripts through ls and find.
+		return "name contains a control character"
 	}
 	return ""
 }

@@ -66,6 +66,11 @@ func TestNameRules(t *testing.T) {
 		{name: "duplicates kept once", objects: []string{p + "f", p + "f"}, prefixes: []string{p + "d/", p + "d/"},
 			wantDirs: []string{"d"}, wantFiles: []string{"f"}, warnings: 2},
 		{name: "keys outside the prefix", objects: []string{"elsewhere/f"}, prefixes: []string{"elsewhere/d/"}, warnings: 2},
+		{name: "control characters", objects: []string{p + "tab\there", p + "nl\n", p + "esc\x1b[2J", p + "del\x7f", p + "c1\u0085"},
+			prefixes: []string{p + "bell\a/"}, warnings: 6},
+		{name: "invalid UTF-8", objects: []string{p + "bad\xff", p + "half\xc3"}, prefixes: []string{p + "\xfe/"},
+			wantFiles: nil, warnings: 3},
+		{name: "U+FFFD itself is valid", objects: []string{p + "\uFFFD"}, wantFiles: []string{"\uFFFD"}},
 		{name: "unicode and spaces are fine", objects: []string{p + "ü ñ.npz", p + " "},
 			wantFiles: []string{" ", "ü ñ.npz"}},
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -152,14 +153,44 @@ func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 	case r.URL.Path == "/jobs" && r.Method == http.MethodGet:
 		c.writeJSON(w, http.StatusOK, c.d.jobs.List())
+	case isJob && !validJobID(id):
+		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed job id"})
 	case isJob && action == "" && r.Method == http.MethodGet:
 		p, err := c.d.jobs.Get(id)
 		c.reply(w, p, err)
 	case isJob && action == "cancel" && r.Method == http.MethodPost:
 		c.reply(w, map[string]string{"result": "cancelled"}, c.d.jobs.Cancel(id))
+	case knownPath(r.URL.Path, isJob, action):
+		c.writeJSON(w, http.StatusMethodNotAllowed, apiError{Error: fmt.Sprintf("%s does not take %s", r.URL.Path, r.Method)})
 	default:
 		c.writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no such request: %s %s", r.Method, r.URL.Path)})
 	}
+}
+
+// knownPath reports whether path names a control request (with some
+// method), so that a wrong method gets 405 rather than 404.
+func knownPath(path string, isJob bool, action string) bool {
+	switch path {
+	case "/status", "/shutdown", "/prefetch", "/verify", "/evict", "/unpin", "/jobs":
+		return true
+	}
+	return isJob && (action == "" || action == "cancel")
+}
+
+// validJobID reports whether id (non-empty) looks like an ID Jobs.Start
+// makes, a UTC time and a sequence number: letters, digits, '.', '-' and
+// '_', starting with a letter or digit. Anything else cannot name a job
+// and is refused before it reaches the job table.
+func validJobID(id string) bool {
+	if len(id) > 64 || !isAlnum(id[0]) && !(id[0] >= 'A' && id[0] <= 'Z') {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r == '-' || r == '.' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // prefetch starts a job from the request body.
@@ -169,19 +200,63 @@ func (c *control) prefetch(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// maxRequestBody bounds a control request's body: a list of paths is far
+// smaller, and anything bigger is refused unread rather than buffered.
+const maxRequestBody = 1 << 20
+
 // withPaths decodes a pathsRequest, runs fn on it and replies.
 func (c *control) withPaths(w http.ResponseWriter, r *http.Request, fn func(context.Context, pathsRequest) (any, error)) {
-	var req pathsRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed request: " + err.Error()})
-		return
-	}
-	if len(req.Paths) == 0 {
-		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "no paths given"})
+	req, code, err := decodePaths(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err != nil {
+		c.writeJSON(w, code, apiError{Error: err.Error()})
 		return
 	}
 	v, err := fn(r.Context(), req)
 	c.reply(w, v, err)
+}
+
+// decodePaths reads exactly one pathsRequest with known fields and clean
+// paths from body, or returns the HTTP status and error to refuse it with.
+func decodePaths(body io.Reader) (pathsRequest, int, error) {
+	var req pathsRequest
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&req)
+	var tooBig *http.MaxBytesError
+	if err == nil {
+		switch _, terr := dec.Token(); {
+		case errors.Is(terr, io.EOF):
+		case errors.As(terr, &tooBig):
+			err = terr
+		default:
+			err = errors.New("data after the JSON object")
+		}
+	}
+	switch {
+	case errors.As(err, &tooBig):
+		return req, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", tooBig.Limit)
+	case err != nil:
+		return req, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err)
+	case len(req.Paths) == 0:
+		return req, http.StatusBadRequest, errors.New("no paths given")
+	}
+	for _, p := range req.Paths {
+		if !cleanRelative(p) {
+			return req, http.StatusBadRequest, fmt.Errorf("path %q is not a clean path relative to the mount root", p)
+		}
+	}
+	return req, 0, nil
+}
+
+// cleanRelative reports whether p is "" (the mount root) or a path relative
+// to the root as the commands send it: no leading "/", no empty, "." or
+// ".." segments, no NUL.
+func cleanRelative(p string) bool {
+	if p == "" {
+		return true
+	}
+	return path.Clean(p) == p && p != "." && p != ".." && !strings.HasPrefix(p, "/") &&
+		!strings.HasPrefix(p, "../") && !strings.ContainsRune(p, 0)
 }
 
 // reply writes v, or err as an apiError with a status that fits it.
@@ -189,6 +264,8 @@ func (c *control) reply(w http.ResponseWriter, v any, err error) {
 	switch {
 	case err == nil:
 		c.writeJSON(w, http.StatusOK, v)
+	case errors.Is(err, iofs.ErrInvalid):
+		c.writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrNoJob), errors.Is(err, iofs.ErrNotExist):
 		c.writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrNoSpace):
