@@ -48,6 +48,18 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	if *interval <= 0 {
 		return usagef("--interval must be positive")
 	}
+	// --cancel and --unpin are their own actions: the display flags mean
+	// nothing to them, and --cancel with --unpin would be two actions.
+	for _, action := range []string{"cancel", "unpin"} {
+		if !flagSet(fs, action) {
+			continue
+		}
+		for _, other := range []string{"cancel", "unpin", "detach", "json", "interval"} {
+			if other != action && flagSet(fs, other) {
+				return usagef("--%s cannot be combined with --%s", action, other)
+			}
+		}
+	}
 	mp, err := resolveMount(*mount)
 	if err != nil {
 		return err
@@ -244,4 +256,11 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// flagSet reports whether name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
