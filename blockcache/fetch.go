@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -54,9 +55,30 @@ func (f *fetch) makeUrgent() {
 	f.promote.Do(func() { close(f.urgent) })
 }
 
-// maxAttempts bounds how often a fetch whose body failed is retried. The
-// SDK already retries failed requests; this covers bodies cut short.
-const maxAttempts = 3
+// Retries of a part. The Source retries failed requests itself (s3store:
+// 5xx, SlowDown, resets, timeouts, with backoff), so a GET that fails here
+// is final. A body that breaks off midway (a reset, a truncation, a stall
+// cut by the store's timeout) is the cache's to retry: blocks read in full
+// before the break are committed, and the next GET asks only for the rest.
+const (
+	// maxBodyFailures bounds the failed bodies of one part that brought
+	// no new block. A body that brought some does not count, so a fetch
+	// that makes progress goes on; as a part has few blocks, a fetch
+	// still ends after at most maxBodyFailures plus its blocks attempts.
+	maxBodyFailures = 5
+	// retryBase and retryCap shape the wait between attempts: it doubles
+	// from retryBase up to retryCap, and half of it is random, so that
+	// parts cut by one broken connection do not come back in lockstep.
+	retryBase = 100 * time.Millisecond
+	retryCap  = 2 * time.Second
+)
+
+// bodyError is a failure while a response body was read: the request
+// itself succeeded, so trying again may well succeed too.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
 
 // blockSpan returns the blocks [first, last] that hold bytes [off, end).
 func (c *Cache) blockSpan(off, end int64) (first, last int64) {
@@ -159,21 +181,32 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 }
 
 // fetchPart downloads the missing blocks of [first, last], retrying a body
-// that fails midway from the first block still missing.
+// that fails midway from the first block still missing, within the budget
+// above. The gate is held for each GET, not across the waits between them.
 func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 	var err error
-	for attempt := 1; attempt <= maxAttempts; attempt++ {
+	for attempt, failures := 1, 0; ; attempt++ {
 		if err = c.gate.acquire(c.ctx, isClosed(f.urgent), f.urgent); err != nil {
 			return err
 		}
-		err = c.fetchRange(o, first, last)
+		var got int64
+		got, err = c.fetchRange(o, first, last)
 		c.gate.release()
-		if err == nil || !retryable(err) || c.ctx.Err() != nil {
+		var body *bodyError
+		if err == nil || !errors.As(err, &body) || !retryable(err) || c.ctx.Err() != nil {
 			break
 		}
-		c.log.Warn("fetch failed; retrying", "key", o.obj.Key, "attempt", attempt, "err", err)
+		if got == 0 {
+			failures++
+		}
+		if failures >= maxBodyFailures {
+			err = fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+			break
+		}
+		c.log.Warn("fetch cut short; retrying", "key", o.obj.Key, "attempt", attempt,
+			"blocks_got", got, "err", err)
 		select {
-		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		case <-time.After(retryWait(attempt)):
 		case <-c.ctx.Done():
 			return c.ctx.Err()
 		}
@@ -188,6 +221,13 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 	return err
 }
 
+// retryWait returns the wait before attempt+1: retryBase doubled per
+// attempt up to retryCap, its upper half drawn at random.
+func retryWait(attempt int) time.Duration {
+	d := min(retryCap, retryBase<<min(attempt-1, 16))
+	return d/2 + rand.N(d/2+1)
+}
+
 // retryable reports whether a failed fetch may succeed when tried again.
 func retryable(err error) bool {
 	return !errors.Is(err, index.ErrStale) && !errors.Is(err, iofs.ErrNotExist) &&
@@ -196,8 +236,10 @@ func retryable(err error) bool {
 
 // fetchRange fetches blocks [first, last] (trimmed to the ones missing at
 // the ends), writes them to the cache file, makes them durable and records
-// them. Blocks written before a failure are still made durable and recorded.
-func (c *Cache) fetchRange(o *object, first, last int64) error {
+// them, and returns how many it recorded. Blocks written before a failure
+// are still made durable and recorded; a failure of the body wraps
+// *bodyError.
+func (c *Cache) fetchRange(o *object, first, last int64) (int64, error) {
 	o.mu.Lock()
 	for first <= last && o.rec.Present.Has(first) {
 		first++
@@ -207,10 +249,10 @@ func (c *Cache) fetchRange(o *object, first, last int64) error {
 	}
 	o.mu.Unlock()
 	if first > last {
-		return nil
+		return 0, nil
 	}
 	if err := c.reserve(c.missingUsage(o, first, last)); err != nil {
-		return err
+		return 0, err
 	}
 	// Give back the room of blocks this fetch did not record. Only this
 	// fetch records blocks of [first, last]: fetches are per part.
@@ -222,21 +264,22 @@ func (c *Cache) fetchRange(o *object, first, last int64) error {
 	body, err := c.src.GetRange(c.ctx, o.obj.Key, o.obj.ETag, off, end-off)
 	if err != nil {
 		c.onFetch(0, start, err)
-		return fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
+		return 0, fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
 	}
 	defer body.Close()
 	sums, copyErr := c.copyBlocks(o, body, first, last)
 	c.onFetch(min((first+int64(len(sums)))*bs, end)-off, start, copyErr)
 	if len(sums) > 0 {
 		if err := c.commit(o, first, sums); err != nil {
-			return err
+			return 0, err
 		}
 	}
+	got := int64(len(sums))
 	if copyErr != nil {
-		return fmt.Errorf("read %s bytes %d-%d: %w", o.obj.Key, off, end-1, copyErr)
+		return got, fmt.Errorf("read %s bytes %d-%d: %w", o.obj.Key, off, end-1, copyErr)
 	}
 	c.fetches.Add(1)
-	return nil
+	return got, nil
 }
 
 // copyBlocks writes whole blocks from body into the cache file starting at
@@ -251,7 +294,7 @@ func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) ([]uint
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return sums, err
+			return sums, &bodyError{err}
 		}
 		if err := c.fault("write", o.id); err != nil {
 			return sums, err

@@ -13,19 +13,34 @@
 //     (412 on If-Match, or a response whose ETag, Content-Range or length
 //     differ from the request);
 //   - ErrAccessDenied for missing or wrong credentials and 403s;
-//   - ErrUnreachable when no connection to the endpoint can be made.
+//   - ErrUnreachable when no connection to the endpoint can be made;
+//   - ErrTimeout when S3 sent nothing for Options.Timeout.
 //
 // The translation happens once, in errors.go, by S3 error code and HTTP
 // status, never by message text.
 //
 // # Retries and timeouts
 //
-// The SDK's standard retryer is left on: up to 3 attempts per request with
-// exponential backoff and jitter (at most 20s), for 5xx, throttling
-// (SlowDown) and connection errors, limited by the SDK's retry-token quota.
-// It retries until response headers arrive; errors while reading a body are
-// the reader's to handle (blockcache retries whole parts). Options.Timeout
-// bounds the wait for response headers and any stall while a body is read.
+// Every request is sent up to Options.MaxAttempts times (10 by default)
+// when it fails with a 5xx, a throttling answer (SlowDown), a reset or
+// refused connection, or a timeout, with exponential backoff and full
+// jitter capped at 5s (retry.go). The SDK's retry quota, a token bucket
+// shared by the whole client, is off: with dozens of GETs in flight a burst
+// of 503s would empty it and turn every later failure final at once.
+// Check tries only 3 times, so that a mount against a dead endpoint fails
+// fast.
+//
+// Retries cover a request up to its response headers. An error while a
+// body is read comes to the reader, which retries what it still lacks
+// (blockcache resumes a part from its first missing block).
+//
+// Options.Timeout bounds the wait for response headers and any silence of
+// a connection while a body is read (a slow body that keeps moving is never
+// cut). Either gives an error wrapping ErrTimeout, which is not
+// context.DeadlineExceeded: the caller's context did not end.
+//
+// The pool holds Options.MaxConns connections, and keeps as many idle for
+// reuse: the daemon sizes it from the GETs it lets run at once.
 //
 // # Credentials
 //

@@ -29,6 +29,11 @@ var (
 	// ErrUnreachable reports that the endpoint could not be reached at all:
 	// name resolution failed or the connection was refused or timed out.
 	ErrUnreachable = errors.New("endpoint unreachable")
+
+	// ErrTimeout reports that S3 sent nothing for Options.Timeout: no
+	// response headers, or no byte of a body being read. It does not
+	// wrap context.DeadlineExceeded: the caller's context did not end.
+	ErrTimeout = errors.New("S3 stopped responding")
 )
 
 // operation says which call failed, because the same HTTP status means

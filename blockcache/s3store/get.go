@@ -25,7 +25,9 @@ import (
 // missing bucket one wrapping ErrNoBucket. The caller closes the reader.
 // The reader returns io.EOF only after exactly n bytes; a body that ends
 // sooner yields an error wrapping io.ErrUnexpectedEOF. n == 0 returns an
-// empty reader without a request.
+// empty reader without a request. A request that failed is retried
+// (Options.MaxAttempts) before GetRange returns its error; no headers, or
+// a body silent, for Options.Timeout gives one wrapping ErrTimeout.
 func (s *Store) GetRange(ctx context.Context, key, etag string, off, n int64) (io.ReadCloser, error) {
 	what := fmt.Sprintf("s3://%s/%s bytes [%d,%d)", s.bucket, key, off, off+n)
 	if off < 0 || n < 0 {
@@ -45,13 +47,13 @@ func (s *Store) GetRange(ctx context.Context, key, etag string, off, n int64) (i
 	s.gets.Add(1)
 	out, err := s.client.GetObject(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", what, translate(err, opGet))
+		return nil, fmt.Errorf("get %s: %w", what, translate(asTimeout(ctx, err), opGet))
 	}
 	if err := checkResponse(out, etag, off, n); err != nil {
 		out.Body.Close()
 		return nil, fmt.Errorf("get %s: %w", what, err)
 	}
-	return &rangeBody{body: out.Body, left: n, what: what, counter: &s.bytesRead}, nil
+	return &rangeBody{ctx: ctx, body: out.Body, left: n, what: what, counter: &s.bytesRead}, nil
 }
 
 // checkResponse verifies that out holds bytes [off, off+n) of the version
@@ -109,6 +111,7 @@ func parseContentRange(cr string) (first, last int64, err error) {
 // end of the range and turns an early end of the body into an error, so a
 // truncated response can never pass as a short file.
 type rangeBody struct {
+	ctx     context.Context // the request's, to tell its end from a stall
 	body    io.ReadCloser
 	left    int64 // bytes still owed
 	what    string
@@ -134,7 +137,7 @@ func (b *rangeBody) Read(p []byte) (int, error) {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return n, fmt.Errorf("read %s: body ended %d bytes early: %w", b.what, b.left, io.ErrUnexpectedEOF)
 	default:
-		return n, fmt.Errorf("read %s: %w", b.what, err)
+		return n, fmt.Errorf("read %s: %w", b.what, asTimeout(b.ctx, err))
 	}
 }
 

@@ -32,7 +32,7 @@ func (s *Store) List(ctx context.Context, prefix string) (index.ListResult, erro
 		s.lists.Add(1)
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return index.ListResult{}, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, translate(err, opList))
+			return index.ListResult{}, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, translate(asTimeout(ctx, err), opList))
 		}
 		if err := appendPage(&res, page); err != nil {
 			return index.ListResult{}, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, err)

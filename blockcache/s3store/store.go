@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/logging"
@@ -18,8 +16,9 @@ import (
 
 // Defaults applied by New to zero fields of Options.
 const (
-	DefaultMaxConns = 64
-	DefaultTimeout  = 30 * time.Second
+	DefaultMaxConns    = 64
+	DefaultTimeout     = 30 * time.Second
+	DefaultMaxAttempts = 10
 	// fallbackRegion is used when neither Options nor the SDK's
 	// configuration chain names a region, as the AWS CLI does for S3.
 	fallbackRegion = "us-east-1"
@@ -48,6 +47,13 @@ type Options struct {
 	// connection may deliver no bytes while a body is being read.
 	// Default DefaultTimeout.
 	Timeout time.Duration
+	// MaxAttempts is how often one request is sent, the first time
+	// included, when it fails with a 5xx, a throttling answer (SlowDown),
+	// a reset connection or a timeout. Retries wait with exponential
+	// backoff and jitter. It covers a request up to its response headers;
+	// a body that fails later is the reader's to retry. Default
+	// DefaultMaxAttempts.
+	MaxAttempts int
 	// Logger receives the SDK's warnings and this package's debug lines.
 	// nil discards them. Credentials are never logged.
 	Logger *slog.Logger
@@ -88,6 +94,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -110,26 +119,16 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	})
 	log.Debug("S3 client configured", "bucket", opts.Bucket, "region", cfg.Region,
 		"endpoint", opts.Endpoint, "path_style", opts.ForcePathStyle,
-		"max_conns", opts.MaxConns, "timeout", opts.Timeout)
+		"max_conns", opts.MaxConns, "timeout", opts.Timeout, "max_attempts", opts.MaxAttempts)
 	return &Store{client: client, creds: cfg.Credentials, bucket: opts.Bucket, log: log}, nil
 }
 
-// loadOptions turns opts into SDK configuration. The HTTP client is the
-// SDK's own buildable one, so the standard retryer (3 attempts with
-// exponential backoff and jitter, on 5xx, throttling and connection errors)
-// stays as the SDK configures it.
+// loadOptions turns opts into SDK configuration: our HTTP client and
+// retryer (see retry.go) in place of the SDK's defaults.
 func loadOptions(opts Options, log *slog.Logger) []func(*config.LoadOptions) error {
-	httpClient := awshttp.NewBuildableClient().
-		WithTransportOptions(func(tr *http.Transport) {
-			tr.MaxConnsPerHost = opts.MaxConns
-			tr.MaxIdleConnsPerHost = opts.MaxConns
-			tr.ResponseHeaderTimeout = opts.Timeout
-		}).
-		// A body that stalls is cut off instead of hanging a reader
-		// forever; the timer restarts on every byte received.
-		WithReadTimeout(opts.Timeout)
 	lo := []func(*config.LoadOptions) error{
-		config.WithHTTPClient(httpClient),
+		config.WithHTTPClient(newHTTPClient(opts.MaxConns, opts.Timeout)),
+		config.WithRetryer(func() aws.Retryer { return newRetryer(opts.MaxAttempts) }),
 		config.WithLogger(sdkLogger{log}),
 	}
 	if opts.Region != "" {
@@ -168,9 +167,9 @@ func (s *Store) Check(ctx context.Context, prefix string) error {
 		Prefix:    aws.String(prefix),
 		Delimiter: aws.String("/"),
 		MaxKeys:   aws.Int32(1),
-	})
+	}, func(o *s3.Options) { o.RetryMaxAttempts = min(checkAttempts, o.Retryer.MaxAttempts()) })
 	if err != nil {
-		return fmt.Errorf("check s3://%s/%s: %w", s.bucket, prefix, translate(err, opList))
+		return fmt.Errorf("check s3://%s/%s: %w", s.bucket, prefix, translate(asTimeout(ctx, err), opList))
 	}
 	return nil
 }

@@ -190,8 +190,14 @@ func connectS3(cfg mountConfig, log *slog.Logger) (*s3store.Store, error) {
 	store, err := s3store.New(ctx, s3store.Options{
 		Bucket: cfg.Source.Bucket, Region: cfg.Region, Profile: cfg.Profile,
 		Endpoint: cfg.Endpoint, ForcePathStyle: cfg.ForcePathStyle,
-		MaxConns: cfg.MaxFetches + 16, // the GETs plus listings
-		Logger:   log,
+		// One connection per cache GET the gate lets run, plus room for
+		// listings and uncached reads (a full cache), which it does
+		// not count: no GET waits for a connection, and every one is
+		// kept for reuse.
+		MaxConns:    cfg.MaxFetches + 16,
+		Timeout:     cfg.S3Timeout,
+		MaxAttempts: cfg.S3MaxAttempts,
+		Logger:      log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configure S3 client: %w", err)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"s3cachefs/blockcache/s3store"
 	"s3cachefs/index"
 )
 
@@ -34,15 +35,17 @@ type mountConfig struct {
 	UID, GID        uint32
 	FileMode        uint32
 	DirMode         uint32
-	Prefetch        []string // mount-relative paths to prefetch once mounted
-	PrefetchObjects int      // objects a prefetch job fetches at once
-	MaxFetches      int      // ranged GETs in flight
-	MaxCacheSize    int64    // bytes; 0 = no limit but free space
-	MinFree         minFree  // kept free on the cache filesystem
-	MetricsAddr     string   // HOST:PORT serving Prometheus metrics; "" = off
-	Passthrough     bool     // hand complete files to the kernel when it allows
-	PartSize        int64    // bytes one ranged GET asks for
-	ReadAhead       int64    // largest read-ahead window of a sequential reader
+	Prefetch        []string      // mount-relative paths to prefetch once mounted
+	PrefetchObjects int           // objects a prefetch job fetches at once
+	MaxFetches      int           // ranged GETs in flight
+	MaxCacheSize    int64         // bytes; 0 = no limit but free space
+	MinFree         minFree       // kept free on the cache filesystem
+	MetricsAddr     string        // HOST:PORT serving Prometheus metrics; "" = off
+	Passthrough     bool          // hand complete files to the kernel when it allows
+	PartSize        int64         // bytes one ranged GET asks for
+	ReadAhead       int64         // largest read-ahead window of a sequential reader
+	S3Timeout       time.Duration // longest wait for response headers or a silent body
+	S3MaxAttempts   int           // attempts per S3 request, the first included
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -80,6 +83,8 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	passthrough := fs.Bool("passthrough", true, "let the kernel read complete cached files straight from SSD (FUSE passthrough; Linux 6.9+, root); false serves every read through the daemon")
 	partSize := fs.String("part-size", "8MiB", "bytes one ranged GET asks for (1MiB to 64MiB)")
 	readAhead := fs.String("read-ahead", "64MiB", "largest read-ahead window of a sequential reader (0 to 1GiB)")
+	s3Timeout := fs.Duration("s3-timeout", s3store.DefaultTimeout, "how long an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)")
+	s3Attempts := fs.Int("s3-max-attempts", s3store.DefaultMaxAttempts, "attempts per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter (1 to 100)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
@@ -146,6 +151,14 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.ReadAhead, err = parseSizeIn("--read-ahead", *readAhead, 0, 1<<30); err != nil {
 		return cfg, err
 	}
+	if *s3Timeout < time.Second || *s3Timeout > 10*time.Minute {
+		return cfg, fmt.Errorf("--s3-timeout must be 1s to 10m, got %v", *s3Timeout)
+	}
+	cfg.S3Timeout = *s3Timeout
+	if *s3Attempts < 1 || *s3Attempts > 100 {
+		return cfg, fmt.Errorf("--s3-max-attempts must be 1 to 100, got %d", *s3Attempts)
+	}
+	cfg.S3MaxAttempts = *s3Attempts
 	if cfg.MetricsAddr, err = parseMetricsAddr(*metricsAddr); err != nil {
 		return cfg, err
 	}

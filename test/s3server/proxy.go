@@ -10,14 +10,25 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // Proxy is a reverse proxy on 127.0.0.1 in front of a Server that counts
-// the requests passing through it. Point a client at Proxy.Endpoint with
-// the Server's credentials: the Host header goes upstream unchanged, so
-// SigV4 signatures still verify. Bodies are streamed, not buffered.
+// the requests passing through it, and can slow down (SetRate) or break
+// (SetFaults, ReplaceMidRead, in faults.go) GetObject responses. Point a
+// client at Proxy.Endpoint with the Server's credentials: the Host header
+// goes upstream unchanged, so SigV4 signatures still verify. Bodies are
+// streamed, not buffered.
 type Proxy struct {
 	Endpoint string // http://127.0.0.1:PORT
+
+	// Set once in NewProxy.
+	target    *url.URL
+	transport *http.Transport
+	client    *s3.Client // uploads for ReplaceMidRead
+
+	inj injector
 
 	getObject, list, head, other, getBytes atomic.Int64
 	rate                                   atomic.Int64 // GetObject body bytes/s per request; 0 = unlimited
@@ -40,8 +51,8 @@ func (s *Server) NewProxy(t testing.TB) *Proxy {
 	if err != nil {
 		t.Fatalf("parse endpoint %q: %v", s.Endpoint, err)
 	}
-	p := &Proxy{}
 	transport := &http.Transport{DisableCompression: true}
+	p := &Proxy{target: target, transport: transport, client: s.Client(t)}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
@@ -56,6 +67,9 @@ func (s *Server) NewProxy(t testing.TB) *Proxy {
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.countRequest(r)
+		if classify(r) == kindGetObject && p.serveFault(w, r) {
+			return
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(func() {
