@@ -30,6 +30,12 @@
 // read-ahead window of two parts and doubles it up to Options.ReadAhead; a
 // random read resets it. At most Options.MaxFetches GETs are in flight.
 //
+// The Source retries failed requests; a body that breaks off midway (reset,
+// truncation, a stall cut by the Source's timeout) is retried here, from
+// the first block still missing, since whole blocks read before the break
+// are committed. A part gives up after five broken bodies that brought no
+// new block; the read then fails for that file only.
+//
 // # Checks
 //
 // Each block's CRC-32C is recorded with its presence. A block is read back
