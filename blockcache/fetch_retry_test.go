@@ -127,3 +127,29 @@ func TestFailedRequestIsFinal(t *testing.T) {
 		t.Errorf("%d GETs for one failed request, want 1", gets)
 	}
 }
+
+// TestUncachedReadRetriesBrokenBodies: with no room to cache, a read goes
+// straight to S3, and a body that breaks is asked for again within the
+// same budget as a fetch.
+func TestUncachedReadRetriesBrokenBodies(t *testing.T) {
+	f := newFixture(t, Options{ReadAhead: -1, MaxBytes: 1})
+	data := randBytes(34, testPart)
+	obj := f.src.Put("u", data)
+	faults := breakBodies(f.src, map[string]int{"u": 0})
+	h := f.openHandle(obj)
+	p := make([]byte, len(data))
+	if _, err := h.ReadAt(context.Background(), p, 0); err == nil {
+		t.Fatal("uncached read of an object whose bodies always break: no error")
+	}
+	if n := faults.getsOf("u"); n != maxBodyFailures {
+		t.Errorf("%d GETs before giving up, want maxBodyFailures = %d", n, maxBodyFailures)
+	}
+	faults.heal("u")
+	n, err := h.ReadAt(context.Background(), p, 0)
+	if err != nil || !bytes.Equal(p[:n], data) {
+		t.Fatalf("uncached read once healed: %d bytes, %v; equal %v", n, err, bytes.Equal(p[:n], data))
+	}
+	if s := f.c.Stats(); s.Uncached == 0 || s.BytesFromS3 != 0 {
+		t.Errorf("stats %+v: want uncached reads and nothing cached", s)
+	}
+}

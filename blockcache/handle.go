@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -157,17 +158,47 @@ func (h *Handle) Close() error {
 }
 
 // readUncached serves a read straight from S3 when the cache has no room
-// for it; nothing is written or recorded.
+// for it; nothing is written or recorded. A body that breaks off is asked
+// for again from where it stopped, within the same budget as a fetch.
 func (c *Cache) readUncached(ctx context.Context, o *object, p []byte, off int64) (int, error) {
+	done := 0
+	for attempt, failures := 1, 0; ; attempt++ {
+		n, err := c.getInto(ctx, o, p[done:], off+int64(done))
+		done += n
+		if err == nil {
+			c.uncached.Add(1)
+			return done, nil
+		}
+		var body *bodyError
+		if !errors.As(err, &body) || ctx.Err() != nil {
+			return 0, err
+		}
+		if n == 0 {
+			failures++
+		}
+		if failures >= maxBodyFailures {
+			return 0, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+		}
+		select {
+		case <-time.After(retryWait(attempt)):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// getInto fills p with the bytes at off of o with one ranged GET. It
+// returns how many bytes it got; a body that breaks off wraps *bodyError.
+func (c *Cache) getInto(ctx context.Context, o *object, p []byte, off int64) (int, error) {
+	what := fmt.Sprintf("%s bytes %d-%d", o.obj.Key, off, off+int64(len(p))-1)
 	body, err := c.src.GetRange(ctx, o.obj.Key, o.obj.ETag, off, int64(len(p)))
 	if err != nil {
-		return 0, fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, off+int64(len(p))-1, err)
+		return 0, fmt.Errorf("get %s: %w", what, err)
 	}
 	defer body.Close()
 	n, err := io.ReadFull(body, p)
 	if err != nil {
-		return 0, fmt.Errorf("read %s bytes %d-%d: %w", o.obj.Key, off, off+int64(len(p))-1, err)
+		return n, fmt.Errorf("read %s: %w", what, &bodyError{err})
 	}
-	c.uncached.Add(1)
 	return n, nil
 }
