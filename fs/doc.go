@@ -42,10 +42,13 @@
 //
 // The kernel fails (EIO) an open whose mode differs from the other opens
 // of its inode: a passthrough open beside a cached one, or the reverse.
-// So each file node counts its open handles by mode; while daemon-mode
-// handles are open a new open stays in daemon mode even if the file has
-// since completed, and while passthrough handles are open every new open
-// is passthrough (go-fuse reuses the inode's backing file). A partial file
+// go-fuse keeps one backing file per inode while passthrough opens of it
+// are live, and makes every new open passthrough with it; only when there
+// is none does it ask the handle (PassthroughFd), under its backing lock.
+// The mode is decided there and only there: yes only for a complete,
+// checked file and only while no cached open of the inode is live (each
+// file node counts them). So a file that completes while it is open through
+// the daemon keeps taking daemon-mode opens until those close. A partial file
 // is never handed to the kernel: its holes would read as zeros.
 //
 // # Errors

@@ -22,15 +22,14 @@ type fileNode struct {
 	m    *shared // set once at creation
 	path string  // set once at creation; relative to the mount root
 
-	mu          sync.Mutex   // guards obj, lastVersion, ptOpens and daemonOpens
+	mu          sync.Mutex   // guards obj, lastVersion and cachedOpens
 	obj         index.Object // the version this node serves; its Version never changes
 	lastVersion string       // Version of the last successful open; "" before one
-	// ptOpens and daemonOpens count the open handles of each mode. The
-	// kernel fails (EIO) an open whose mode differs from other opens of
-	// the inode, so while one mode has handles every new open takes it.
-	// Both are raised before the kernel learns of an open and lowered
-	// after it forgot one, so they never undercount the kernel's.
-	ptOpens, daemonOpens int
+	// cachedOpens counts the open handles the kernel may hold in its
+	// cached (not passthrough) mode: those whose PassthroughFd said no,
+	// until their Release. The kernel releases a file before it sends
+	// RELEASE, so this never undercounts the kernel's cached opens.
+	cachedOpens int
 }
 
 var (
@@ -77,50 +76,34 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, n.fail("open", err)
 	}
 	n.m.open.Add(1)
+	n.m.opens.Add(1)
 	h := &handle{node: n, f: f, size: obj.Size, backing: f.Backing()}
-	h.passthrough, h.keepCache = n.opened(obj.Version(), h.backing != nil && n.m.passthrough.Load())
 	var fuseFlags uint32
-	if h.keepCache {
+	if n.reopened(obj.Version()) {
+		// go-fuse drops it again if the open turns out passthrough:
+		// the page cache is then the cache file's own.
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
-	}
-	if h.passthrough {
-		// go-fuse asks h.PassthroughFd for the backing file (or reuses
-		// the one of the inode's other passthrough opens) and drops
-		// KEEP_CACHE: the page cache is the cache file's own.
-		n.m.opensPT.Add(1)
-	} else {
-		n.m.opensDaemon.Add(1)
 	}
 	return h, fuseFlags, fs.OK
 }
 
-// opened records an open of version and returns its mode: passthrough
-// when the file could be (canPT) and no daemon-mode handle is open, or
-// whenever passthrough handles are; keepCache when the previous open of
-// this node was of the same version, so pages the kernel cached then are
-// still the right bytes.
-func (n *fileNode) opened(version string, canPT bool) (passthrough, keepCache bool) {
+// reopened records an open of version and reports whether the previous
+// open of this node was of the same version, so that pages the kernel
+// cached then are still the right bytes.
+func (n *fileNode) reopened(version string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	keepCache = n.lastVersion == version
+	same := n.lastVersion == version
 	n.lastVersion = version
-	passthrough = n.ptOpens > 0 || canPT && n.daemonOpens == 0
-	if passthrough {
-		n.ptOpens++
-	} else {
-		n.daemonOpens++
-	}
-	return passthrough, keepCache
+	return same
 }
 
-// closed records the release of a handle of the given mode.
-func (n *fileNode) closed(passthrough bool) {
+// released forgets the kernel's cached open of h, if it was one.
+func (n *fileNode) released(h *handle) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if passthrough {
-		n.ptOpens--
-	} else {
-		n.daemonOpens--
+	if h.cached {
+		n.cachedOpens--
 	}
 }
 
@@ -160,9 +143,10 @@ type handle struct {
 	// backing is the complete, checked cache file, or nil; the handle
 	// owns it and closes it in Release.
 	backing *os.File
-	// passthrough: the kernel reads backing itself; Read is not called.
-	passthrough bool
-	keepCache   bool
+	// cached is set, under node.mu, when PassthroughFd kept the open in
+	// the kernel's cached mode; otherwise the kernel reads backing itself
+	// and Read is never called.
+	cached bool
 }
 
 var (
@@ -171,14 +155,24 @@ var (
 	_ = (fs.FilePassthroughFder)((*handle)(nil))
 )
 
-// PassthroughFd gives go-fuse the file the kernel should read for a
-// passthrough open. go-fuse asks once per inode, and only when Open set
-// no other mode; false keeps the open in daemon mode.
+// PassthroughFd decides whether an open is a passthrough open. go-fuse
+// calls it after Open, under its lock for backing files, and only when the
+// inode has no backing file registered: while it has one, every open is
+// made passthrough with it (the kernel insists), and this is not called.
+// So here the kernel holds no passthrough open of the inode, and the one
+// way to fail the open (EIO) is to register a backing file while it holds
+// a cached open: refuse while cachedOpens says it might.
 func (h *handle) PassthroughFd() (int, bool) {
-	if !h.passthrough || h.backing == nil {
-		return 0, false
+	n := h.node
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if h.backing != nil && n.m.passthrough.Load() && n.cachedOpens == 0 {
+		return int(h.backing.Fd()), true
 	}
-	return int(h.backing.Fd()), true
+	h.cached = true
+	n.cachedOpens++
+	n.m.opensDaemon.Add(1)
+	return 0, false
 }
 
 // Read reads into the kernel's buffer with the request's context, so an
@@ -201,7 +195,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 // Release closes the handle when the last descriptor sharing it closes.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.node.m.open.Add(-1)
-	h.node.closed(h.passthrough)
+	h.node.released(h)
 	if h.backing != nil {
 		// The kernel holds its own reference to a passthrough backing
 		// file, and no read is in flight once RELEASE comes.

@@ -123,10 +123,14 @@ type Stats struct {
 
 // Stats returns the counters.
 func (r *Root) Stats() Stats {
+	// An open is passthrough unless PassthroughFd kept it cached; one
+	// whose PassthroughFd call is still to come counts as passthrough
+	// for that moment.
+	daemon := r.m.opensDaemon.Load()
 	s := Stats{
 		Passthrough:      r.m.passthrough.Load(),
-		OpensPassthrough: r.m.opensPT.Load(),
-		OpensDaemon:      r.m.opensDaemon.Load(),
+		OpensPassthrough: max(r.m.opens.Load()-daemon, 0),
+		OpensDaemon:      daemon,
 		ReadsSpliced:     r.m.splicedReads.Load(),
 		BytesSpliced:     r.m.spliced.Load(),
 	}
@@ -148,7 +152,7 @@ type shared struct {
 	passthrough    atomic.Bool
 	passthroughOff atomic.Value // string: why passthrough is off
 
-	opensPT, opensDaemon, splicedReads, spliced atomic.Int64
+	opens, opensDaemon, splicedReads, spliced atomic.Int64
 }
 
 // dirAttr fills out with the attributes every folder shares.
