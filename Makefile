@@ -5,6 +5,9 @@
 #   make vet     gofmt and go vet
 #   make test    deps + vet + every test, with the race detector
 #   make demo    deps + build + a walk through the main job (test/demo.sh)
+#   make bench   deps + bench-deps + the benchmark against local disk, aws s3 sync
+#                and rclone (test/bench; root, ~15 GB in /var/tmp, 10-20 min);
+#                flags through BENCH_FLAGS, e.g. make bench BENCH_FLAGS="-quick -keep"
 
 GO       ?= go
 GOPATH   := $(shell $(GO) env GOPATH)
@@ -13,19 +16,20 @@ BIN      := bin/s3cachefs
 # System packages: FUSE, the AWS CLI and numpy for the end-to-end tests and
 # the demo, and a C toolchain because the race detector needs cgo.
 APT_PACKAGES      := ca-certificates fuse3 awscli python3-numpy gcc libc6-dev
+# What only the benchmark needs: rclone is one of the peers it measures.
+BENCH_APT_PACKAGES := rclone
+BENCH_FLAGS       ?=
 VERSITYGW_VERSION := v1.8.0
 VERSITYGW         := $(firstword $(subst :, ,$(GOPATH)))/bin/versitygw
 
 # apt needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: all deps build vet test demo clean
-
-all: build
-
-deps:
+# apt-install-missing installs the Debian packages $(1) that are not yet
+# installed; it does nothing when all are.
+define apt-install-missing
 	@missing=""; \
-	for p in $(APT_PACKAGES); do \
+	for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -33,10 +37,21 @@ deps:
 		$(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
+endef
+
+.PHONY: all deps bench-deps build vet test demo bench clean
+
+all: build
+
+deps:
+	$(call apt-install-missing,$(APT_PACKAGES))
 	@if ! $(GO) version -m $(VERSITYGW) 2>/dev/null | grep -Eq "^\s+mod\s+github.com/versity/versitygw\s+$(VERSITYGW_VERSION)\s"; then \
 		echo "installing versitygw $(VERSITYGW_VERSION)"; \
 		GOBIN=$(dir $(VERSITYGW)) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
 	fi
+
+bench-deps:
+	$(call apt-install-missing,$(BENCH_APT_PACKAGES))
 
 build:
 	$(GO) build -o $(BIN) ./cmd/s3cachefs
@@ -51,6 +66,9 @@ test: deps vet
 
 demo: deps build
 	VERSITYGW=$(VERSITYGW) bash test/demo.sh
+
+bench: deps bench-deps
+	VERSITYGW=$(VERSITYGW) $(GO) run ./test/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,109 @@
+// Command bench is `make bench`: it measures s3cachefs side by side with
+// local disk, a single-connection GET, `aws s3 sync`, `rclone copy` and
+// `rclone mount --vfs-cache-mode full` for every target of issue 5, and
+// prints a markdown table of medians and ratios.
+//
+// Everything runs on 127.0.0.1 and is set up by the program in its work
+// dir: a versitygw S3 server, a proxy in front of it that models S3 (a
+// delay to first byte and a per-connection bandwidth limit) and counts
+// requests, a generated dataset, and the s3cachefs binary built from this
+// checkout. Every client goes through the proxy; the upload does not.
+//
+// It must run as root: it mounts FUSE filesystems and drops the page cache
+// (/proc/sys/vm/drop_caches) between cold and warm figures. Every mount and
+// process it starts is stopped on exit, also after an error or Ctrl-C.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the command line.
+type config struct {
+	work       string        // work dir; holds everything the run makes
+	keep       bool          // keep the work dir (dataset, S3 data) for a quick rerun
+	runs       int           // runs per short figure; medians are reported
+	ttfb       time.Duration // proxy delay before the first byte of each response
+	rate       float64       // proxy bandwidth per connection, bytes/s (0: unlimited)
+	readers    int           // parallel readers for split reads
+	quick      bool          // small dataset for a smoke run
+	mountFlags []string      // extra flags for `s3cachefs mount`
+	out        string        // file the table is written to
+	args       []string      // the command line, for the report
+}
+
+const usage = `usage: go run ./test/bench [flags]   (or: make bench BENCH_FLAGS="...")
+
+Measures s3cachefs against local disk and its peers on 127.0.0.1 and prints
+a markdown table. Needs root, FUSE, versitygw, /usr/bin/aws and rclone.
+
+flags:
+`
+
+func parseFlags(args []string) (config, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	cfg := config{args: args}
+	var rateMB float64
+	var mountFlags string
+	fs.StringVar(&cfg.work, "work", "/var/tmp/s3cachefs-bench", "work dir (needs ~15 GB; ~1 GB with -quick)")
+	fs.BoolVar(&cfg.keep, "keep", false, "keep the work dir: a rerun reuses the dataset and S3 data")
+	fs.IntVar(&cfg.runs, "runs", 3, "runs of each short figure (medians are reported)")
+	fs.DurationVar(&cfg.ttfb, "ttfb", 20*time.Millisecond, "proxy delay before the first byte of every response")
+	fs.Float64Var(&rateMB, "rate", 90, "proxy bandwidth per connection in MB/s (1e6 bytes/s); 0 = unlimited")
+	fs.IntVar(&cfg.readers, "readers", 8, "parallel readers for reads of a split")
+	fs.BoolVar(&cfg.quick, "quick", false, "small dataset (8+4 files of 8 MiB, 200 small files) for a smoke run")
+	fs.StringVar(&mountFlags, "mount-flags", "", "extra flags for `s3cachefs mount`, e.g. \"--max-fetches 64\"")
+	fs.StringVar(&cfg.out, "out", "", "also write the table to this file (default WORK/../s3cachefs-bench.md)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if cfg.runs < 1 || cfg.readers < 1 || rateMB < 0 || cfg.ttfb < 0 {
+		return cfg, errors.New("-runs and -readers must be at least 1, -rate and -ttfb not negative")
+	}
+	cfg.rate = rateMB * 1e6
+	cfg.mountFlags = strings.Fields(mountFlags)
+	abs, err := filepath.Abs(cfg.work)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.work = abs
+	if cfg.out == "" {
+		cfg.out = filepath.Join(filepath.Dir(abs), "s3cachefs-bench.md")
+	}
+	return cfg, nil
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	// The first Ctrl-C cancels the run and lets cleanup unmount
+	// everything; stop() restores the default so a second one kills.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
