@@ -104,7 +104,7 @@ type Cache struct {
 	ctx    context.Context // lifetime of fetches; cancelled by Close
 	cancel context.CancelFunc
 	gate   *gate // bounds the GETs in flight; reads go first
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // fetches in flight
 
 	mu   sync.Mutex         // guards objs, checked and closed
 	objs map[string]*object // object versions in use, by ID
@@ -115,6 +115,10 @@ type Cache struct {
 	checked map[string]index.Blocks
 	// closed is set by Close; Open fails afterwards.
 	closed bool
+
+	flusher sync.WaitGroup       // flushTouches; ends at Close
+	touchMu sync.Mutex           // guards touches
+	touches map[string]time.Time // access times not yet written, by ID
 
 	evictMu sync.Mutex   // serialises reservations and eviction
 	used    atomic.Int64 // SSD bytes of recorded blocks plus reservations
@@ -146,11 +150,14 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		gate:    newGate(opts.MaxFetches),
 		objs:    make(map[string]*object),
 		checked: make(map[string]index.Blocks),
+		touches: make(map[string]time.Time),
 	}
 	if err := c.loadUsage(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("read cache usage: %w", err)
 	}
+	c.flusher.Add(1)
+	go c.flushTouches()
 	return c, nil
 }
 
@@ -162,6 +169,7 @@ func (c *Cache) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
+	c.flusher.Wait() // after its last flush
 	c.mu.Lock()
 	objs := c.objs
 	c.objs = make(map[string]*object)
@@ -205,8 +213,14 @@ func (c *Cache) Open(ctx context.Context, obj index.Object) (*Handle, error) {
 // rewrites it: eviction needs recency, not a write per open.
 const touchEvery = time.Minute
 
-// touch records that o was opened now, at most once per touchEvery. Only
-// objects with a record (some block present) are touched.
+// touchFlushEvery is how often recorded access times are written to the
+// index, all in one transaction: a write (two fsyncs) per open would make
+// the first open of every small file after a restart wait for the disk.
+const touchFlushEvery = time.Second
+
+// touch notes that o was opened now, at most once per touchEvery; the
+// time reaches the index with the next flush. Only objects with a record
+// (some block present) are touched.
 func (c *Cache) touch(o *object) {
 	now := time.Now()
 	o.mu.Lock()
@@ -218,8 +232,39 @@ func (c *Cache) touch(o *object) {
 	if !stale {
 		return
 	}
-	if err := c.db.Touch(o.id, now); err != nil {
-		c.log.Warn("record access time", "key", o.obj.Key, "err", err)
+	c.touchMu.Lock()
+	c.touches[o.id] = now
+	c.touchMu.Unlock()
+}
+
+// flushTouches writes the noted access times every touchFlushEvery, and
+// once more when the cache closes.
+func (c *Cache) flushTouches() {
+	defer c.flusher.Done()
+	tick := time.NewTicker(touchFlushEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			c.flushTouchesNow()
+		case <-c.ctx.Done():
+			c.flushTouchesNow()
+			return
+		}
+	}
+}
+
+func (c *Cache) flushTouchesNow() {
+	c.touchMu.Lock()
+	batch := c.touches
+	if len(batch) == 0 {
+		c.touchMu.Unlock()
+		return
+	}
+	c.touches = make(map[string]time.Time)
+	c.touchMu.Unlock()
+	if err := c.db.TouchAll(batch); err != nil {
+		c.log.Warn("record access times", "objects", len(batch), "err", err)
 	}
 }
 

@@ -134,3 +134,27 @@ func TestForgetDropsGoneVersions(t *testing.T) {
 		t.Fatalf("usage %d after forgetting the only object", f.c.Stats().UsedBytes)
 	}
 }
+
+// TestAccessTimesReachTheIndex: opens note access times in memory (no
+// index write on the open path); Close writes them.
+func TestAccessTimesReachTheIndex(t *testing.T) {
+	f := newFixture(t, Options{})
+	obj := f.cached("t", randBytes(80, testPart))
+	id := ObjectID("bucket", obj)
+	if err := f.db.TouchAll(map[string]time.Time{id: time.Unix(1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+	f.open(Options{})
+	start := time.Now()
+	f.openHandle(obj).Close()
+	f.close()
+	f.open(Options{})
+	rec, ok, err := f.db.Record(id)
+	if err != nil || !ok {
+		t.Fatalf("record: %v %v", ok, err)
+	}
+	if rec.LastAccess.Before(start.Add(-time.Second)) {
+		t.Fatalf("LastAccess %v after an open at %v: the access time was not written", rec.LastAccess, start)
+	}
+}

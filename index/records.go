@@ -3,6 +3,8 @@ package index
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -196,6 +198,34 @@ func (db *DB) Touch(id string, t time.Time) error {
 	})
 	if err != nil {
 		return fmt.Errorf("touch %s: %w", id, err)
+	}
+	return nil
+}
+
+// TouchAll sets the LastAccess of each record named in times, in one
+// transaction. Records that are missing are skipped, as by Touch.
+func (db *DB) TouchAll(times map[string]time.Time) error {
+	if len(times) == 0 {
+		return nil
+	}
+	ids := slices.Sorted(maps.Keys(times)) // bbolt writes sorted keys best
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, id := range ids {
+			if id == "" {
+				continue
+			}
+			err := updateRecord(tx, id, func(r *Record) error {
+				r.LastAccess = times[id]
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("touch %d records: %w", len(ids), err)
 	}
 	return nil
 }

@@ -249,3 +249,22 @@ func TestAddBlocksSumsRoundTrip(t *testing.T) {
 		t.Fatalf("truncated checksums: %v", err)
 	}
 }
+
+func TestTouchAll(t *testing.T) {
+	db := openTest(t)
+	a := Record{ID: "a", Key: "k/a", Version: "v", Size: 10, BlockSize: 4}
+	if _, err := db.AddBlocksSums(a, 0, []uint32{1}); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := db.TouchAll(map[string]time.Time{"a": when, "missing": when}); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := db.Record("a")
+	if err != nil || !ok || !got.LastAccess.Equal(when) {
+		t.Fatalf("record a after TouchAll: %+v %v %v; want LastAccess %v", got, ok, err, when)
+	}
+	if _, ok, _ := db.Record("missing"); ok {
+		t.Fatal("TouchAll created a record")
+	}
+}
