@@ -103,7 +103,7 @@ type Cache struct {
 	log    *slog.Logger
 	ctx    context.Context // lifetime of fetches; cancelled by Close
 	cancel context.CancelFunc
-	gate   *gate // bounds the GETs in flight; reads go first
+	gate   *gate          // bounds the GETs in flight; reads go first
 	wg     sync.WaitGroup // fetches in flight
 
 	mu   sync.Mutex         // guards objs, checked and closed
