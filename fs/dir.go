@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"hash/fnv"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -17,11 +19,17 @@ type dirNode struct {
 
 	m    *shared // set once at creation
 	path string  // set once at creation; "" for the root, else "a/b"
+
+	mu sync.Mutex // guards served
+	// served fingerprints the entries last handed to the kernel by an
+	// open of this folder; 0 before the first.
+	served uint64
 }
 
 var (
 	_ = (fs.NodeLookuper)((*dirNode)(nil))
 	_ = (fs.NodeReaddirer)((*dirNode)(nil))
+	_ = (fs.NodeOpendirHandler)((*dirNode)(nil))
 	_ = (fs.NodeGetattrer)((*dirNode)(nil))
 )
 
@@ -78,6 +86,43 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, d.m.errno("readdir", d.path, err)
 	}
+	return fs.NewListDirStream(d.dirEntries(entries)), fs.OK
+}
+
+// OpendirHandle opens the folder with its listing as it is now. While the
+// entries are the ones this node last handed to the kernel, the kernel may
+// keep them (FOPEN_CACHE_DIR and FOPEN_KEEP_CACHE): a second `ls` of a big
+// folder then costs the daemon nothing. When they changed (a listing
+// refreshed after the TTL), the open asks for no caching, which makes the
+// kernel drop what it kept.
+func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	entries, err := d.m.opts.Tree.ReadDir(ctx, d.path)
+	if err != nil {
+		return nil, 0, d.m.errno("readdir", d.path, err)
+	}
+	var fuseFlags uint32
+	if d.serve(fingerprint(entries)) {
+		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	// go-fuse's list stream is a directory handle: Readdirent, Seekdir
+	// and Releasedir.
+	return fs.NewListDirStream(d.dirEntries(entries)), fuseFlags, fs.OK
+}
+
+// serve records that entries with fingerprint fp go to the kernel and
+// reports whether what the kernel may have kept from earlier opens is
+// still right: on the node's first open (a new kernel inode keeps
+// nothing), or when nothing changed since.
+func (d *dirNode) serve(fp uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	same := d.served == 0 || d.served == fp
+	d.served = fp
+	return same
+}
+
+// dirEntries turns the Tree's entries into the kernel's.
+func (d *dirNode) dirEntries(entries []index.Entry) []fuse.DirEntry {
 	out := make([]fuse.DirEntry, 0, len(entries))
 	for _, e := range entries {
 		mode := uint32(syscall.S_IFREG)
@@ -86,5 +131,20 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		}
 		out = append(out, fuse.DirEntry{Name: e.Name, Mode: mode, Ino: inoOf(join(d.path, e.Name))})
 	}
-	return fs.NewListDirStream(out), fs.OK
+	return out
+}
+
+// fingerprint hashes what the kernel keeps of a listing: names and kinds
+// (inode numbers follow from the names). Never 0.
+func fingerprint(entries []index.Entry) uint64 {
+	h := fnv.New64a()
+	for _, e := range entries {
+		kind := byte('f')
+		if e.IsDir {
+			kind = 'd'
+		}
+		h.Write([]byte(e.Name))
+		h.Write([]byte{0, kind})
+	}
+	return max(h.Sum64(), 1)
 }

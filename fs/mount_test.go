@@ -298,3 +298,34 @@ func TestMountFailure(t *testing.T) {
 		t.Errorf("failed mount left %s mounted", missing)
 	}
 }
+
+// TestMountDirCache: the kernel may keep a folder's entries between opens,
+// but a listing that changed reaches the next reader.
+func TestMountDirCache(t *testing.T) {
+	fx := newFixture(map[string]int{"d/a": 1, "d/b": 2})
+	mnt, _ := mountFixture(t, fx, time.Second)
+	names := func() []string {
+		t.Helper()
+		es, err := os.ReadDir(filepath.Join(mnt, "d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	for i := range 3 {
+		if got := names(); !slices.Equal(got, []string{"a", "b"}) {
+			t.Fatalf("readdir %d: %v, want [a b]", i+1, got)
+		}
+	}
+	fx.set("d/c", index.Object{Key: "prefix/d/c", Size: 3, ETag: "etag-c", LastModified: fixtureEpoch}, []byte("ccc"))
+	if got := names(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("readdir after the listing changed: %v, want [a b c]", got)
+	}
+	if got := names(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("readdir once more: %v, want [a b c]", got)
+	}
+}
