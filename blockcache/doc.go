@@ -25,10 +25,13 @@
 // response for another version fails with index.ErrStale and nothing of it
 // is recorded. Concurrent readers of one part share one fetch; the fetch
 // runs on the cache's own context, so a reader that gives up does not
-// cancel it for the others. A sequential reader (the first read at offset
-// 0 counts, and reads a part away from the last one still do) starts a
-// read-ahead window of two parts and doubles it up to Options.ReadAhead; a
-// random read resets it. At most Options.MaxFetches GETs are in flight.
+// cancel it for the others. A reader that starts at offset 0 gets a
+// read-ahead window of half Options.ReadAhead at once (most such readers
+// read the whole file, and its parts then download in parallel); another
+// sequential reader (a read within a part of where the last one ended)
+// starts at two parts. Each sequential read quadruples the window up to
+// Options.ReadAhead; a random read resets it. At most Options.MaxFetches
+// GETs are in flight.
 //
 // The Source retries failed requests; a body that breaks off midway (reset,
 // truncation, a stall cut by the Source's timeout) is retried here, from

@@ -126,9 +126,18 @@ func (h *Handle) readAhead(off, end int64) {
 		h.mu.Unlock()
 		return
 	}
-	// Start at two parts (three GETs in flight with the one read waits
-	// for) and double: a whole file's parts are soon all in flight.
-	h.window = min(max(2*h.window, 2*c.opts.PartSize), c.opts.ReadAhead)
+	// A reader starting at offset 0 most likely reads the whole file:
+	// start with half the largest window, so that most of a file's parts
+	// are in flight at once from its first read. Other sequential readers
+	// start at two parts. Each later sequential read quadruples it: a
+	// second read comes only once the first part has arrived.
+	switch {
+	case h.window == 0 && off == 0:
+		h.window = c.opts.ReadAhead / 2
+	default:
+		h.window = max(4*h.window, 2*c.opts.PartSize)
+	}
+	h.window = min(h.window, c.opts.ReadAhead)
 	window := h.window
 	h.mu.Unlock()
 	if h.Complete() {
