@@ -103,6 +103,20 @@ func (c *Cache) fits(n int64) bool {
 	return true
 }
 
+// noRoom turns a cache-file write that found its filesystem full (ENOSPC,
+// or EDQUOT over a quota) into ErrCacheFull, so that the read is served
+// from S3 uncached instead of failing: the free space reserve checked can
+// be taken by another process before the write lands, or never be checked
+// (--min-free 0). Blocks the failed write touched are not recorded, so
+// nothing half-written is ever served.
+func (c *Cache) noRoom(err error) error {
+	if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EDQUOT) {
+		return err
+	}
+	c.full.Store(true)
+	return fmt.Errorf("%w: %w", ErrCacheFull, err)
+}
+
 // freeSpace is what the filesystem of dir has free for us.
 func freeSpace(dir string) (int64, error) {
 	var st unix.Statfs_t

@@ -300,7 +300,7 @@ func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) ([]uint
 			return sums, err
 		}
 		if _, err := o.file.WriteAt(buf[:n], b*bs); err != nil {
-			return sums, fmt.Errorf("write cache file: %w", err)
+			return sums, c.noRoom(fmt.Errorf("write cache file: %w", err))
 		}
 		c.fromS3.Add(n)
 		sums = append(sums, blockSum(buf[:n]))

@@ -44,7 +44,7 @@ func cmdDrop(args []string, stdout io.Writer) error {
 	cacheDir := r.CacheDir
 	switch {
 	case errors.Is(err, errNoDaemon):
-		cacheDir, err = dropDead(c)
+		cacheDir, err = dropDead(c, os.Stderr)
 		if err != nil {
 			return err
 		}
@@ -73,9 +73,9 @@ func cmdDrop(args []string, stdout io.Writer) error {
 }
 
 // dropDead cleans up after a daemon that no longer answers: it detaches a
-// mount left behind and removes the stale socket and state file. It returns
-// the cache dir the daemon used, when known.
-func dropDead(c *client) (string, error) {
+// mount left behind (saying so on notice) and removes the stale socket and
+// state file. It returns the cache dir the daemon used, when known.
+func dropDead(c *client, notice io.Writer) (string, error) {
 	st, stateErr := c.readState()
 	if stateErr == nil && processAlive(st.PID) {
 		return "", fmt.Errorf("the daemon of %s (pid %d) is running but does not answer on %s; not touching its mount", c.mountpoint, st.PID, c.sock)
@@ -91,7 +91,7 @@ func dropDead(c *client) (string, error) {
 		if err := syscall.Unmount(c.mountpoint, syscall.MNT_DETACH); err != nil {
 			return "", fmt.Errorf("unmount %s (its daemon is gone): %w", c.mountpoint, err)
 		}
-		fmt.Fprintf(os.Stderr, "s3cachefs: the daemon of %s had died; removed its mount\n", c.mountpoint)
+		fmt.Fprintf(notice, "s3cachefs: the daemon of %s%s had died; removed its mount\n", c.mountpoint, deadPID(st, stateErr))
 	}
 	os.Remove(c.sock)
 	os.Remove(c.state)
@@ -130,4 +130,13 @@ func processAlive(pid int) bool {
 	}
 	state := stat[i+2]
 	return state != 'Z' && state != 'X'
+}
+
+// deadPID names the dead daemon's pid for the notice, when its state file
+// told it.
+func deadPID(st mountState, stateErr error) string {
+	if stateErr != nil || st.PID <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (pid %d)", st.PID)
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // fsType is the filesystem type our mounts show in /proc/mounts.
@@ -178,4 +181,35 @@ func cleanPath(p string) (string, error) {
 		return real, nil
 	}
 	return abs, nil
+}
+
+// reapDeadMount cleans up the mount a dead daemon left at mp, so that a new
+// mount can take its place: a daemon killed with SIGKILL leaves its mount
+// in the table, and every access to it fails with "transport endpoint is
+// not connected". It detaches such a mount, removes the dead daemon's
+// socket and state file, and says so on notice in one line. It leaves
+// alone a mountpoint that is not an s3cachefs mount (checkMountpoint
+// reports it) and one whose daemon still answers (already mounted).
+func reapDeadMount(mp string, notice io.Writer) error {
+	ours, err := isOurs(mp)
+	if err != nil || !ours {
+		return err
+	}
+	c := newClient(mp)
+	if daemonAnswers(c.sock) {
+		return nil
+	}
+	_, err = dropDead(c, notice)
+	return err
+}
+
+// daemonAnswers reports whether a daemon accepts connections on sock. A
+// daemon that died leaves its socket file behind, but nobody listens.
+func daemonAnswers(sock string) bool {
+	conn, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
