@@ -18,7 +18,7 @@ import (
 // Defaults for Options.
 const (
 	DefaultBlockSize  = 1 << 20
-	DefaultPartSize   = 8 << 20
+	DefaultPartSize   = 4 << 20
 	DefaultMaxFetches = 16
 	DefaultReadAhead  = 64 << 20
 )

@@ -316,7 +316,8 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 		return err
 	}
 	if err := unix.Fdatasync(int(o.file.Fd())); err != nil {
-		return fmt.Errorf("sync cache file: %w", err)
+		// Delayed allocation can report a full disk only here.
+		return c.noRoom(fmt.Errorf("sync cache file: %w", err))
 	}
 	if err := c.fault("record", o.id); err != nil {
 		return err

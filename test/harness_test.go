@@ -53,6 +53,9 @@ func (e *env) childEnv(extra ...string) []string {
 		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(e.home, "no-aws-credentials"),
 		"AWS_PAGER=",
 		"S3CACHEFS_RUNTIME_DIR="+e.runtimeDir,
+		// The race detector sleeps a second at exit by default: every
+		// command of the race-built binary would take that much longer.
+		"GORACE=atexit_sleep_ms=0",
 	)
 	// Later entries win in exec.Cmd, so extra overrides the above.
 	return append(out, extra...)

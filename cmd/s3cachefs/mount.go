@@ -81,7 +81,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	maxCache := fs.String("max-cache-size", "0", "most SSD space the cache may take, e.g. 400GiB (0: no limit but --min-free)")
 	minFreeFlag := fs.String("min-free", "5%", "space kept free on the cache filesystem: a size or a percentage")
 	passthrough := fs.Bool("passthrough", true, "let the kernel read complete cached files straight from SSD (FUSE passthrough; Linux 6.9+, root); false serves every read through the daemon")
-	partSize := fs.String("part-size", "8MiB", "bytes one ranged GET asks for (1MiB to 64MiB)")
+	partSize := fs.String("part-size", "4MiB", "bytes one ranged GET asks for (1MiB to 64MiB)")
 	readAhead := fs.String("read-ahead", "64MiB", "largest read-ahead window of a sequential reader (0 to 1GiB)")
 	s3Timeout := fs.Duration("s3-timeout", s3store.DefaultTimeout, "how long an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)")
 	s3Attempts := fs.Int("s3-max-attempts", s3store.DefaultMaxAttempts, "attempts per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter (1 to 100)")
