@@ -105,6 +105,10 @@ type Cache struct {
 	cancel context.CancelFunc
 	gate   *gate          // bounds the GETs in flight; reads go first
 	wg     sync.WaitGroup // fetches in flight
+	// blocks recycles block-sized buffers (*[]byte): every fetch and
+	// check needs one, and allocating 1 MiB each time costs zeroing and
+	// garbage collection on the busiest path.
+	blocks sync.Pool
 
 	mu   sync.Mutex         // guards objs, checked and closed
 	objs map[string]*object // object versions in use, by ID
@@ -155,6 +159,10 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 	if err := c.loadUsage(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("read cache usage: %w", err)
+	}
+	c.blocks.New = func() any {
+		b := make([]byte, opts.BlockSize)
+		return &b
 	}
 	c.flusher.Add(1)
 	go c.flushTouches()

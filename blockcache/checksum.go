@@ -41,7 +41,9 @@ func (c *Cache) check(o *object, first, last int64) error {
 			continue
 		}
 		if buf == nil {
-			buf = make([]byte, bs)
+			pb := c.blocks.Get().(*[]byte)
+			defer c.blocks.Put(pb)
+			buf = *pb
 		}
 		n := min(bs, o.obj.Size-b*bs)
 		_, err := readFile(o, buf[:n], b*bs)
@@ -98,7 +100,9 @@ func (c *Cache) Scrub(ctx context.Context, obj index.Object) ([]int64, error) {
 	}
 	defer c.release(o)
 	bs := c.opts.BlockSize
-	buf := make([]byte, bs)
+	pb := c.blocks.Get().(*[]byte)
+	defer c.blocks.Put(pb)
+	buf := *pb
 	var damaged []int64
 	o.mu.Lock()
 	nblocks := o.rec.Present.Len()

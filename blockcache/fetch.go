@@ -286,7 +286,9 @@ func (c *Cache) fetchRange(o *object, first, last int64) (int64, error) {
 // block first, and returns the CRC-32C of each block written in full.
 func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) ([]uint32, error) {
 	bs := c.opts.BlockSize
-	buf := make([]byte, bs)
+	pb := c.blocks.Get().(*[]byte)
+	defer c.blocks.Put(pb)
+	buf := *pb
 	var sums []uint32
 	for b := first; b <= last; b++ {
 		n := min(bs, o.obj.Size-b*bs)

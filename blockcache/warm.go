@@ -48,7 +48,7 @@ func (c *Cache) Warm(ctx context.Context, obj index.Object, progress func(bytes 
 			return err
 		}
 		queue = append(queue, c.startFetch(o, p, false))
-		if len(queue) >= warmWindow {
+		if len(queue) >= c.warmWindow() {
 			if err := wait(); err != nil {
 				return err
 			}
@@ -62,5 +62,12 @@ func (c *Cache) Warm(ctx context.Context, obj index.Object, progress func(bytes 
 	return nil
 }
 
+// warmBytes is about how many bytes of one object Warm keeps in flight
+// (at least four parts): enough GETs to fill a fast link from a few
+// objects at a time, whatever the part size.
+const warmBytes = 32 << 20
+
 // warmWindow is how many parts of one object Warm keeps in flight.
-const warmWindow = 4
+func (c *Cache) warmWindow() int {
+	return int(max(4, warmBytes/c.opts.PartSize))
+}
