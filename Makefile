@@ -14,8 +14,9 @@ GOPATH   := $(shell $(GO) env GOPATH)
 BIN      := bin/s3cachefs
 
 # System packages: FUSE, the AWS CLI and numpy for the end-to-end tests and
-# the demo, and a C toolchain because the race detector needs cgo.
-APT_PACKAGES      := ca-certificates fuse3 awscli python3-numpy gcc libc6-dev
+# the demo, a C toolchain because the race detector needs cgo, and mkfs.ext4
+# for the full-disk test's small loop-mounted filesystem.
+APT_PACKAGES      := ca-certificates fuse3 awscli python3-numpy gcc libc6-dev e2fsprogs
 # What only the benchmark needs: rclone is one of the peers it measures.
 BENCH_APT_PACKAGES := rclone
 BENCH_FLAGS       ?=
