@@ -190,8 +190,10 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 			return err
 		}
 		var got int64
-		got, err = c.fetchRange(o, first, last)
-		c.gate.release()
+		var once sync.Once
+		release := func() { once.Do(c.gate.release) }
+		got, err = c.fetchRange(o, first, last, release)
+		release()
 		var body *bodyError
 		if err == nil || !errors.As(err, &body) || !retryable(err) || c.ctx.Err() != nil {
 			break
@@ -236,10 +238,12 @@ func retryable(err error) bool {
 
 // fetchRange fetches blocks [first, last] (trimmed to the ones missing at
 // the ends), writes them to the cache file, makes them durable and records
-// them, and returns how many it recorded. Blocks written before a failure
+// them, and returns how many it recorded. It calls bodyDone once the body
+// is read: the gate bounds GETs, and the fsync and index commit that follow
+// need no connection, so the next GET may start meanwhile. Blocks written before a failure
 // are still made durable and recorded; a failure of the body wraps
 // *bodyError.
-func (c *Cache) fetchRange(o *object, first, last int64) (int64, error) {
+func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64, error) {
 	o.mu.Lock()
 	for first <= last && o.rec.Present.Has(first) {
 		first++
@@ -266,8 +270,9 @@ func (c *Cache) fetchRange(o *object, first, last int64) (int64, error) {
 		c.onFetch(0, start, err)
 		return 0, fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
 	}
-	defer body.Close()
 	sums, copyErr := c.copyBlocks(o, body, first, last)
+	body.Close()
+	bodyDone()
 	c.onFetch(min((first+int64(len(sums)))*bs, end)-off, start, copyErr)
 	if len(sums) > 0 {
 		if err := c.commit(o, first, sums); err != nil {
