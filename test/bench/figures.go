@@ -66,18 +66,27 @@ func (b *bench) trainPaths(root string) []string { return b.spec.paths(root, tra
 // before each when drop is set.
 func (b *bench) measureReads(ctx context.Context, s *stat, paths []string, drop bool) error {
 	for range b.cfg.runs {
-		if drop {
-			if err := dropCaches(); err != nil {
-				return err
-			}
-		}
-		var n int64
-		d, err := timed(func() (err error) { n, err = readFiles(ctx, paths, b.cfg.readers); return err })
-		if err != nil {
+		if err := b.sampleReads(ctx, s, paths, drop); err != nil {
 			return err
 		}
-		s.add(d, n)
 	}
+	return nil
+}
+
+// sampleReads adds one timed read of paths by b.cfg.readers readers to s,
+// dropping the page cache first when drop is set.
+func (b *bench) sampleReads(ctx context.Context, s *stat, paths []string, drop bool) error {
+	if drop {
+		if err := dropCaches(); err != nil {
+			return err
+		}
+	}
+	var n int64
+	d, err := timed(func() (err error) { n, err = readFiles(ctx, paths, b.cfg.readers); return err })
+	if err != nil {
+		return err
+	}
+	s.add(d, n)
 	return nil
 }
 
@@ -97,17 +106,9 @@ func (b *bench) measurePairs(ctx context.Context, runs int, drop bool, a *stat, 
 			s     *stat
 			paths []string
 		}{{a, pathsA}, {bs, pathsB}} {
-			if drop {
-				if err := dropCaches(); err != nil {
-					return err
-				}
-			}
-			var n int64
-			d, err := timed(func() (err error) { n, err = readFiles(ctx, side.paths, b.cfg.readers); return err })
-			if err != nil {
+			if err := b.sampleReads(ctx, side.s, side.paths, drop); err != nil {
 				return err
 			}
-			side.s.add(d, n)
 		}
 	}
 	return nil
@@ -496,17 +497,9 @@ func (b *bench) figRcloneMount(ctx context.Context) error {
 			s    *stat
 			drop bool
 		}{{&b.res.rcCold, false}, {&b.res.rcWarm, true}, {&b.res.rcHot, false}} {
-			if step.drop {
-				if err := dropCaches(); err != nil {
-					return err
-				}
-			}
-			var n int64
-			d, err := timed(func() (err error) { n, err = readFiles(ctx, train, b.cfg.readers); return err })
-			if err != nil {
+			if err := b.sampleReads(ctx, step.s, train, step.drop); err != nil {
 				return err
 			}
-			step.s.add(d, n)
 		}
 		if err := m.c.close(); err != nil {
 			return err
