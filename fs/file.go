@@ -76,7 +76,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, n.fail("open", err)
 	}
 	n.m.open.Add(1)
-	n.m.opens.Add(1)
+	n.m.opensTotal.Add(1)
 	h := &handle{node: n, f: f, size: obj.Size, backing: f.Backing()}
 	var fuseFlags uint32
 	if n.reopened(obj.Version()) {

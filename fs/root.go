@@ -129,7 +129,7 @@ func (r *Root) Stats() Stats {
 	daemon := r.m.opensDaemon.Load()
 	s := Stats{
 		Passthrough:      r.m.passthrough.Load(),
-		OpensPassthrough: max(r.m.opens.Load()-daemon, 0),
+		OpensPassthrough: max(r.m.opensTotal.Load()-daemon, 0),
 		OpensDaemon:      daemon,
 		ReadsSpliced:     r.m.splicedReads.Load(),
 		BytesSpliced:     r.m.spliced.Load(),
@@ -152,7 +152,9 @@ type shared struct {
 	passthrough    atomic.Bool
 	passthroughOff atomic.Value // string: why passthrough is off
 
-	opens, opensDaemon, splicedReads, spliced atomic.Int64
+	// Counters since NewRoot: opens, those kept in daemon mode, and reads
+	// (and their bytes) spliced from complete files.
+	opensTotal, opensDaemon, splicedReads, spliced atomic.Int64
 }
 
 // dirAttr fills out with the attributes every folder shares.
