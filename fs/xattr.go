@@ -39,3 +39,12 @@ func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	return 0, syscall.ENOSYS
 }
+
+var _ = (fs.NodeFlusher)((*fileNode)(nil))
+
+// Flush has nothing to do on a read-only file. ENOSYS tells the kernel
+// so once for the whole mount; otherwise every close(2) of a file would
+// wait for a round trip to the daemon.
+func (n *fileNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
