@@ -7,11 +7,13 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 )
 
+// Operations the mount has no use for answer ENOSYS: the kernel then never
+// sends them again for the whole mount, saving a trip to the daemon each.
+//
 // Objects carry no extended attributes. Answering ENOSYS, rather than
-// "no such attribute" per name, tells the kernel so once for the whole
-// mount: it then answers getxattr and listxattr itself (EOPNOTSUPP), and
-// `ls -l`, which asks for ACLs and security labels of every file, no longer
-// costs two trips to the daemon per file.
+// "no such attribute" per name, makes the kernel answer getxattr and
+// listxattr itself (EOPNOTSUPP), so `ls -l`, which asks for ACLs and
+// security labels of every file, no longer costs two trips per file.
 
 var (
 	_ = (fs.NodeGetxattrer)((*dirNode)(nil))
