@@ -185,7 +185,8 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 // above. The gate is held for each GET, not across the waits between them.
 func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 	var err error
-	for attempt, failures := 1, 0; ; attempt++ {
+	var retries bodyRetries
+	for {
 		if err = c.gate.acquire(c.ctx, isClosed(f.urgent), f.urgent); err != nil {
 			return err
 		}
@@ -194,23 +195,18 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 		release := func() { once.Do(c.gate.release) }
 		got, err = c.fetchRange(o, first, last, release)
 		release()
-		var body *bodyError
-		if err == nil || !errors.As(err, &body) || !retryable(err) || c.ctx.Err() != nil {
+		if c.ctx.Err() != nil {
 			break
 		}
-		if got == 0 {
-			failures++
-		}
-		if failures >= maxBodyFailures {
-			err = fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+		again, final := retries.next(err, got)
+		if !again {
+			err = final
 			break
 		}
-		c.log.Warn("fetch cut short; retrying", "key", o.obj.Key, "attempt", attempt,
+		c.log.Warn("fetch cut short; retrying", "key", o.obj.Key, "attempt", retries.attempt,
 			"blocks_got", got, "err", err)
-		select {
-		case <-time.After(retryWait(attempt)):
-		case <-c.ctx.Done():
-			return c.ctx.Err()
+		if err := retries.wait(c.ctx); err != nil {
+			return err
 		}
 	}
 	switch {
@@ -223,11 +219,42 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 	return err
 }
 
-// retryWait returns the wait before attempt+1: retryBase doubled per
-// attempt up to retryCap, its upper half drawn at random.
-func retryWait(attempt int) time.Duration {
-	d := min(retryCap, retryBase<<min(attempt-1, 16))
-	return d/2 + rand.N(d/2+1)
+// bodyRetries is the retry budget of one read from S3 (a part's fetch, or
+// an uncached read): broken bodies are tried again, within maxBodyFailures
+// that brought no progress.
+type bodyRetries struct {
+	attempt  int // attempts made
+	failures int // broken bodies that brought nothing
+}
+
+// next counts an attempt that ended with err after progress (blocks or
+// bytes got) and reports whether to try again. When not, it returns the
+// error to end with: err itself, or err wrapped once the budget is spent.
+func (r *bodyRetries) next(err error, progress int64) (bool, error) {
+	r.attempt++
+	var body *bodyError
+	if err == nil || !errors.As(err, &body) || !retryable(err) {
+		return false, err
+	}
+	if progress == 0 {
+		r.failures++
+	}
+	if r.failures >= maxBodyFailures {
+		return false, fmt.Errorf("gave up after %d attempts: %w", r.attempt, err)
+	}
+	return true, nil
+}
+
+// wait waits before the next attempt (retryBase doubled per attempt up to
+// retryCap, its upper half drawn at random), or returns ctx's error.
+func (r *bodyRetries) wait(ctx context.Context) error {
+	d := min(retryCap, retryBase<<min(r.attempt-1, 16))
+	select {
+	case <-time.After(d/2 + rand.N(d/2+1)):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // retryable reports whether a failed fetch may succeed when tried again.

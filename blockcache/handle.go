@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -171,27 +170,22 @@ func (h *Handle) Close() error {
 // for again from where it stopped, within the same budget as a fetch.
 func (c *Cache) readUncached(ctx context.Context, o *object, p []byte, off int64) (int, error) {
 	done := 0
-	for attempt, failures := 1, 0; ; attempt++ {
+	var retries bodyRetries
+	for {
 		n, err := c.getInto(ctx, o, p[done:], off+int64(done))
 		done += n
 		if err == nil {
 			c.uncached.Add(1)
 			return done, nil
 		}
-		var body *bodyError
-		if !errors.As(err, &body) || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return 0, err
 		}
-		if n == 0 {
-			failures++
+		if again, final := retries.next(err, int64(n)); !again {
+			return 0, final
 		}
-		if failures >= maxBodyFailures {
-			return 0, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
-		}
-		select {
-		case <-time.After(retryWait(attempt)):
-		case <-ctx.Done():
-			return 0, ctx.Err()
+		if err := retries.wait(ctx); err != nil {
+			return 0, err
 		}
 	}
 }
