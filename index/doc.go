@@ -110,9 +110,10 @@
 // # Concurrency
 //
 // DB and Catalog methods may be called from many goroutines. bbolt allows
-// one writer at a time: AddBlocks and Touch, the frequent writes, go
-// through bbolt's Batch so concurrent calls share one fsync'd transaction
-// (their callbacks are idempotent, as Batch may rerun them). Values are
+// one writer at a time: AddBlocks, the frequent write, goes through
+// bbolt's Batch so concurrent calls share one fsync'd transaction (its
+// callback is idempotent, as Batch may rerun it); access times arrive in
+// batches already (TouchAll), one transaction each. Values are
 // decoded into fresh memory inside the read transaction, so nothing
 // returned refers to bbolt's memory map. Records hands out records outside
 // any transaction, so its callback may write to the DB.

@@ -182,28 +182,9 @@ func putRecord(b *bolt.Bucket, r Record) error {
 	return b.Put([]byte(r.ID), v)
 }
 
-// Touch sets the LastAccess of record id to t. Touching a missing record
-// does nothing: it may have been evicted meanwhile. Touch commits through
-// bbolt's Batch, so frequent calls from many goroutines share transactions.
-func (db *DB) Touch(id string, t time.Time) error {
-	if id == "" {
-		return nil
-	}
-	// Idempotent for Batch: it sets, never accumulates.
-	err := db.bolt.Batch(func(tx *bolt.Tx) error {
-		return updateRecord(tx, id, func(r *Record) error {
-			r.LastAccess = t
-			return nil
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("touch %s: %w", id, err)
-	}
-	return nil
-}
-
 // TouchAll sets the LastAccess of each record named in times, in one
-// transaction. Records that are missing are skipped, as by Touch.
+// transaction. A missing record is skipped: it may have been evicted
+// meanwhile.
 func (db *DB) TouchAll(times map[string]time.Time) error {
 	if len(times) == 0 {
 		return nil
