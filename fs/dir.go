@@ -28,7 +28,6 @@ type dirNode struct {
 
 var (
 	_ = (fs.NodeLookuper)((*dirNode)(nil))
-	_ = (fs.NodeReaddirer)((*dirNode)(nil))
 	_ = (fs.NodeOpendirHandler)((*dirNode)(nil))
 	_ = (fs.NodeGetattrer)((*dirNode)(nil))
 )
@@ -79,17 +78,8 @@ func (d *dirNode) child(ctx context.Context, e index.Entry, out *fuse.EntryOut) 
 	return d.NewInode(ctx, &fileNode{m: d.m, path: path, obj: e.Object}, id)
 }
 
-// Readdir lists the folder from the Tree. Entry inode numbers match the
-// ones Lookup gives.
-func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	entries, err := d.m.opts.Tree.ReadDir(ctx, d.path)
-	if err != nil {
-		return nil, d.m.errno("readdir", d.path, err)
-	}
-	return fs.NewListDirStream(d.dirEntries(entries)), fs.OK
-}
-
-// OpendirHandle opens the folder with its listing as it is now. While the
+// OpendirHandle opens the folder with its listing as it is now (entry
+// inode numbers match the ones Lookup gives). While the
 // entries are the ones this node last handed to the kernel, the kernel may
 // keep them (FOPEN_CACHE_DIR and FOPEN_KEEP_CACHE): a second `ls` of a big
 // folder then costs the daemon nothing. When they changed (a listing

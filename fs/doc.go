@@ -10,7 +10,8 @@
 // A folder is a dirNode, an object a fileNode. Nodes are created on Lookup
 // and forgotten when the kernel forgets them; nothing is built up front,
 // so a tree of any size costs memory only for what the kernel holds.
-// Readdir and Lookup both ask the Tree, so they always agree.
+// Opening a folder (opendir) and Lookup both ask the Tree, so they always
+// agree.
 //
 // # Inode identity
 //

@@ -147,13 +147,12 @@ func TestLookupErrors(t *testing.T) {
 	if _, _, errno := lookup(t, root, "dev/x.npz"); errno != syscall.EIO {
 		t.Errorf("failing tree: %v, want EIO", errno)
 	}
-	var ds fs.DirStream
 	_, errno := root.Operations().(fs.NodeLookuper).Lookup(context.Background(), "dev", &fuse.EntryOut{})
 	if errno != 0 {
 		t.Fatal(errno)
 	}
 	d, _ := mustLookup(t, root, "dev")
-	if ds, errno = d.Operations().(fs.NodeReaddirer).Readdir(context.Background()); errno != syscall.EIO || ds != nil {
+	if ds, errno := readdir(d); errno != syscall.EIO || ds != nil {
 		t.Errorf("failing readdir: %v, want EIO", errno)
 	}
 }
@@ -204,7 +203,7 @@ func TestReaddir(t *testing.T) {
 	root := newNodeRoot(t, fx)
 	d, _ := mustLookup(t, root, "train")
 
-	ds, errno := d.Operations().(fs.NodeReaddirer).Readdir(context.Background())
+	ds, errno := readdir(d)
 	if errno != 0 {
 		t.Fatal(errno)
 	}
@@ -377,4 +376,14 @@ func TestOpenErrors(t *testing.T) {
 	if root.OpenFiles() != 0 {
 		t.Errorf("failed open counted: %d", root.OpenFiles())
 	}
+}
+
+// readdir opens folder node d as the kernel's opendir does and returns its
+// entries; nil and the errno when the open fails.
+func readdir(d *fs.Inode) (fs.DirStream, syscall.Errno) {
+	fh, _, errno := d.Operations().(fs.NodeOpendirHandler).OpendirHandle(context.Background(), 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fh.(fs.DirStream), 0
 }
