@@ -44,27 +44,6 @@ var crashFlags = []string{"--part-size", "1MiB", "--prefetch-objects", "1"}
 // mount; group 1 is the mountpoint.
 var crashDeadLine = regexp.MustCompile(`^s3cachefs: the daemon of (.+) \(pid \d+\) had died; removed its mount$`)
 
-// crashEnv spares every command the race detector's one-second sleep at
-// exit (GORACE atexit_sleep_ms): the loop runs some 200 commands.
-var crashEnv = []string{"GORACE=atexit_sleep_ms=0"}
-
-// crashRun runs s3cachefs like env.run, without the sleep at exit.
-func crashRun(t *testing.T, e *env, args ...string) result {
-	t.Helper()
-	return e.runWith(t, crashEnv, args...)
-}
-
-// crashStatus is env.status through crashRun.
-func crashStatus(t *testing.T, e *env, m *mounted) statusReport {
-	t.Helper()
-	r := crashRun(t, e, "status", "--mount", m.dir, "--json")
-	var s statusReport
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &s) != nil {
-		t.Fatalf("status --mount %s --json: %s", m.dir, r)
-	}
-	return s
-}
-
 // crashTally counts what the loop checked.
 type crashTally struct {
 	kills, midJob, filesChecked, rangesChecked, wrong atomic.Int64
@@ -142,7 +121,7 @@ func crashRemount(t *testing.T, e *env, m *mounted, dead bool) {
 			t.Fatalf("after the kill %s should be a dead mount: mounted %v, readdir %v", m.dir, isMounted(t, m.dir), err)
 		}
 	}
-	r := crashRun(t, e, append([]string{"mount", source, m.dir, "--cache-dir", m.cache,
+	r := e.run(t, append([]string{"mount", source, m.dir, "--cache-dir", m.cache,
 		"--endpoint-url", e.proxy.Endpoint, "--force-path-style"}, crashFlags...)...)
 	if r.code != 0 {
 		t.Fatalf("mount (after a kill: %v): %s\ndaemon log:\n%s", dead, r, logTail(m.cache))
@@ -164,7 +143,7 @@ func crashRemount(t *testing.T, e *env, m *mounted, dead bool) {
 	if _, err := os.ReadDir(m.dir); err != nil {
 		t.Fatalf("list %s after remount: %v", m.dir, err)
 	}
-	m.pid = crashStatus(t, e, m).PID
+	m.pid = e.status(t, m).PID
 }
 
 // crashRound unpins and evicts every file, starts a prefetch job and
@@ -174,15 +153,15 @@ func crashRemount(t *testing.T, e *env, m *mounted, dead bool) {
 func crashRound(t *testing.T, e *env, m *mounted, files map[string][]byte, rng *rand.Rand, tally *crashTally) string {
 	t.Helper()
 	waitFor(t, 10*time.Second, "no open files on "+m.dir, func() bool {
-		return crashStatus(t, e, m).OpenFiles == 0
+		return e.status(t, m).OpenFiles == 0
 	})
-	if r := crashRun(t, e, "prefetch", "--mount", m.dir, "--unpin", crashDir); r.code != 0 {
+	if r := e.run(t, "prefetch", "--mount", m.dir, "--unpin", crashDir); r.code != 0 {
 		t.Fatalf("prefetch --unpin: %s", r)
 	}
-	if r := crashRun(t, e, "evict", "--mount", m.dir, crashDir); r.code != 0 {
+	if r := e.run(t, "evict", "--mount", m.dir, crashDir); r.code != 0 {
 		t.Fatalf("evict: %s", r)
 	}
-	if st := crashStatus(t, e, m); st.CachedBytes != 0 {
+	if st := e.status(t, m); st.CachedBytes != 0 {
 		t.Fatalf("%d bytes still cached after evict", st.CachedBytes)
 	}
 	e.proxy.SetRate(crashRate)
@@ -233,7 +212,7 @@ func crashRound(t *testing.T, e *env, m *mounted, files map[string][]byte, rng *
 // crashStartJob starts a detached prefetch of crashDir and returns its ID.
 func crashStartJob(t *testing.T, e *env, m *mounted) string {
 	t.Helper()
-	r := crashRun(t, e, "prefetch", "--mount", m.dir, "--detach", "--json", crashDir)
+	r := e.run(t, "prefetch", "--mount", m.dir, "--detach", "--json", crashDir)
 	var job jobProgress
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &job) != nil || job.ID == "" {
 		t.Fatalf("prefetch --detach --json: %s", r)
@@ -309,7 +288,7 @@ func crashJobState(t *testing.T, e *env, m *mounted, job string) string {
 	var st struct {
 		Prefetch []jobProgress `json:"prefetch"`
 	}
-	r := crashRun(t, e, "status", "--mount", m.dir, "--json")
+	r := e.run(t, "status", "--mount", m.dir, "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, r)
 	}

@@ -98,7 +98,7 @@ func TestFullDisk(t *testing.T) {
 
 	t.Run("filesystem filled from outside", func(t *testing.T) {
 		m := e.mountAt(t, newMountpoint(t), cache, "--min-free", "0")
-		if r := crashRun(t, e, "evict", "--mount", m.dir, fullDiskDir); r.code != 0 {
+		if r := e.run(t, "evict", "--mount", m.dir, fullDiskDir); r.code != 0 {
 			t.Fatalf("evict: %s", r)
 		}
 		// Leave less than a block free: the daemon's next write stops
@@ -181,7 +181,7 @@ func fullDiskDataset(t *testing.T, e *env) (files, byKey map[string][]byte) {
 // fullDiskState reads m's status.
 func fullDiskState(t *testing.T, e *env, m *mounted) fullDiskStatus {
 	t.Helper()
-	r := crashRun(t, e, "status", "--mount", m.dir, "--json")
+	r := e.run(t, "status", "--mount", m.dir, "--json")
 	var s fullDiskStatus
 	if r.code != 0 || jsonUnmarshal(r.stdout, &s) != nil {
 		t.Fatalf("status --json: %s", r)
