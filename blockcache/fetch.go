@@ -300,6 +300,11 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 	sums, copyErr := c.copyBlocks(o, body, first, last)
 	body.Close()
 	bodyDone()
+	// Count and report the GET before its blocks are recorded: once they
+	// are, a reader may return, and its caller may look at the figures.
+	if copyErr == nil {
+		c.fetches.Add(1)
+	}
 	c.onFetch(min((first+int64(len(sums)))*bs, end)-off, start, copyErr)
 	if len(sums) > 0 {
 		if err := c.commit(o, first, sums); err != nil {
@@ -310,7 +315,6 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 	if copyErr != nil {
 		return got, fmt.Errorf("read %s bytes %d-%d: %w", o.obj.Key, off, end-1, copyErr)
 	}
-	c.fetches.Add(1)
 	return got, nil
 }
 
