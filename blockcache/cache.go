@@ -44,6 +44,10 @@ type Options struct {
 	MaxBytes int64
 	// MinFree is how many bytes must stay free on the cache filesystem.
 	MinFree int64
+	// BodyAttempts bounds the GETs of one part (or one uncached read)
+	// whose body broke off without bringing anything new; a body that
+	// brought blocks does not count. 0 means DefaultBodyAttempts.
+	BodyAttempts int
 	// Fault, when set, is called at the named points "write", "sync" and
 	// "record" of every fetch; a non-nil error fails the fetch there. It
 	// lets tests prove that nothing unproven is ever recorded or served.
@@ -72,6 +76,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ReadAhead == 0 {
 		o.ReadAhead = DefaultReadAhead
+	}
+	if o.BodyAttempts <= 0 {
+		o.BodyAttempts = DefaultBodyAttempts
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -36,8 +36,8 @@
 // The Source retries failed requests; a body that breaks off midway (reset,
 // truncation, a stall cut by the Source's timeout) is retried here, from
 // the first block still missing, since whole blocks read before the break
-// are committed. A part gives up after five broken bodies that brought no
-// new block; the read then fails for that file only.
+// are committed. A part gives up after Options.BodyAttempts broken bodies
+// that brought no new block; the read then fails for that file only.
 //
 // # Checks
 //

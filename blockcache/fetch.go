@@ -61,11 +61,14 @@ func (f *fetch) makeUrgent() {
 // cut by the store's timeout) is the cache's to retry: blocks read in full
 // before the break are committed, and the next GET asks only for the rest.
 const (
-	// maxBodyFailures bounds the failed bodies of one part that brought
-	// no new block. A body that brought some does not count, so a fetch
-	// that makes progress goes on; as a part has few blocks, a fetch
-	// still ends after at most maxBodyFailures plus its blocks attempts.
-	maxBodyFailures = 5
+	// DefaultBodyAttempts is Options.BodyAttempts' default: the failed
+	// bodies of one part that brought no new block. A body that brought
+	// some does not count, so a fetch that makes progress goes on; as a
+	// part has few blocks, a fetch still ends after at most BodyAttempts
+	// plus its blocks attempts. It matches the store's attempts per
+	// request, so that a share of broken bodies is survived as surely as
+	// the same share of 5xx answers.
+	DefaultBodyAttempts = 10
 	// retryBase and retryCap shape the wait between attempts: it doubles
 	// from retryBase up to retryCap, and half of it is random, so that
 	// parts cut by one broken connection do not come back in lockstep.
@@ -185,7 +188,7 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 // above. The gate is held for each GET, not across the waits between them.
 func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 	var err error
-	var retries bodyRetries
+	retries := bodyRetries{limit: c.opts.BodyAttempts}
 	for {
 		if err = c.gate.acquire(c.ctx, isClosed(f.urgent), f.urgent); err != nil {
 			return err
@@ -220,9 +223,10 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 }
 
 // bodyRetries is the retry budget of one read from S3 (a part's fetch, or
-// an uncached read): broken bodies are tried again, within maxBodyFailures
+// an uncached read): broken bodies are tried again, within limit of them
 // that brought no progress.
 type bodyRetries struct {
+	limit    int // broken bodies without progress before giving up
 	attempt  int // attempts made
 	failures int // broken bodies that brought nothing
 }
@@ -239,7 +243,7 @@ func (r *bodyRetries) next(err error, progress int64) (bool, error) {
 	if progress == 0 {
 		r.failures++
 	}
-	if r.failures >= maxBodyFailures {
+	if r.failures >= r.limit {
 		return false, fmt.Errorf("gave up after %d attempts: %w", r.attempt, err)
 	}
 	return true, nil

@@ -73,10 +73,11 @@ func TestBrokenBodiesResume(t *testing.T) {
 }
 
 // TestBrokenBodiesBudget: a body that always breaks before its first block
-// fails the read after maxBodyFailures GETs, only for that object; the
-// object reads again once the fault is gone.
+// fails the read after Options.BodyAttempts GETs, only for that object;
+// the object reads again once the fault is gone.
 func TestBrokenBodiesBudget(t *testing.T) {
-	f := newFixture(t, Options{ReadAhead: -1})
+	const attempts = 4
+	f := newFixture(t, Options{ReadAhead: -1, BodyAttempts: attempts})
 	bad, good := randBytes(32, testPart), randBytes(33, testPart)
 	badObj, goodObj := f.src.Put("bad", bad), f.src.Put("good", good)
 	faults := breakBodies(f.src, map[string]int{"bad": 0})
@@ -86,8 +87,8 @@ func TestBrokenBodiesBudget(t *testing.T) {
 	if !errors.As(err, &body) {
 		t.Fatalf("read of an object whose bodies always break: %v, want a body error", err)
 	}
-	if n := faults.getsOf("bad"); n != maxBodyFailures {
-		t.Errorf("%d GETs before giving up, want maxBodyFailures = %d", n, maxBodyFailures)
+	if n := faults.getsOf("bad"); n != attempts {
+		t.Errorf("%d GETs before giving up, want BodyAttempts = %d", n, attempts)
 	}
 	if got := readAll(t, f.openHandle(goodObj)); !bytes.Equal(got, good) {
 		t.Fatal("another object's bytes differ while one is failing")
@@ -132,7 +133,8 @@ func TestFailedRequestIsFinal(t *testing.T) {
 // straight to S3, and a body that breaks is asked for again within the
 // same budget as a fetch.
 func TestUncachedReadRetriesBrokenBodies(t *testing.T) {
-	f := newFixture(t, Options{ReadAhead: -1, MaxBytes: 1})
+	const attempts = 3
+	f := newFixture(t, Options{ReadAhead: -1, MaxBytes: 1, BodyAttempts: attempts})
 	data := randBytes(34, testPart)
 	obj := f.src.Put("u", data)
 	faults := breakBodies(f.src, map[string]int{"u": 0})
@@ -141,8 +143,8 @@ func TestUncachedReadRetriesBrokenBodies(t *testing.T) {
 	if _, err := h.ReadAt(context.Background(), p, 0); err == nil {
 		t.Fatal("uncached read of an object whose bodies always break: no error")
 	}
-	if n := faults.getsOf("u"); n != maxBodyFailures {
-		t.Errorf("%d GETs before giving up, want maxBodyFailures = %d", n, maxBodyFailures)
+	if n := faults.getsOf("u"); n != attempts {
+		t.Errorf("%d GETs before giving up, want BodyAttempts = %d", n, attempts)
 	}
 	faults.heal("u")
 	n, err := h.ReadAt(context.Background(), p, 0)

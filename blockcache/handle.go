@@ -170,7 +170,7 @@ func (h *Handle) Close() error {
 // for again from where it stopped, within the same budget as a fetch.
 func (c *Cache) readUncached(ctx context.Context, o *object, p []byte, off int64) (int, error) {
 	done := 0
-	var retries bodyRetries
+	retries := bodyRetries{limit: c.opts.BodyAttempts}
 	for {
 		n, err := c.getInto(ctx, o, p[done:], off+int64(done))
 		done += n

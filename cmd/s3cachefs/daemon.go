@@ -120,8 +120,8 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
 		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches,
 		PartSize: cfg.PartSize, ReadAhead: readAhead(cfg.ReadAhead),
-		MaxBytes: cfg.MaxCacheSize, MinFree: minFree, Logger: log,
-		OnFetch: d.metrics.fetchHook(),
+		MaxBytes: cfg.MaxCacheSize, MinFree: minFree, BodyAttempts: cfg.S3MaxAttempts,
+		Logger: log, OnFetch: d.metrics.fetchHook(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)

@@ -84,7 +84,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	partSize := fs.String("part-size", "4MiB", "bytes one ranged GET asks for (1MiB to 64MiB)")
 	readAhead := fs.String("read-ahead", "64MiB", "largest read-ahead window of a sequential reader (0 to 1GiB)")
 	s3Timeout := fs.Duration("s3-timeout", s3store.DefaultTimeout, "how long an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)")
-	s3Attempts := fs.Int("s3-max-attempts", s3store.DefaultMaxAttempts, "attempts per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter (1 to 100)")
+	s3Attempts := fs.Int("s3-max-attempts", s3store.DefaultMaxAttempts, "attempts per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
