@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -38,22 +39,23 @@ type figure struct {
 	fn   func(context.Context) error
 }
 
+// figureKeys name the figures for -only, in the order they run.
+var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount"}
+
 func (b *bench) figures(ctx context.Context) error {
-	for _, f := range []figure{
-		{"raw disk reads", b.figRawDisk},
-		{"single-connection GET", b.figSingleGet},
-		{"s3cachefs cold read of one file", b.figColdOne},
-		{"s3cachefs cold read of a split", b.figColdSplit},
-		{"s3cachefs prefetch, warm and hot reads", b.figPrefetch},
-		{"aws s3 sync", b.figAwsSync},
-		{"rclone copy", b.figRcloneCopy},
-		{"s3cachefs ls -l and stat", b.figListing},
-		{"s3cachefs peak RSS and remount", b.figRSSRemount},
-		{"rclone mount", b.figRcloneMount},
-	} {
-		b.logf("== %s", f.name)
-		if err := f.fn(ctx); err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
+	fns := map[string]func(context.Context) error{
+		"disk": b.figRawDisk, "get": b.figSingleGet, "cold-one": b.figColdOne,
+		"cold-split": b.figColdSplit, "prefetch": b.figPrefetch, "aws": b.figAwsSync,
+		"rclone": b.figRcloneCopy, "ls": b.figListing, "rss": b.figRSSRemount,
+		"rclone-mount": b.figRcloneMount,
+	}
+	for _, k := range figureKeys {
+		if len(b.cfg.only) > 0 && !slices.Contains(b.cfg.only, k) {
+			continue
+		}
+		b.logf("== %s", k)
+		if err := fns[k](ctx); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
 		}
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type config struct {
 	readers    int           // parallel readers for split reads
 	quick      bool          // small dataset for a smoke run
 	mountFlags []string      // extra flags for `s3cachefs mount`
+	only       []string      // figures to measure (keys); empty: all
 	out        string        // file the table is written to
 	args       []string      // the command line, for the report
 }
@@ -63,6 +65,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.readers, "readers", 8, "parallel readers for reads of a split")
 	fs.BoolVar(&cfg.quick, "quick", false, "small dataset (8+4 files of 8 MiB, 200 small files) for a smoke run")
 	fs.StringVar(&mountFlags, "mount-flags", "", "extra flags for `s3cachefs mount`, e.g. \"--max-fetches 64\"")
+	var only string
+	fs.StringVar(&only, "only", "", "measure only these figures, comma-separated: "+strings.Join(figureKeys, ","))
 	fs.StringVar(&cfg.out, "out", "", "also write the table to this file (default WORK/../s3cachefs-bench.md)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -74,6 +78,14 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("-runs and -readers must be at least 1, -rate and -ttfb not negative")
 	}
 	cfg.rate = rateMB * 1e6
+	if only != "" {
+		for _, k := range strings.Split(only, ",") {
+			if !slices.Contains(figureKeys, k) {
+				return cfg, fmt.Errorf("-only: unknown figure %q (have %s)", k, strings.Join(figureKeys, ","))
+			}
+			cfg.only = append(cfg.only, k)
+		}
+	}
 	cfg.mountFlags = strings.Fields(mountFlags)
 	abs, err := filepath.Abs(cfg.work)
 	if err != nil {

@@ -89,6 +89,9 @@ type stat struct {
 // add records one run.
 func (s *stat) add(d time.Duration, bytes int64) { s.samples = append(s.samples, sample{d, bytes}) }
 
+// empty reports whether the figure was not measured (-only).
+func (s stat) empty() bool { return len(s.samples) == 0 }
+
 // median is the median duration (the lower middle for an even count).
 func (s stat) median() time.Duration {
 	if len(s.samples) == 0 {

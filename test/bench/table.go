@@ -52,7 +52,11 @@ func (b *bench) rows() []row {
 	split := fmt.Sprintf("`train` (%d × %d MiB)", s.Train, s.FileSize/mib)
 	rd := fmt.Sprintf("%d readers", b.cfg.readers)
 	var out []row
+	// Rows of figures left out by -only are left out of the table.
 	ratioRow := func(figure string, ours stat, peerName string, peer stat, ratio float64, target string, want float64) {
+		if ours.empty() || peer.empty() {
+			return
+		}
 		out = append(out, row{figure, ours.String(), peerName + ": " + peer.String(), fmtRatio(ratio),
 			target, yesNo(ratio >= want)})
 	}
@@ -69,6 +73,30 @@ func (b *bench) rows() []row {
 	ratioRow("`prefetch train` (time; ratio = speedup)", r.fsPrefetch,
 		"`rclone copy --transfers 16`", r.rcCopy, speedup(r.fsPrefetch, r.rcCopy), "≥ 1.3× faster", 1.3)
 	lsFolder := fmt.Sprintf("`ls -l` of `meta_train` (%d files)", s.MetaTrain)
+	if !r.lsSecond.empty() {
+		out = append(out, b.listingRows(lsFolder)...)
+	}
+	if r.rssLarge > 0 {
+		out = append(out, b.rssRows(rd)...)
+	}
+	info := func(figure string, ours stat, peer stat) {
+		if ours.empty() || peer.empty() {
+			return
+		}
+		out = append(out, row{figure, ours.String(), "`rclone mount --vfs-cache-mode full`: " + peer.String(),
+			fmtRatio(faster(ours, peer)), "(for comparison)", "—"})
+	}
+	info("cold read of "+split+", "+rd, r.fsColdSplit, r.rcCold)
+	info("warm read of "+split+", page cache dropped", r.fsWarm, r.rcWarm)
+	info("hot read of "+split, r.fsHot, r.rcHot)
+	return out
+}
+
+// listingRows are the rows of the ls -l and stat figures.
+func (b *bench) listingRows(lsFolder string) []row {
+	r := &b.res
+	s := b.spec
+	var out []row
 	out = append(out, row{lsFolder + ", second time", r.lsSecond.String(), "—", "—",
 		"≤ 0.05 s", yesNo(r.lsSecond.median() <= 50*time.Millisecond)})
 	out = append(out, row{lsFolder + ", second time, kernel caches dropped", r.lsDropped.String(), "—", "—",
@@ -81,6 +109,14 @@ func (b *bench) rows() []row {
 	out = append(out, row{fmt.Sprintf("`stat` of %d random files of listed `meta_train`, kernel caches dropped", r.statCount),
 		fmt.Sprintf("%d S3 requests in %d runs; %s", r.statRequests, b.cfg.runs, r.statFiles), "—", "—",
 		"0 S3 requests", yesNo(r.statRequests == 0)})
+	return out
+}
+
+// rssRows are the rows of the peak RSS and remount figures.
+func (b *bench) rssRows(rd string) []row {
+	r := &b.res
+	s := b.spec
+	var out []row
 	flat := float64(r.rssLarge) / float64(max(r.rssSmall, 1))
 	out = append(out, row{"daemon peak RSS (VmHWM) prefetching the whole dataset",
 		fmt.Sprintf("%.0f MiB (all: %d files, %d MiB)", float64(r.rssLarge)/mib, len(s.allPaths("")), b.datasetMiB(wholeDataset)),
@@ -91,13 +127,6 @@ func (b *bench) rows() []row {
 		fmt.Sprintf("%d GET, %d LIST; %s: %d large files %s, %d small files %s", r.remountGets, r.remountLists,
 			r.remount, s.Train+s.Dev, r.remountLarge, s.MetaTrain+s.MetaDev, r.remountSmall), "—", "—",
 		"0 GET", yesNo(r.remountGets == 0)})
-	info := func(figure string, ours stat, peer stat) {
-		out = append(out, row{figure, ours.String(), "`rclone mount --vfs-cache-mode full`: " + peer.String(),
-			fmtRatio(faster(ours, peer)), "(for comparison)", "—"})
-	}
-	info("cold read of "+split+", "+rd, r.fsColdSplit, r.rcCold)
-	info("warm read of "+split+", page cache dropped", r.fsWarm, r.rcWarm)
-	info("hot read of "+split, r.fsHot, r.rcHot)
 	return out
 }
 
