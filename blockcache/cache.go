@@ -134,6 +134,8 @@ type Cache struct {
 	evictMu sync.Mutex   // serialises reservations and eviction
 	used    atomic.Int64 // SSD bytes of recorded blocks plus reservations
 	full    atomic.Bool  // the last reservation failed
+	// noDirect is set once the cache filesystem refused O_DIRECT.
+	noDirect atomic.Bool
 
 	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt atomic.Int64
 }
@@ -168,7 +170,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("read cache usage: %w", err)
 	}
 	c.blocks.New = func() any {
-		b := make([]byte, opts.BlockSize)
+		b := alignedBlock(opts.BlockSize) // O_DIRECT writes from it
 		return &b
 	}
 	c.flusher.Add(1)

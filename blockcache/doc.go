@@ -33,6 +33,13 @@
 // Options.ReadAhead; a random read resets it. At most Options.MaxFetches
 // GETs are in flight.
 //
+// Fetches started by a prefetch (Warm) write their whole blocks with
+// O_DIRECT (direct.go): a prefetch would otherwise fill the page cache with
+// bytes nobody reads soon, pushing out the readers' working set, and pay a
+// copy per byte. Fetches a reader waits for go through the page cache, from
+// which that reader is then served. A filesystem that refuses O_DIRECT gets
+// every write through the page cache.
+//
 // The Source retries failed requests; a body that breaks off midway (reset,
 // truncation, a stall cut by the Source's timeout) is retried here, from
 // the first block still missing, since whole blocks read before the break

@@ -48,6 +48,9 @@ type fetch struct {
 	err     error
 	urgent  chan struct{} // closed once a reader waits on the fetch
 	promote sync.Once     // closes urgent
+	// bypass writes the part past the page cache (direct.go): set for
+	// fetches started in the background, by a prefetch job.
+	bypass bool
 }
 
 // makeUrgent moves the fetch ahead of background fetches.
@@ -154,7 +157,7 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 		}
 		return f
 	}
-	f := &fetch{done: make(chan struct{}), urgent: make(chan struct{})}
+	f := &fetch{done: make(chan struct{}), urgent: make(chan struct{}), bypass: !urgent}
 	if urgent {
 		f.makeUrgent()
 	}
@@ -196,7 +199,7 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 		var got int64
 		var once sync.Once
 		release := func() { once.Do(c.gate.release) }
-		got, err = c.fetchRange(o, first, last, release)
+		got, err = c.fetchRange(o, first, last, f.bypass, release)
 		release()
 		if c.ctx.Err() != nil {
 			break
@@ -269,12 +272,13 @@ func retryable(err error) bool {
 
 // fetchRange fetches blocks [first, last] (trimmed to the ones missing at
 // the ends), writes them to the cache file, makes them durable and records
-// them, and returns how many it recorded. It calls bodyDone once the body
+// them, and returns how many it recorded; bypass writes them past the page
+// cache (direct.go). It calls bodyDone once the body
 // is read: the gate bounds GETs, and the fsync and index commit that follow
 // need no connection, so the next GET may start meanwhile. Blocks written before a failure
 // are still made durable and recorded; a failure of the body wraps
 // *bodyError.
-func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64, error) {
+func (c *Cache) fetchRange(o *object, first, last int64, bypass bool, bodyDone func()) (int64, error) {
 	o.mu.Lock()
 	for first <= last && o.rec.Present.Has(first) {
 		first++
@@ -301,7 +305,11 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 		c.onFetch(0, start, err)
 		return 0, fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
 	}
-	sums, copyErr := c.copyBlocks(o, body, first, last)
+	w := c.newWriter(o, bypass)
+	sums, copyErr := c.copyBlocks(o, body, first, last, w)
+	if err := w.Close(); err != nil && copyErr == nil {
+		copyErr = fmt.Errorf("close cache file: %w", err)
+	}
 	body.Close()
 	bodyDone()
 	// Count and report the GET before its blocks are recorded: once they
@@ -322,9 +330,10 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 	return got, nil
 }
 
-// copyBlocks writes whole blocks from body into the cache file starting at
-// block first, and returns the CRC-32C of each block written in full.
-func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) ([]uint32, error) {
+// copyBlocks writes whole blocks from body through w into the cache file
+// starting at block first, and returns the CRC-32C of each block written
+// in full.
+func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64, w io.WriterAt) ([]uint32, error) {
 	bs := c.opts.BlockSize
 	pb := c.blocks.Get().(*[]byte)
 	defer c.blocks.Put(pb)
@@ -341,7 +350,7 @@ func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64) ([]uint
 		if err := c.fault("write", o.id); err != nil {
 			return sums, err
 		}
-		if _, err := o.file.WriteAt(buf[:n], b*bs); err != nil {
+		if _, err := w.WriteAt(buf[:n], b*bs); err != nil {
 			return sums, c.noRoom(fmt.Errorf("write cache file: %w", err))
 		}
 		c.fromS3.Add(n)
