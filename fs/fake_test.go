@@ -100,13 +100,14 @@ func (t *fakeTree) invalidations() []string {
 
 // fakeFiles serves object versions from memory and counts calls.
 type fakeFiles struct {
-	mu     sync.Mutex
-	data   map[string][]byte // key + "@" + version → contents
-	fail   map[string]error  // key + "@" + version → error ReadAt returns
-	opens  int
-	reads  int
-	closes int
-	closed chan struct{} // one send per Close, so tests can wait for RELEASE
+	mu      sync.Mutex
+	data    map[string][]byte // key + "@" + version → contents
+	fail    map[string]error  // key + "@" + version → error ReadAt returns
+	opens   int
+	reads   int
+	closes  int
+	maxRead int           // the largest read asked for
+	closed  chan struct{} // one send per Close, so tests can wait for RELEASE
 }
 
 func newFakeFiles() *fakeFiles {
@@ -171,6 +172,7 @@ func (h *fakeFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	f := h.files
 	f.mu.Lock()
 	f.reads++
+	f.maxRead = max(f.maxRead, len(p))
 	err := f.fail[h.key]
 	f.mu.Unlock()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +29,12 @@ const testUID, testGID = 1234, 5678
 // mountFixture mounts a tree over fx and unmounts it when the test ends.
 func mountFixture(t *testing.T, fx *fixture, entryTimeout time.Duration) (string, *Root) {
 	t.Helper()
+	return mountFixtureWith(t, fx, entryTimeout, MountOptions{FsName: testSource()})
+}
+
+// mountFixtureWith is mountFixture with mount options.
+func mountFixtureWith(t *testing.T, fx *fixture, entryTimeout time.Duration, opts MountOptions) (string, *Root) {
+	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no FUSE here: %v", err)
 	}
@@ -35,7 +42,7 @@ func mountFixture(t *testing.T, fx *fixture, entryTimeout time.Duration) (string
 	root := NewRoot(Options{
 		Tree: fx.tree, Files: fx.files, UID: testUID, GID: testGID, EntryTimeout: entryTimeout,
 	})
-	server, err := Mount(dir, root, MountOptions{FsName: testSource()})
+	server, err := Mount(dir, root, opts)
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
@@ -327,5 +334,45 @@ func TestMountDirCache(t *testing.T) {
 	}
 	if got := names(); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("readdir once more: %v, want [a b c]", got)
+	}
+}
+
+// TestMountKernelReadAhead: KernelReadAhead sets the mount's read-ahead
+// window in sysfs, and sequential reads then reach the daemon in READs
+// larger than the kernel's default window of 128 KiB.
+func TestMountKernelReadAhead(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ra   int64
+	}{{"default", 0}, {"4MiB", 4 << 20}} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := newFixture(testSizes)
+			mnt, _ := mountFixtureWith(t, fx, time.Second, MountOptions{FsName: testSource(), KernelReadAhead: c.ra})
+			var st unix.Stat_t
+			if err := unix.Stat(mnt, &st); err != nil {
+				t.Fatal(err)
+			}
+			kb, err := os.ReadFile(readAheadPath(st.Dev))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(filepath.Join(mnt, "train/a.npz"))
+			if err != nil || !bytes.Equal(got, fx.data["train/a.npz"]) {
+				t.Fatalf("read through the mount: %v (equal %v)", err, bytes.Equal(got, fx.data["train/a.npz"]))
+			}
+			fx.files.mu.Lock()
+			largest := fx.files.maxRead
+			fx.files.mu.Unlock()
+			t.Logf("read_ahead_kb %s, largest READ %d KiB", strings.TrimSpace(string(kb)), largest>>10)
+			if c.ra == 0 {
+				return
+			}
+			if want := strconv.FormatInt(c.ra>>10, 10); strings.TrimSpace(string(kb)) != want {
+				t.Errorf("read_ahead_kb = %s, want %s", kb, want)
+			}
+			if largest <= 128<<10 {
+				t.Errorf("largest READ %d bytes with a %d byte window, want more than 128 KiB", largest, c.ra)
+			}
+		})
 	}
 }

@@ -146,7 +146,8 @@ func faultOutlasting(t *testing.T, e *env, files map[string][]byte, tally *fault
 // the reader gets the old bytes or ESTALE/EIO, never the new ones mixed in,
 // and an open after the listing expired sees the new version.
 func faultReplaced(t *testing.T, e *env, files map[string][]byte, tally *faultTally) {
-	m := e.mount(t, append(faultFlags, "--metadata-ttl", "1s", "--part-size", "1MiB", "--read-ahead", "0")...)
+	m := e.mount(t, append(faultFlags, "--metadata-ttl", "1s", "--part-size", "1MiB",
+		"--read-ahead", "0", "--kernel-read-ahead", "0")...)
 	name := faultLargest(files, "train/")
 	old := files[name]
 	// Same size, every byte different: only the ETag tells them apart.

@@ -51,8 +51,9 @@ func TestPassthrough(t *testing.T) {
 	e := newEnv(t)
 	e.uploadDataset(t)
 	files := sourceFiles(t)
-	// No read-ahead: reading half a file fetches only that half.
-	m := e.mount(t, "--read-ahead", "0", "--part-size", "1MiB")
+	// No read-ahead, neither ours nor the kernel's beyond its default:
+	// reading half a file fetches only that half.
+	m := e.mount(t, "--read-ahead", "0", "--kernel-read-ahead", "0", "--part-size", "1MiB")
 	s := e.status(t, m)
 	if passthroughExpected(t) && s.ReadMode != "passthrough" {
 		t.Fatalf("read_mode %q (%s) on a kernel and user that allow passthrough", s.ReadMode, s.PassthroughOff)

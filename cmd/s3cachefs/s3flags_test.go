@@ -29,3 +29,28 @@ func TestS3ClientFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestReadFlags: the size flags of the read path, their defaults, and the
+// values refused.
+func TestReadFlags(t *testing.T) {
+	base := []string{"s3://bucket/p", "/tmp/m", "--cache-dir", "/tmp/c"}
+	cfg, err := parseMountArgs(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PartSize != 4<<20 || cfg.ReadAhead != 64<<20 || cfg.KernelReadAhead != 4<<20 {
+		t.Errorf("defaults: part %d, read-ahead %d, kernel read-ahead %d", cfg.PartSize, cfg.ReadAhead, cfg.KernelReadAhead)
+	}
+	cfg, err = parseMountArgs(append(base, "--kernel-read-ahead", "0", "--read-ahead", "0", "--part-size", "1MiB"))
+	if err != nil || cfg.KernelReadAhead != 0 || cfg.ReadAhead != 0 || cfg.PartSize != 1<<20 {
+		t.Errorf("zeros and 1MiB: %+v, %v", cfg, err)
+	}
+	for _, bad := range [][]string{
+		{"--kernel-read-ahead", "-1"}, {"--kernel-read-ahead", "257MiB"}, {"--kernel-read-ahead", "lots"},
+		{"--read-ahead", "2GiB"}, {"--part-size", "512KiB"}, {"--part-size", "65MiB"},
+	} {
+		if _, err := parseMountArgs(append(base, bad...)); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
