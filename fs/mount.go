@@ -10,6 +10,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,9 +72,9 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			Options:          []string{"ro", "default_permissions"},
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
-			// Let a READ carry up to 1 MiB (max_read and max_pages) so
-			// large sequential reads cost fewer round trips.
-			MaxWrite: fuse.MAX_KERNEL_WRITE,
+			// Let a READ carry up to about 1 MiB (max_read and
+			// max_pages) so large sequential reads cost fewer round trips.
+			MaxWrite: maxRead(),
 		},
 	}
 	server, err := fuse.NewServer(fs.NewNodeFS(root, fsOpts), mountpoint, &fsOpts.MountOptions)
@@ -144,4 +145,17 @@ func setReadAhead(mountpoint string, bytes int64) error {
 // filesystem on device dev.
 func readAheadPath(dev uint64) string {
 	return fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev))
+}
+
+// maxRead is the largest READ to ask the kernel for: 1 MiB, less the pages
+// that a reply spliced from a cache file needs beside its data in one pipe
+// (go-fuse splices a reply only when header, data and a spare page fit the
+// largest pipe, 1 MiB by default; a larger reply is copied instead).
+func maxRead() int {
+	page := os.Getpagesize()
+	n := fuse.MAX_KERNEL_WRITE
+	if p := (splice.MaxPipeSize() - 2*page) / page * page; p > 0 && p < n {
+		n = p
+	}
+	return n
 }
