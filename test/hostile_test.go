@@ -70,6 +70,7 @@ func TestHostileFlags(t *testing.T) {
 		{mount("--metrics-addr", "127.0.0.1:99999"), "--metrics-addr"},
 		{mount("--prefetch-objects", "0"), "--prefetch-objects"},
 		{mount("--max-fetches", "99999"), "--max-fetches"},
+		{mount("--kernel-read-ahead", "1TiB"), "--kernel-read-ahead"},
 		{mount("--foreground=maybe"), "foreground"},
 		{mount("--prefetch", "/etc"), "not under the mount"},
 
@@ -88,6 +89,10 @@ func TestHostileFlags(t *testing.T) {
 		{[]string{"prefetch", "--mount", m.dir, "no-such-folder"}, "does not exist"},
 		{[]string{"prefetch", "--mount", notMount, "train"}, "no s3cachefs daemon"},
 		{[]string{"prefetch", "--mount"}, "mount"},
+
+		{[]string{}, "missing command"},
+		{[]string{""}, "missing command"},
+		{[]string{"mnt"}, "unknown command"},
 
 		{[]string{"status", "--mount", m.dir, "extra"}, "no arguments"},
 		{[]string{"status", "--mount", m.dir, "--json=2"}, "json"},

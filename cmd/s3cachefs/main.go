@@ -49,8 +49,7 @@ func main() {
 // run executes one command and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+		args = []string{""} // the usage error below
 	}
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
@@ -69,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "":
+		err = usagef("missing command (want mount, prefetch, status, verify, evict or drop; s3cachefs help shows all)")
 	default:
 		err = usagef("unknown command %q (want mount, prefetch, status, verify, evict or drop)", cmd)
 	}
