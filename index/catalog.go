@@ -22,7 +22,8 @@ type CatalogOptions struct {
 	// negative TTL never refreshes a stored listing (indefinite); zero
 	// re-lists on every use.
 	TTL time.Duration
-	// Logger receives a warning per skipped S3 key. nil discards.
+	// Logger receives a warning per skipped S3 key, once per Catalog
+	// (repeats go at debug level). nil discards.
 	Logger *slog.Logger
 	// Now is the clock listing ages are measured with. nil means time.Now.
 	Now func() time.Time
@@ -62,6 +63,9 @@ func NewCatalog(db *DB, l Lister, opts CatalogOptions) *Catalog {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	// A folder is listed again after every TTL: warn about a skipped key
+	// once per run.
+	opts.Logger = newWarnOnce(opts.Logger)
 	return &Catalog{db: db, lister: l, opts: opts}
 }
 

@@ -66,7 +66,8 @@
 //     P+"name/", so the folder is shown (empty if nothing else is in it).
 //     With delimiter "/" the only marker S3 returns as an object is P
 //     itself.
-//   - Skipped, with a warning per key, because no Linux file can carry the
+//   - Skipped, with a warning per key (once per daemon run; later
+//     listings repeat it at debug level), because no Linux file can carry the
 //     name or showing it would mislead: an empty name (as from "//" runs:
 //     P+"/x" lists as the common prefix P+"/", so nothing below a "//" is
 //     reachable), "." and "..", names longer than 255 bytes, names
