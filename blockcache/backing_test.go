@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"testing"
+
+	"s3cachefs/index"
 )
 
 func TestBackingOnlyForCompleteCheckedFiles(t *testing.T) {
@@ -67,6 +69,48 @@ func TestBackingChecksBlocksFirst(t *testing.T) {
 		t.Fatal("Backing after the refetch: nil")
 	}
 	b.Close()
+	if s := f.c.Stats(); s.Corrupt != 1 {
+		t.Fatalf("corrupt blocks counted: %d, want 1", s.Corrupt)
+	}
+}
+
+// TestCheckedIsBounded: the cache remembers checked blocks of at most
+// maxChecked closed objects; one it let go of is checked again when
+// reopened, so damage done meanwhile is found, not served.
+func TestCheckedIsBounded(t *testing.T) {
+	f := newFixture(t, Options{ReadAhead: -1})
+	f.c.maxChecked = 2
+	data := map[string][]byte{}
+	objs := map[string]index.Object{}
+	for i, key := range []string{"a", "b", "c"} {
+		data[key] = randBytes(uint64(80+i), testPart)
+		objs[key] = f.cached(key, data[key])
+	}
+	f.c.mu.Lock()
+	n := len(f.c.checked)
+	var forgotten string
+	for key, obj := range objs {
+		if _, ok := f.c.checked[ObjectID("bucket", obj)]; !ok {
+			forgotten = key
+		}
+	}
+	f.c.mu.Unlock()
+	if n != 2 || forgotten == "" {
+		t.Fatalf("%d objects remembered as checked (forgotten %q), want 2 and one forgotten", n, forgotten)
+	}
+	file, err := os.OpenFile(objectPath(f.dir, ObjectID("bucket", objs[forgotten])), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.WriteAt([]byte("rot"), 5); err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+	h := f.openHandle(objs[forgotten])
+	defer h.Close()
+	if got := readAll(t, h); !bytes.Equal(got, data[forgotten]) {
+		t.Fatal("bytes of a damaged object no longer remembered as checked differ from the source")
+	}
 	if s := f.c.Stats(); s.Corrupt != 1 {
 		t.Fatalf("corrupt blocks counted: %d, want 1", s.Corrupt)
 	}

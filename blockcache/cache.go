@@ -123,7 +123,8 @@ type Cache struct {
 	// were checked against their sums in this run, so that reopening a
 	// file does not read it back again (and a complete, checked file can
 	// be handed to the kernel at once).
-	checked map[string]index.Blocks
+	checked    map[string]index.Blocks
+	maxChecked int // bound of checked; maxChecked but for tests
 	// closed is set by Close; Open fails afterwards.
 	closed bool
 
@@ -162,7 +163,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		ctx: ctx, cancel: cancel,
 		gate:    newGate(opts.MaxFetches),
 		objs:    make(map[string]*object),
-		checked: make(map[string]index.Blocks),
+		checked: make(map[string]index.Blocks), maxChecked: maxChecked,
 		touches: make(map[string]time.Time),
 	}
 	if err := c.loadUsage(); err != nil {
@@ -383,6 +384,23 @@ func (c *Cache) resetRecord(rec index.Record) error {
 	return nil
 }
 
+// maxChecked bounds Cache.checked: past it, the memory of some object is
+// let go, and its blocks are read back and checked again when next opened.
+// An entry is its ID and one bit per block: about 2 MiB for 10^4 objects.
+const maxChecked = 10000
+
+// rememberChecked keeps verified as the checked blocks of id, letting go
+// of another object's when there are c.maxChecked already. c.mu is held.
+func (c *Cache) rememberChecked(id string, verified index.Blocks) {
+	if _, ok := c.checked[id]; !ok && len(c.checked) >= c.maxChecked {
+		for other := range c.checked { // any one: map order is random
+			delete(c.checked, other)
+			break
+		}
+	}
+	c.checked[id] = verified
+}
+
 // release drops one reference to o and closes its file when none is left.
 func (c *Cache) release(o *object) {
 	c.mu.Lock()
@@ -397,7 +415,7 @@ func (c *Cache) release(o *object) {
 		// no longer written: reading it here needs no o.mu (which
 		// must not be taken inside c.mu).
 		if o.loadErr == nil && o.verified.Count() > 0 && !o.superseded.Load() {
-			c.checked[o.id] = o.verified
+			c.rememberChecked(o.id, o.verified)
 		}
 	}
 	if o.file != nil {
