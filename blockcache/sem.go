@@ -17,7 +17,8 @@ type gate struct {
 	bg     list.List // of *waiter
 }
 
-// waiter is one goroutine queued for a token.
+// waiter is one goroutine queued for a token. elem and queue are guarded
+// by gate.mu; queue is nil once the token is handed over.
 type waiter struct {
 	ready chan struct{} // closed when the token is handed over
 	elem  *list.Element
@@ -49,6 +50,8 @@ func (g *gate) acquire(ctx context.Context, urgent bool, promote <-chan struct{}
 			return nil
 		case <-promote:
 			g.mu.Lock()
+			// Not if the token came meanwhile (queue nil): queued again,
+			// the waiter would be handed a second one.
 			if w.queue == &g.bg {
 				g.bg.Remove(w.elem)
 				w.queue = &g.urgent
@@ -59,11 +62,10 @@ func (g *gate) acquire(ctx context.Context, urgent bool, promote <-chan struct{}
 		case <-ctx.Done():
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			select {
-			case <-w.ready:
+			if w.queue == nil {
 				// Handed a token as we gave up: pass it on.
 				g.releaseLocked()
-			default:
+			} else {
 				w.queue.Remove(w.elem)
 			}
 			return ctx.Err()
@@ -83,6 +85,7 @@ func (g *gate) releaseLocked() {
 	for _, q := range []*list.List{&g.urgent, &g.bg} {
 		if e := q.Front(); e != nil {
 			w := q.Remove(e).(*waiter)
+			w.queue = nil
 			close(w.ready)
 			return
 		}

@@ -85,3 +85,31 @@ func TestGateCancelledWaiterLeavesQueue(t *testing.T) {
 }
 
 func yieldOnce() { runtime.Gosched() }
+
+// TestGatePromotedAfterHandedToken: a background waiter promoted just as
+// it is handed a token keeps that one token: it is not queued again (which
+// would hand it a second token later and close its channel twice).
+func TestGatePromotedAfterHandedToken(t *testing.T) {
+	for range 200 { // the waiter sees "promoted" before "ready" half the time
+		g := newGate(1)
+		if err := g.acquire(context.Background(), true, nil); err != nil {
+			t.Fatal(err)
+		}
+		promote := make(chan struct{})
+		done := make(chan error)
+		go func() { done <- g.acquire(context.Background(), false, promote) }()
+		for queued(g) == 0 {
+			yieldOnce()
+		}
+		g.mu.Lock()
+		g.releaseLocked() // hands the token to the waiter
+		close(promote)    // and promotes it before it noticed
+		g.mu.Unlock()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n := queued(g); n != 0 || g.free != 0 {
+			t.Fatalf("after the waiter got its token: %d queued, %d free; want 0 and 0", n, g.free)
+		}
+	}
+}
