@@ -91,7 +91,7 @@ type Stats struct {
 	Misses       int64 // reads that waited for at least one fetch
 	BytesFromS3  int64 // bytes downloaded into the cache
 	BytesFromSSD int64 // bytes returned by reads that were hits
-	Fetches      int64 // ranged GETs completed
+	Fetches      int64 // ranged GETs whose body was read in full (recording their blocks may still fail)
 	FetchErrors  int64 // fetches that failed
 	OpenObjects  int   // object versions with open handles or fetches
 	UsedBytes    int64 // SSD space of cached blocks, as the limit counts it
@@ -385,9 +385,11 @@ func (c *Cache) resetRecord(rec index.Record) error {
 }
 
 // maxChecked bounds Cache.checked: past it, the memory of some object is
-// let go, and its blocks are read back and checked again when next opened.
-// An entry is its ID and one bit per block: about 2 MiB for 10^4 objects.
-const maxChecked = 10000
+// let go, and its blocks are read back and checked again when next opened
+// (a whole file's read before it can go passthrough). An entry is about
+// 150 bytes plus one bit per block: some 15 MiB for 10^5 objects of a few
+// hundred MiB, enough for the datasets this serves.
+const maxChecked = 100000
 
 // rememberChecked keeps verified as the checked blocks of id, letting go
 // of another object's when there are c.maxChecked already. c.mu is held.

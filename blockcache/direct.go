@@ -2,6 +2,7 @@ package blockcache
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"unsafe"
 
@@ -29,29 +30,32 @@ func alignedBlock(n int64) []byte {
 	return b[skip : skip+int(n) : skip+int(n)]
 }
 
-// directWriter writes whole blocks of one cache file with O_DIRECT, and
-// the rest, or everything once the filesystem refused, through file.
+// directWriter writes whole blocks of one cache file with O_DIRECT while
+// bypass says so, and the rest, or everything once the filesystem refused,
+// through file.
 type directWriter struct {
 	c      *Cache
-	file   *os.File // the cache file, through the page cache
-	direct *os.File // the same file opened with O_DIRECT; nil: not (yet) used
-	path   string
+	file   *os.File    // the cache file, through the page cache
+	direct *os.File    // the same file opened with O_DIRECT; nil: not (yet) used
+	path   string      // names file for the O_DIRECT open; "": no O_DIRECT
+	bypass func() bool // asked before each block
 }
 
-// newWriter returns the writer for a fetch of o: direct when bypass is set
-// and the cache filesystem has not refused O_DIRECT.
-func (c *Cache) newWriter(o *object, bypass bool) *directWriter {
-	w := &directWriter{c: c, file: o.file}
-	if bypass && !c.noDirect.Load() {
-		w.path = objectPath(c.opts.Dir, o.id)
+// newWriter returns the writer for a fetch of o: direct while bypass says
+// so, unless the cache filesystem has refused O_DIRECT.
+func (c *Cache) newWriter(o *object, bypass func() bool) *directWriter {
+	w := &directWriter{c: c, file: o.file, bypass: bypass}
+	if !c.noDirect.Load() {
+		// The open file itself, whatever happens to its name.
+		w.path = fmt.Sprintf("/proc/self/fd/%d", o.file.Fd())
 	}
 	return w
 }
 
 // WriteAt writes p at off, past the page cache when it can.
 func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
-	if w.path == "" || len(p)%directAlign != 0 || off%directAlign != 0 ||
-		uintptr(unsafe.Pointer(&p[0]))%directAlign != 0 {
+	if w.path == "" || len(p) == 0 || len(p)%directAlign != 0 || off%directAlign != 0 ||
+		uintptr(unsafe.Pointer(&p[0]))%directAlign != 0 || !w.bypass() {
 		return w.file.WriteAt(p, off)
 	}
 	if w.direct == nil {

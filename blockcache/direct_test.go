@@ -3,6 +3,7 @@ package blockcache
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"unsafe"
@@ -60,7 +61,7 @@ func TestWarmWritesPastPageCache(t *testing.T) {
 		t.Fatal("read differs from the source")
 	}
 	if f.c.noDirect.Load() {
-		t.Fatal("the cache filesystem refused O_DIRECT")
+		t.Skip("the cache filesystem refuses O_DIRECT: everything goes through the page cache")
 	}
 	if n := residentPages(t, objectPath(f.dir, ObjectID("bucket", wObj)), whole); n != 0 {
 		t.Errorf("%d pages of prefetched whole blocks in the page cache, want 0", n)
@@ -90,11 +91,11 @@ func TestDirectWriterFallsBack(t *testing.T) {
 		off  int64
 		path string
 	}{
-		{"short block", aligned[:testBlock-100], 0, objectPath(f.dir, o.id)},
-		{"unaligned buffer", randBytes(45, testBlock+1)[1:], testBlock, objectPath(f.dir, o.id)},
+		{"short block", aligned[:testBlock-100], 0, fmt.Sprintf("/proc/self/fd/%d", o.file.Fd())},
+		{"unaligned buffer", randBytes(45, testBlock+1)[1:], testBlock, fmt.Sprintf("/proc/self/fd/%d", o.file.Fd())},
 		{"cannot open", aligned, 2 * testBlock, f.dir + "/no/such/file"},
 	} {
-		w := f.c.newWriter(o, true)
+		w := f.c.newWriter(o, func() bool { return true })
 		w.path = c.path
 		if n, err := w.WriteAt(c.p, c.off); err != nil || n != len(c.p) {
 			t.Fatalf("%s: wrote %d bytes, %v", c.name, n, err)
@@ -109,5 +110,56 @@ func TestDirectWriterFallsBack(t *testing.T) {
 	}
 	if f.c.noDirect.Load() {
 		t.Error("a failed open of one file turned O_DIRECT off for the cache")
+	}
+}
+
+// TestPrefetchJoinedByReaderUsesPageCache: once a reader waits on a
+// prefetch's fetch, the blocks still to come go through the page cache,
+// from which that reader is served.
+func TestPrefetchJoinedByReaderUsesPageCache(t *testing.T) {
+	var f *fixture
+	writes := 0
+	join := func(point, id string) error {
+		if point != "write" {
+			return nil
+		}
+		if writes++; writes == 2 { // after the first block: a reader joins
+			f.c.mu.Lock()
+			o := f.c.objs[id]
+			f.c.mu.Unlock()
+			o.mu.Lock()
+			for _, fe := range o.inflight {
+				fe.makeUrgent()
+			}
+			o.mu.Unlock()
+		}
+		return nil
+	}
+	f = newFixture(t, Options{ReadAhead: -1, Fault: join})
+	var st unix.Statfs_t
+	if err := unix.Statfs(f.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		t.Skip("tmpfs keeps every page in memory: page-cache residency proves nothing there")
+	}
+	data := randBytes(46, testPart)
+	obj := f.src.Put("joined", data)
+	if err := f.c.Warm(context.Background(), obj, nil); err != nil {
+		t.Fatal(err)
+	}
+	if f.c.noDirect.Load() {
+		t.Skip("the cache filesystem refuses O_DIRECT: everything goes through the page cache")
+	}
+	path := objectPath(f.dir, ObjectID("bucket", obj))
+	pages := testBlock / os.Getpagesize()
+	if n := residentPages(t, path, testBlock); n != 0 {
+		t.Errorf("first block, written before the reader came: %d of %d pages in the page cache, want 0", n, pages)
+	}
+	if n := residentPages(t, path, testPart); n < 3*pages {
+		t.Errorf("%d pages of the part in the page cache, want the %d of the blocks written after the reader came", n, 3*pages)
+	}
+	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) {
+		t.Fatal("bytes read back differ from the source")
 	}
 }

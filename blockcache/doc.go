@@ -37,8 +37,9 @@
 // O_DIRECT (direct.go): a prefetch would otherwise fill the page cache with
 // bytes nobody reads soon, pushing out the readers' working set, and pay a
 // copy per byte. Fetches a reader waits for go through the page cache, from
-// which that reader is then served. A filesystem that refuses O_DIRECT gets
-// every write through the page cache.
+// which that reader is then served, and so do the blocks of a prefetch's
+// fetch still to come once a reader starts waiting on it. A filesystem that
+// refuses O_DIRECT gets every write through the page cache.
 //
 // The Source retries failed requests; a body that breaks off midway (reset,
 // truncation, a stall cut by the Source's timeout) is retried here, from

@@ -48,10 +48,15 @@ type fetch struct {
 	err     error
 	urgent  chan struct{} // closed once a reader waits on the fetch
 	promote sync.Once     // closes urgent
-	// bypass writes the part past the page cache (direct.go): set for
-	// fetches started in the background, by a prefetch job.
-	bypass bool
+	// background is set for fetches started in the background, by a
+	// prefetch job: until a reader waits on it (urgent closed), such a
+	// fetch writes past the page cache (direct.go).
+	background bool
 }
+
+// bypass reports whether the fetch's blocks go past the page cache now:
+// only while nobody waits for them.
+func (f *fetch) bypass() bool { return f.background && !isClosed(f.urgent) }
 
 // makeUrgent moves the fetch ahead of background fetches.
 func (f *fetch) makeUrgent() {
@@ -157,7 +162,7 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 		}
 		return f
 	}
-	f := &fetch{done: make(chan struct{}), urgent: make(chan struct{}), bypass: !urgent}
+	f := &fetch{done: make(chan struct{}), urgent: make(chan struct{}), background: !urgent}
 	if urgent {
 		f.makeUrgent()
 	}
@@ -272,13 +277,13 @@ func retryable(err error) bool {
 
 // fetchRange fetches blocks [first, last] (trimmed to the ones missing at
 // the ends), writes them to the cache file, makes them durable and records
-// them, and returns how many it recorded; bypass writes them past the page
-// cache (direct.go). It calls bodyDone once the body
+// them, and returns how many it recorded; blocks are written past the page
+// cache while bypass says so (direct.go). It calls bodyDone once the body
 // is read: the gate bounds GETs, and the fsync and index commit that follow
 // need no connection, so the next GET may start meanwhile. Blocks written before a failure
 // are still made durable and recorded; a failure of the body wraps
 // *bodyError.
-func (c *Cache) fetchRange(o *object, first, last int64, bypass bool, bodyDone func()) (int64, error) {
+func (c *Cache) fetchRange(o *object, first, last int64, bypass func() bool, bodyDone func()) (int64, error) {
 	o.mu.Lock()
 	for first <= last && o.rec.Present.Has(first) {
 		first++

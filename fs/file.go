@@ -179,6 +179,7 @@ func (h *handle) PassthroughFd() (int, bool) {
 // interrupted reader stops waiting. Bytes of a complete, checked file are
 // spliced from the cache file without passing through this process.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.noticeNotPassthrough()
 	if h.backing != nil {
 		n := max(min(int64(len(dest)), h.size-off), 0)
 		h.node.m.splicedReads.Add(1)
@@ -190,6 +191,23 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		return nil, h.node.fail("read", err)
 	}
 	return fuse.ReadResultData(dest[:n]), fs.OK
+}
+
+// noticeNotPassthrough handles a READ of an open that was to be
+// passthrough: go-fuse stopped using backing files for the mount (it does
+// so for good when registering one fails). Opens are then cached opens
+// whatever PassthroughFd says: say so once, and count them as such.
+func (h *handle) noticeNotPassthrough() {
+	n := h.node
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if h.cached || !n.m.passthrough.Load() {
+		return
+	}
+	if n.m.passthrough.CompareAndSwap(true, false) {
+		n.m.passthroughOff.Store("the kernel stopped taking backing files while mounted")
+		n.m.log.Warn("FUSE passthrough stopped: the kernel refused a backing file; reads go through the daemon from now on")
+	}
 }
 
 // Release closes the handle when the last descriptor sharing it closes.

@@ -17,8 +17,9 @@ const maxWarned = 10000
 // re-listing of its folder.
 type warnOnce struct {
 	slog.Handler
-	mu   *sync.Mutex
-	seen map[string]bool
+	mu     *sync.Mutex
+	seen   map[string]bool // shared by the handlers derived with With
+	prefix string          // the attributes and groups added with With
 }
 
 func newWarnOnce(log *slog.Logger) *slog.Logger {
@@ -39,7 +40,7 @@ func (w *warnOnce) Handle(ctx context.Context, r slog.Record) error {
 // repeat reports whether r was warned about before, and remembers it.
 func (w *warnOnce) repeat(r slog.Record) bool {
 	var b strings.Builder
-	b.WriteString(r.Message)
+	b.WriteString(w.prefix + "\x00" + r.Message)
 	r.Attrs(func(a slog.Attr) bool {
 		b.WriteString("\x00" + a.String())
 		return true
@@ -57,9 +58,13 @@ func (w *warnOnce) repeat(r slog.Record) bool {
 }
 
 func (w *warnOnce) WithAttrs(as []slog.Attr) slog.Handler {
-	return &warnOnce{Handler: w.Handler.WithAttrs(as), mu: w.mu, seen: w.seen}
+	prefix := w.prefix
+	for _, a := range as {
+		prefix += "\x00" + a.String()
+	}
+	return &warnOnce{Handler: w.Handler.WithAttrs(as), mu: w.mu, seen: w.seen, prefix: prefix}
 }
 
 func (w *warnOnce) WithGroup(name string) slog.Handler {
-	return &warnOnce{Handler: w.Handler.WithGroup(name), mu: w.mu, seen: w.seen}
+	return &warnOnce{Handler: w.Handler.WithGroup(name), mu: w.mu, seen: w.seen, prefix: w.prefix + "\x00[" + name + "]"}
 }

@@ -73,3 +73,19 @@ func TestCatalogWarnsOncePerSkippedKey(t *testing.T) {
 		})
 	}
 }
+
+// TestWarnOnceKeepsLoggersApart: the same warning from loggers with
+// different attributes is not a repeat; the same from one logger is.
+func TestWarnOnceKeepsLoggersApart(t *testing.T) {
+	var out syncBuffer
+	log := newWarnOnce(slog.New(slog.NewTextHandler(&out, nil)))
+	a, b := log.With("bucket", "a"), log.With("bucket", "b")
+	for range 2 {
+		a.Warn("skipping", "key", "k")
+		b.Warn("skipping", "key", "k")
+		log.WithGroup("g").Warn("skipping", "key", "k")
+	}
+	if n := strings.Count(out.String(), "level=WARN"); n != 3 {
+		t.Errorf("%d warnings, want 3 (one per logger):\n%s", n, out.String())
+	}
+}

@@ -84,7 +84,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	passthrough := fs.Bool("passthrough", true, "let the kernel read complete cached files straight from SSD (FUSE passthrough; Linux 6.9+, root); false serves every read through the daemon")
 	partSize := fs.String("part-size", "4MiB", "bytes one ranged GET asks for (1MiB to 64MiB)")
 	readAhead := fs.String("read-ahead", "64MiB", "largest read-ahead window of a sequential reader (0 to 1GiB)")
-	kernelReadAhead := fs.String("kernel-read-ahead", "4MiB", "the kernel's read-ahead window for the mount, which sets how much one FUSE read asks of the daemon (at most 1MiB per read); 0 leaves the kernel's 128KiB (0 to 256MiB)")
+	kernelReadAhead := fs.String("kernel-read-ahead", "4MiB", "the kernel's read-ahead window for the mount, which sets how much one FUSE read asks of the daemon (at most 1MiB per read); 0 leaves the kernel's 128KiB (0, or 4KiB to 256MiB)")
 	s3Timeout := fs.Duration("s3-timeout", s3store.DefaultTimeout, "how long an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)")
 	s3Attempts := fs.Int("s3-max-attempts", s3store.DefaultMaxAttempts, "attempts per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9100 (default: off)")
@@ -155,6 +155,10 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	}
 	if cfg.KernelReadAhead, err = parseSizeIn("--kernel-read-ahead", *kernelReadAhead, 0, 256<<20); err != nil {
 		return cfg, err
+	}
+	if cfg.KernelReadAhead > 0 && cfg.KernelReadAhead < 4<<10 {
+		// The kernel counts it in KiB: less would turn read-ahead off.
+		return cfg, fmt.Errorf("--kernel-read-ahead must be 0 or at least 4KiB, got %s", *kernelReadAhead)
 	}
 	if *s3Timeout < time.Second || *s3Timeout > 10*time.Minute {
 		return cfg, fmt.Errorf("--s3-timeout must be 1s to 10m, got %v", *s3Timeout)

@@ -47,6 +47,7 @@ func TestReadFlags(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"--kernel-read-ahead", "-1"}, {"--kernel-read-ahead", "257MiB"}, {"--kernel-read-ahead", "lots"},
+		{"--kernel-read-ahead", "1000"},
 		{"--read-ahead", "2GiB"}, {"--part-size", "512KiB"}, {"--part-size", "65MiB"},
 	} {
 		if _, err := parseMountArgs(append(base, bad...)); err == nil {
