@@ -49,8 +49,13 @@
 // The mode is decided there and only there: yes only for a complete,
 // checked file and only while no cached open of the inode is live (each
 // file node counts them). So a file that completes while it is open through
-// the daemon keeps taking daemon-mode opens until those close. A partial file
-// is never handed to the kernel: its holes would read as zeros.
+// the daemon keeps taking daemon-mode opens until those close. A cached
+// open counts until go-fuse has finished its RELEASE (mount.go wraps
+// go-fuse's Release for that): go-fuse drops a backing-file reference on
+// every RELEASE, so a backing file registered while a cached open's RELEASE
+// was still in go-fuse would be dropped under a live passthrough open, and
+// the next open, bringing a new one, would fail. A partial file is never
+// handed to the kernel: its holes would read as zeros.
 //
 // # Errors
 //

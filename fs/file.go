@@ -99,12 +99,31 @@ func (n *fileNode) reopened(version string) bool {
 }
 
 // released forgets the kernel's cached open of h, if it was one.
-func (n *fileNode) released(h *handle) {
+//
+// A cached open stays counted until go-fuse has finished the RELEASE: after
+// calling this, go-fuse drops one reference to the inode's backing file
+// whatever the open was, so a backing file registered in between (for a
+// passthrough open that saw no cached one) would lose its reference and be
+// unregistered while the kernel still reads through it; the next
+// passthrough open would then bring another backing file, which the kernel
+// refuses with EIO. So when ctx is go-fuse's, the count drops in
+// releaseLast, which runs once go-fuse's Release has returned.
+func (n *fileNode) released(ctx context.Context, h *handle) {
+	if !h.cached {
+		return
+	}
+	if fc, ok := ctx.(*fuse.Context); ok && fc.Cancel != nil {
+		n.m.releasing.Store(fc.Cancel, n)
+		return
+	}
+	n.cachedClosed()
+}
+
+// cachedClosed forgets one cached open.
+func (n *fileNode) cachedClosed() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if h.cached {
-		n.cachedOpens--
-	}
+	n.cachedOpens--
 }
 
 // fail maps err for op. When the object changed in S3 it also drops the
@@ -213,7 +232,7 @@ func (h *handle) noticeNotPassthrough() {
 // Release closes the handle when the last descriptor sharing it closes.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.node.m.open.Add(-1)
-	h.node.released(h)
+	h.node.released(ctx, h)
 	if h.backing != nil {
 		// The kernel holds its own reference to a passthrough backing
 		// file, and no read is in flight once RELEASE comes.

@@ -77,7 +77,8 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			MaxWrite: maxRead(),
 		},
 	}
-	server, err := fuse.NewServer(fs.NewNodeFS(root, fsOpts), mountpoint, &fsOpts.MountOptions)
+	raw := &releaseLast{RawFileSystem: fs.NewNodeFS(root, fsOpts), m: root.m}
+	server, err := fuse.NewServer(raw, mountpoint, &fsOpts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
@@ -158,4 +159,18 @@ func maxRead() int {
 		n = p
 	}
 	return n
+}
+
+// releaseLast ends a cached open's count once go-fuse's Release has
+// returned, backing-file bookkeeping included (see fileNode.released).
+type releaseLast struct {
+	fuse.RawFileSystem
+	m *shared
+}
+
+func (r *releaseLast) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.RawFileSystem.Release(cancel, in)
+	if n, ok := r.m.releasing.LoadAndDelete(cancel); ok {
+		n.(*fileNode).cachedClosed()
+	}
 }

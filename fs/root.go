@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -155,6 +156,10 @@ type shared struct {
 	// Counters since NewRoot: opens, those kept in daemon mode, and reads
 	// (and their bytes) spliced from complete files.
 	opensTotal, opensDaemon, splicedReads, spliced atomic.Int64
+
+	// releasing holds, by the cancel channel of a RELEASE in progress, the
+	// node whose cached open it ends (fileNode.released).
+	releasing sync.Map
 }
 
 // dirAttr fills out with the attributes every folder shares.
