@@ -38,18 +38,24 @@ func residentPages(t *testing.T, path string, n int64) int {
 	return resident
 }
 
-// TestWarmWritesPastPageCache: a prefetch (Warm) writes its whole blocks
-// with O_DIRECT, so none of them sits in the page cache afterwards, while
-// the blocks a reader fetched do; both read back as the source has them.
-func TestWarmWritesPastPageCache(t *testing.T) {
-	f := newFixture(t, Options{ReadAhead: -1})
+// skipOnTmpfs skips a test of page-cache residency where it proves nothing.
+func skipOnTmpfs(t *testing.T, dir string) {
+	t.Helper()
 	var st unix.Statfs_t
-	if err := unix.Statfs(f.dir, &st); err != nil {
+	if err := unix.Statfs(dir, &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Type == unix.TMPFS_MAGIC {
 		t.Skip("tmpfs keeps every page in memory: page-cache residency proves nothing there")
 	}
+}
+
+// TestWarmWritesPastPageCache: a prefetch (Warm) writes its whole blocks
+// with O_DIRECT, so none of them sits in the page cache afterwards, while
+// the blocks a reader fetched do; both read back as the source has them.
+func TestWarmWritesPastPageCache(t *testing.T) {
+	f := newFixture(t, Options{ReadAhead: -1})
+	skipOnTmpfs(t, f.dir)
 	whole := int64(3 * testPart) // whole blocks; a short last block follows
 	warmed := randBytes(41, int(whole)+5000)
 	read := randBytes(42, int(whole))
@@ -136,13 +142,7 @@ func TestPrefetchJoinedByReaderUsesPageCache(t *testing.T) {
 		return nil
 	}
 	f = newFixture(t, Options{ReadAhead: -1, Fault: join})
-	var st unix.Statfs_t
-	if err := unix.Statfs(f.dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Type == unix.TMPFS_MAGIC {
-		t.Skip("tmpfs keeps every page in memory: page-cache residency proves nothing there")
-	}
+	skipOnTmpfs(t, f.dir)
 	data := randBytes(46, testPart)
 	obj := f.src.Put("joined", data)
 	if err := f.c.Warm(context.Background(), obj, nil); err != nil {
