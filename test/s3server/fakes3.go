@@ -35,7 +35,7 @@ type Fake struct {
 	SecretKey string
 	Region    string
 
-	requests atomic.Int64 // HTTP requests answered
+	requests atomic.Int64 // HTTP requests answered; numbers their request IDs
 
 	mu      sync.Mutex
 	buckets map[string]*fakeBucket // guarded by mu
@@ -78,9 +78,6 @@ func StartFake(t testing.TB) *Fake {
 func (f *Fake) Server() *Server {
 	return &Server{Endpoint: f.Endpoint, AccessKey: f.AccessKey, SecretKey: f.SecretKey, Region: f.Region}
 }
-
-// Requests returns how many HTTP requests the fake has answered.
-func (f *Fake) Requests() int64 { return f.requests.Load() }
 
 // CreateBucket creates an empty bucket (no-op if it exists).
 func (f *Fake) CreateBucket(name string) {
