@@ -218,9 +218,12 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 // whatever PassthroughFd says: say so once, and count them as such.
 func (h *handle) noticeNotPassthrough() {
 	n := h.node
+	if !n.m.passthrough.Load() {
+		return // daemon mode: every READ comes here; no lock for them
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if h.cached || !n.m.passthrough.Load() {
+	if h.cached {
 		return
 	}
 	if n.m.passthrough.CompareAndSwap(true, false) {
