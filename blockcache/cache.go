@@ -99,6 +99,10 @@ type Stats struct {
 	Uncached     int64 // reads served from S3 because the cache was full
 	Full         bool  // the cache could not make room for the last fetch
 	Corrupt      int64 // cached blocks found damaged on read (and fetched again)
+	// BlocksChecked counts blocks read back from SSD and compared with
+	// their sums: by every read served from SSD, and before a complete
+	// file is handed to the kernel.
+	BlocksChecked int64
 }
 
 // Cache is the SSD store. Create it with New and stop it with Close.
@@ -123,7 +127,7 @@ type Cache struct {
 	// were checked against their sums in this run, so that reopening a
 	// file does not read it back again (and a complete, checked file can
 	// be handed to the kernel at once).
-	checked    map[string]index.Blocks
+	checked    map[string]checkedState
 	maxChecked int // bound of checked; maxChecked but for tests
 	// closed is set by Close; Open fails afterwards.
 	closed bool
@@ -138,7 +142,7 @@ type Cache struct {
 	// noDirect is set once the cache filesystem refused O_DIRECT.
 	noDirect atomic.Bool
 
-	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt atomic.Int64
+	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks atomic.Int64
 }
 
 // ErrClosed is returned by Open after Close.
@@ -163,7 +167,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		ctx: ctx, cancel: cancel,
 		gate:    newGate(opts.MaxFetches),
 		objs:    make(map[string]*object),
-		checked: make(map[string]index.Blocks), maxChecked: maxChecked,
+		checked: make(map[string]checkedState), maxChecked: maxChecked,
 		touches: make(map[string]time.Time),
 	}
 	if err := c.loadUsage(); err != nil {
@@ -214,6 +218,7 @@ func (c *Cache) Stats() Stats {
 		OpenObjects: n,
 		UsedBytes:   c.used.Load(), Evictions: c.evictions.Load(),
 		Uncached: c.uncached.Load(), Full: c.full.Load(), Corrupt: c.corrupt.Load(),
+		BlocksChecked: c.checks.Load(),
 	}
 }
 
@@ -308,8 +313,10 @@ func (c *Cache) acquire(obj index.Object) (*object, error) {
 	// Publish a placeholder and load without Cache.mu: a slow disk then
 	// stalls only the opens of this object, and eviction sees it in use.
 	o := &object{id: id, obj: obj, refs: 1, ready: make(chan struct{}), inflight: make(map[int64]*fetch)}
-	o.verified = c.checked[id]
-	delete(c.checked, id)
+	if cs, ok := c.checked[id]; ok {
+		o.verified, o.stamp = cs.verified, cs.stamp
+		delete(c.checked, id)
+	}
 	c.objs[id] = o
 	c.mu.Unlock()
 	o.loadErr = c.load(o)
@@ -391,16 +398,16 @@ func (c *Cache) resetRecord(rec index.Record) error {
 // hundred MiB, enough for the datasets this serves.
 const maxChecked = 100000
 
-// rememberChecked keeps verified as the checked blocks of id, letting go
-// of another object's when there are c.maxChecked already. c.mu is held.
-func (c *Cache) rememberChecked(id string, verified index.Blocks) {
+// rememberChecked keeps cs as the checks of id, letting go of another
+// object's when there are c.maxChecked already. c.mu is held.
+func (c *Cache) rememberChecked(id string, cs checkedState) {
 	if _, ok := c.checked[id]; !ok && len(c.checked) >= c.maxChecked {
 		for other := range c.checked { // any one: map order is random
 			delete(c.checked, other)
 			break
 		}
 	}
-	c.checked[id] = verified
+	c.checked[id] = cs
 }
 
 // release drops one reference to o and closes its file when none is left.
@@ -417,7 +424,7 @@ func (c *Cache) release(o *object) {
 		// no longer written: reading it here needs no o.mu (which
 		// must not be taken inside c.mu).
 		if o.loadErr == nil && o.verified.Count() > 0 && !o.superseded.Load() {
-			c.rememberChecked(o.id, o.verified)
+			c.rememberChecked(o.id, checkedState{verified: o.verified, stamp: o.stamp})
 		}
 	}
 	if o.file != nil {

@@ -24,48 +24,69 @@ func blockSum(b []byte) uint32 {
 
 // check reads back the blocks [first, last] of o not yet checked in this
 // run and compares them with their recorded sums. A damaged block is
-// forgotten, so that it is fetched again; check then returns ErrCorrupt. Blocks without a recorded
-// sum (written by an older version) are taken as they are.
+// forgotten, so that it is fetched again; check then returns ErrCorrupt.
+// Blocks without a recorded sum (written by an older version) are taken as
+// they are.
 func (c *Cache) check(o *object, first, last int64) error {
-	bs := c.opts.BlockSize
-	var buf []byte
+	var pb *[]byte
 	for b := first; b <= last; b++ {
 		o.mu.Lock()
 		if o.verified.Len() == 0 {
 			o.verified = index.NewBlocks(o.rec.Present.Len())
 		}
 		done := o.verified.Has(b)
-		want, known := o.rec.Sum(b)
 		o.mu.Unlock()
-		if done || !known {
+		if done {
 			continue
 		}
-		if buf == nil {
-			pb := c.blocks.Get().(*[]byte)
+		if pb == nil {
+			pb = c.blocks.Get().(*[]byte)
 			defer c.blocks.Put(pb)
-			buf = *pb
 		}
-		n := min(bs, o.obj.Size-b*bs)
-		_, err := readFile(o, buf[:n], b*bs)
-		if err == nil && blockSum(buf[:n]) != want {
-			err = fmt.Errorf("%s at offset %d: %w", o.obj.Key, b*bs, ErrCorrupt)
-		}
-		if errors.Is(err, ErrCorrupt) {
-			c.log.Warn("cached block damaged; fetching the object again", "key", o.obj.Key, "offset", b*bs)
-			c.corrupt.Add(1)
-			if ferr := c.forgetBlock(o, b); ferr != nil {
-				return ferr
-			}
+		if _, err := c.readBlock(o, b, *pb); err != nil {
 			return err
 		}
-		if err != nil {
-			return err
+	}
+	return nil
+}
+
+// readBlock reads block b of o from its cache file into buf (at least a
+// block long) and compares it with the block's recorded sum; it returns
+// the block's bytes, buf[:n]. A damaged block is forgotten, so that it is
+// fetched again, and readBlock returns ErrCorrupt: its bytes are never
+// returned. A block without a recorded sum (written by an older version)
+// is taken as it is.
+func (c *Cache) readBlock(o *object, b int64, buf []byte) ([]byte, error) {
+	bs := c.opts.BlockSize
+	o.mu.Lock()
+	want, known := o.rec.Sum(b)
+	o.mu.Unlock()
+	n := min(bs, o.obj.Size-b*bs)
+	_, err := readFile(o, buf[:n], b*bs)
+	c.checks.Add(1)
+	if err == nil && known && blockSum(buf[:n]) != want {
+		err = fmt.Errorf("%s at offset %d: %w", o.obj.Key, b*bs, ErrCorrupt)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		c.log.Warn("cached block damaged; fetching the object again", "key", o.obj.Key, "offset", b*bs)
+		c.corrupt.Add(1)
+		if ferr := c.forgetBlock(o, b); ferr != nil {
+			return nil, ferr
 		}
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	if known {
 		o.mu.Lock()
+		if o.verified.Len() == 0 {
+			o.verified = index.NewBlocks(o.rec.Present.Len())
+		}
 		o.verified.Set(b)
 		o.mu.Unlock()
 	}
-	return nil
+	return buf[:n], nil
 }
 
 // forgetBlock drops block b of o, in the index and in memory, so that

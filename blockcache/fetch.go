@@ -31,9 +31,14 @@ type object struct {
 	// refs is guarded by Cache.mu: handles plus running fetches.
 	refs int
 
-	mu       sync.Mutex       // guards rec, verified and inflight
+	mu       sync.Mutex       // guards rec, verified, stamp and inflight
 	rec      index.Record     // what the index holds for id
 	verified index.Blocks     // blocks checked against their sums this run
+	// stamp is the cache file's state in which the blocks of verified
+	// were known to match it: after the cache's own last write, or after
+	// Backing checked every block. Backing checks every block again when
+	// the file is no longer in that state (see stamp.go).
+	stamp fileStamp
 	inflight map[int64]*fetch // fetches by part number
 	current  sync.Once        // records the object as its key's current version, once
 
@@ -375,6 +380,10 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 		// Delayed allocation can report a full disk only here.
 		return c.noRoom(fmt.Errorf("sync cache file: %w", err))
 	}
+	st, err := stampOf(o.file)
+	if err != nil {
+		return err
+	}
 	if err := c.fault("record", o.id); err != nil {
 		return err
 	}
@@ -399,6 +408,7 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 		o.rec.Sums[b] = sums[b-first]
 		o.verified.Set(b) // written from the bytes just summed
 	}
+	o.noteWrittenLocked(st)
 	o.mu.Unlock()
 	// Every committer waits until the first has made o current (and
 	// dropped the version it replaces), so no reader returns before the

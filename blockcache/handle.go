@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/index"
 )
 
 // Handle is one open of one object version. ReadAt may be called
@@ -18,10 +20,17 @@ type Handle struct {
 	c *Cache
 	o *object
 
-	mu     sync.Mutex // guards next, window and closed
+	mu     sync.Mutex // guards next, window, closed and the held block
 	next   int64      // offset just past the previous read
 	window int64      // read-ahead window; grows while reads are sequential
 	closed bool
+	// held is a checked block the last read ended inside (a pool
+	// buffer, nil if none), heldBlock its number and heldLen its length:
+	// a sequential reader's next read starts in it, and is served from
+	// it rather than reading and checking the block again.
+	held      *[]byte
+	heldBlock int64
+	heldLen   int
 }
 
 // Size is the object's size in bytes.
@@ -36,24 +45,24 @@ func (h *Handle) Complete() bool {
 
 // Backing returns a new descriptor of the object's cache file when every
 // block is on SSD and matches its recorded sum, else nil. Blocks not yet
-// checked in this run are read back and checked first; a damaged one is
-// forgotten (so reads fetch it again) and Backing returns nil. The kernel
-// may read the file it returns directly (FUSE passthrough), bypassing every
-// check of ReadAt, so it is never a file with a hole or an unproven block.
+// checked in this run are read back and checked first, and so is every
+// block when the file changed since its blocks were last known to match
+// it (its stamp moved: somebody wrote to it); a damaged block is forgotten
+// (so reads fetch it again) and Backing returns nil. The kernel may read
+// the file it returns directly (FUSE passthrough), bypassing every check
+// of ReadAt, so it is never a file with a hole or an unproven block.
 // The caller owns the returned file and closes it; it stays valid after
 // the Handle and the Cache are closed.
 func (h *Handle) Backing() *os.File {
 	if !h.Complete() {
 		return nil
 	}
-	if h.o.obj.Size > 0 {
-		last := (h.o.obj.Size - 1) / h.c.opts.BlockSize
-		if err := h.c.check(h.o, 0, last); err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				h.c.log.Warn("check cached file", "key", h.o.obj.Key, "err", err)
-			}
-			return nil
+	st, err := h.checkAll()
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			h.c.log.Warn("check cached file", "key", h.o.obj.Key, "err", err)
 		}
+		return nil
 	}
 	// check forgets a damaged block; a file that lost one is not complete.
 	if !h.Complete() {
@@ -66,7 +75,37 @@ func (h *Handle) Backing() *os.File {
 		h.c.log.Warn("duplicate cache file descriptor", "key", h.o.obj.Key, "err", err)
 		return nil
 	}
+	if now, err := stampOf(h.o.file); err != nil || now != st {
+		// Changed while it was checked: the next open checks it again.
+		unix.Close(fd)
+		return nil
+	}
 	return os.NewFile(uintptr(fd), h.o.file.Name())
+}
+
+// checkAll checks every block of the object not known to match the cache
+// file as it is now, and returns the stamp of the file they match.
+func (h *Handle) checkAll() (fileStamp, error) {
+	o := h.o
+	st, err := stampOf(o.file)
+	if err != nil {
+		return st, err
+	}
+	o.mu.Lock()
+	if st != o.stamp {
+		// Changed since its blocks were known to match: none is.
+		o.verified = index.Blocks{}
+	}
+	o.mu.Unlock()
+	if o.obj.Size > 0 {
+		if err := h.c.check(o, 0, (o.obj.Size-1)/h.c.opts.BlockSize); err != nil {
+			return st, err
+		}
+	}
+	o.mu.Lock()
+	o.stamp = st
+	o.mu.Unlock()
+	return st, nil
 }
 
 // ReadAt reads up to len(p) bytes at off. It returns fewer only at the end
@@ -83,12 +122,13 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	first, last := c.blockSpan(off, end)
 	h.readAhead(off, end)
 	waited, err := c.ensure(ctx, h.o, first, last)
+	var n int
 	if err == nil {
-		if err = c.check(h.o, first, last); errors.Is(err, ErrCorrupt) {
+		if n, err = h.readChecked(p, off); errors.Is(err, ErrCorrupt) {
 			// Damaged on SSD: fetched again, once.
 			waited = true
 			if _, err = c.ensure(ctx, h.o, first, last); err == nil {
-				err = c.check(h.o, first, last)
+				n, err = h.readChecked(p, off)
 			}
 		}
 	}
@@ -98,14 +138,70 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := readFile(h.o, p, off)
 	if waited {
 		c.misses.Add(1)
 	} else {
 		c.hits.Add(1)
 		c.fromSSD.Add(int64(n))
 	}
-	return n, err
+	return n, nil
+}
+
+// readChecked fills p with the bytes at off, which are present on SSD.
+// Every block they come from is read whole and compared with its recorded
+// sum on every read, not only the first of a run: whatever changed the
+// cache file since (a stray write, a bad copy, bit rot) is caught before
+// a byte of it reaches a reader. A block found damaged is forgotten and
+// ErrCorrupt returned.
+func (h *Handle) readChecked(p []byte, off int64) (int, error) {
+	bs := h.c.opts.BlockSize
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		n, err := h.copyBlock(p[done:], pos/bs, int(pos%bs))
+		if err != nil {
+			return 0, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// copyBlock copies block b of the object, from byte from of the block on,
+// into dst, and returns how many bytes it copied. The block is the held
+// one, or is read and checked, and then held if dst ends inside it.
+func (h *Handle) copyBlock(dst []byte, b int64, from int) (int, error) {
+	h.mu.Lock()
+	if h.held != nil && h.heldBlock == b {
+		n := copy(dst, (*h.held)[from:h.heldLen])
+		h.mu.Unlock()
+		return n, nil
+	}
+	h.mu.Unlock()
+	c := h.c
+	pb := c.blocks.Get().(*[]byte)
+	data, err := c.readBlock(h.o, b, *pb)
+	if err != nil {
+		c.blocks.Put(pb)
+		return 0, err
+	}
+	n := copy(dst, data[from:])
+	if from+n == len(data) {
+		// The read took the block to its end: no later read is likely
+		// to start in it.
+		c.blocks.Put(pb)
+		return n, nil
+	}
+	h.mu.Lock()
+	old := pb
+	if !h.closed {
+		old, h.held, h.heldBlock, h.heldLen = h.held, pb, b, len(data)
+	}
+	h.mu.Unlock()
+	if old != nil {
+		c.blocks.Put(old)
+	}
+	return n, nil
 }
 
 // readAhead notes a read of [off, end) and, while reads are sequential,
@@ -160,7 +256,12 @@ func (h *Handle) Close() error {
 		return nil
 	}
 	h.closed = true
+	held := h.held
+	h.held = nil
 	h.mu.Unlock()
+	if held != nil {
+		h.c.blocks.Put(held)
+	}
 	h.c.release(h.o)
 	return nil
 }
