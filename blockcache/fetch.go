@@ -31,14 +31,14 @@ type object struct {
 	// refs is guarded by Cache.mu: handles plus running fetches.
 	refs int
 
-	mu       sync.Mutex       // guards rec, verified, stamp and inflight
-	rec      index.Record     // what the index holds for id
-	verified index.Blocks     // blocks checked against their sums this run
+	mu       sync.Mutex   // guards rec, verified, stamp and inflight
+	rec      index.Record // what the index holds for id
+	verified index.Blocks // blocks checked against their sums this run
 	// stamp is the cache file's state in which the blocks of verified
 	// were known to match it: after the cache's own last write, or after
 	// Backing checked every block. Backing checks every block again when
 	// the file is no longer in that state (see stamp.go).
-	stamp fileStamp
+	stamp    fileStamp
 	inflight map[int64]*fetch // fetches by part number
 	current  sync.Once        // records the object as its key's current version, once
 
