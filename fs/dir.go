@@ -41,6 +41,11 @@ func (d *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOu
 
 // Lookup answers one name of the folder from the Tree.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.path == "" {
+		if ch := d.m.probeChild(ctx, d, name, out); ch != nil {
+			return ch, fs.OK
+		}
+	}
 	e, err := d.m.opts.Tree.Lookup(ctx, d.path, name)
 	if err != nil {
 		return nil, d.m.errno("lookup", join(d.path, name), err)

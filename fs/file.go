@@ -77,8 +77,11 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	n.m.open.Add(1)
 	n.m.opensTotal.Add(1)
-	h := &handle{node: n, f: f, size: obj.Size, backing: f.Backing()}
-	var fuseFlags uint32
+	h := &handle{node: n, f: f, backing: f.Backing()}
+	// A read-only file has nothing to flush: Linux (5.16 and later) and
+	// gVisor then send no FLUSH on close(2); older kernels send one, once,
+	// and take its ENOSYS as "never again" (nosys.go).
+	fuseFlags := uint32(fuse.FOPEN_NOFLUSH)
 	if n.reopened(obj.Version()) {
 		// go-fuse drops it again if the open turns out passthrough:
 		// the page cache is then the cache file's own.
@@ -138,8 +141,9 @@ func (n *fileNode) fail(op string, err error) syscall.Errno {
 		n.m.log.Warn("drop stale listing", "path", n.path, "err", err)
 	}
 	// ENOSYS when not mounted, ENOENT when the kernel holds no such
-	// dentry: both leave nothing to forget.
-	if name, parent := n.Parent(); parent != nil {
+	// dentry: both leave nothing to forget. Where notifications are off,
+	// the kernel forgets the dentry when its entry timeout ends.
+	if name, parent := n.Parent(); parent != nil && n.m.notify {
 		parent.NotifyEntry(name)
 	}
 	return errno
@@ -158,9 +162,9 @@ func (n *fileNode) dir() string {
 type handle struct {
 	node *fileNode
 	f    File
-	size int64 // the object's size
 	// backing is the complete, checked cache file, or nil; the handle
-	// owns it and closes it in Release.
+	// owns it and closes it in Release. It is only ever handed to the
+	// kernel (passthrough), never read here.
 	backing *os.File
 	// cached is set, under node.mu, when PassthroughFd kept the open in
 	// the kernel's cached mode; otherwise the kernel reads backing itself
@@ -195,16 +199,11 @@ func (h *handle) PassthroughFd() (int, bool) {
 }
 
 // Read reads into the kernel's buffer with the request's context, so an
-// interrupted reader stops waiting. Bytes of a complete, checked file are
-// spliced from the cache file without passing through this process.
+// interrupted reader stops waiting. Every byte comes through File.ReadAt,
+// which checks each block it reads from SSD against its recorded sum; a
+// complete file's bytes are never spliced from the cache file unchecked.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.noticeNotPassthrough()
-	if h.backing != nil {
-		n := max(min(int64(len(dest)), h.size-off), 0)
-		h.node.m.splicedReads.Add(1)
-		h.node.m.spliced.Add(n)
-		return fuse.ReadResultFd(h.backing.Fd(), off, int(n)), fs.OK
-	}
 	n, err := h.f.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.node.fail("read", err)

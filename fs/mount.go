@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/hanwen/go-fuse/v2/splice"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,13 +70,20 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			// enforces the modes we report (default_permissions) rather
 			// than letting every user read through allow_other.
 			Options:          []string{"ro", "default_permissions"},
+			DisableSplice:    true,
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
-			// Let a READ carry up to about 1 MiB (max_read and
-			// max_pages) so large sequential reads cost fewer round trips.
-			MaxWrite: maxRead(),
+			// Let a READ carry up to 1 MiB (max_read and max_pages),
+			// a whole cache block, so large sequential reads cost fewer
+			// round trips.
+			MaxWrite: fuse.MAX_KERNEL_WRITE,
 		},
 	}
+	probe, err := newProbe()
+	if err != nil {
+		return nil, err
+	}
+	root.m.probe = probe
 	raw := &releaseLast{RawFileSystem: fs.NewNodeFS(root, fsOpts), m: root.m}
 	server, err := fuse.NewServer(raw, mountpoint, &fsOpts.MountOptions)
 	if err != nil {
@@ -90,6 +97,22 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		}
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	init := server.KernelSettings()
+	root.m.kernel = fmt.Sprintf("FUSE %d.%d, INIT flags %#x", init.Major, init.Minor, init.Flags64())
+	if root.m.notify = notifyOK(init); !root.m.notify {
+		root.m.quirks.note("no notifications sent: this FUSE side announces no asynchronous reads at INIT")
+	}
+	if !strings.HasPrefix(mountpoint, "/dev/fd/") {
+		if err := selfCheck(root, mountpoint); err != nil {
+			// Not server.Unmount: it would wait for a serve loop that
+			// a FUSE side which lost our replies may never end.
+			if uerr := Unmount(mountpoint, true); uerr != nil {
+				log.Warn("unmount after failed self-check", "mountpoint", mountpoint, "err", uerr)
+			}
+			return nil, err
+		}
+	}
+	log.Info("FUSE side", "kernel", root.m.kernel, "fallbacks", strings.Join(root.m.fallbacks(), "; "))
 	if opts.KernelReadAhead > 0 {
 		if err := setReadAhead(mountpoint, opts.KernelReadAhead); err != nil {
 			log.Info("kernel read-ahead left at its default", "err", err)
@@ -103,6 +126,16 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		root.m.passthrough.Store(true)
 	}
 	return server, nil
+}
+
+// notifyOK reports whether the FUSE side may be sent notifications
+// (NOTIFY_INVAL_ENTRY: "forget this name"). The protocol announces no flag
+// for them, and a FUSE side that does not take them may break on one:
+// gVisor before 2023 loses its FUSE device for good. Linux has taken them
+// since protocol 7.12, and announces asynchronous reads at INIT since
+// long before; a FUSE side announcing neither is sent none.
+func notifyOK(init *fuse.InitIn) bool {
+	return init.Minor >= 12 && init.Flags64()&fuse.CAP_ASYNC_READ != 0
 }
 
 // probePassthrough registers the file at path as a backing file and
@@ -146,19 +179,6 @@ func setReadAhead(mountpoint string, bytes int64) error {
 // filesystem on device dev.
 func readAheadPath(dev uint64) string {
 	return fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev))
-}
-
-// maxRead is the largest READ to ask the kernel for: 1 MiB, less the pages
-// that a reply spliced from a cache file needs beside its data in one pipe
-// (go-fuse splices a reply only when header, data and a spare page fit the
-// largest pipe, 1 MiB by default; a larger reply is copied instead).
-func maxRead() int {
-	page := os.Getpagesize()
-	n := fuse.MAX_KERNEL_WRITE
-	if p := (splice.MaxPipeSize() - 2*page) / page * page; p > 0 && p < n {
-		n = p
-	}
-	return n
 }
 
 // releaseLast ends a cached open's count once go-fuse's Release has

@@ -116,10 +116,12 @@ type Stats struct {
 	OpensPassthrough int64
 	// OpensDaemon counts opens read through the daemon.
 	OpensDaemon int64
-	// ReadsSpliced and BytesSpliced count reads (and their bytes) of
-	// complete files the daemon served by splicing from the cache file
-	// rather than through File.ReadAt.
-	ReadsSpliced, BytesSpliced int64
+	// Kernel is what the FUSE side announced at INIT, and Fallbacks what
+	// the mount's self-check found it does differently from Linux and
+	// how the mount answers instead (see selfcheck.go); empty when all is
+	// as on Linux.
+	Kernel    string
+	Fallbacks []string
 }
 
 // Stats returns the counters.
@@ -132,8 +134,8 @@ func (r *Root) Stats() Stats {
 		Passthrough:      r.m.passthrough.Load(),
 		OpensPassthrough: max(r.m.opensTotal.Load()-daemon, 0),
 		OpensDaemon:      daemon,
-		ReadsSpliced:     r.m.splicedReads.Load(),
-		BytesSpliced:     r.m.spliced.Load(),
+		Kernel:           r.m.kernel,
+		Fallbacks:        r.m.fallbacks(),
 	}
 	if why, ok := r.m.passthroughOff.Load().(string); ok {
 		s.PassthroughOff = why
@@ -153,9 +155,17 @@ type shared struct {
 	passthrough    atomic.Bool
 	passthroughOff atomic.Value // string: why passthrough is off
 
-	// Counters since NewRoot: opens, those kept in daemon mode, and reads
-	// (and their bytes) spliced from complete files.
-	opensTotal, opensDaemon, splicedReads, spliced atomic.Int64
+	// Counters since NewRoot: opens, and those kept in daemon mode.
+	opensTotal, opensDaemon atomic.Int64
+
+	// Set by Mount before the mount is handed out, read-only after.
+	kernel string // what the FUSE side announced at INIT
+	notify bool   // the FUSE side takes notifications (notifyOK)
+	// quirks is what the self-check found (selfcheck.go); written only
+	// before the mount is handed out, and by the self-check's own
+	// requests, which run before any other.
+	quirks quirks
+	probe  *probe // the self-check's file; nil when none runs
 
 	// releasing holds, by the cancel channel of a RELEASE in progress, the
 	// node whose cached open it ends (fileNode.released).

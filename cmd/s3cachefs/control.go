@@ -415,5 +415,5 @@ func (c *client) readState() (mountState, error) {
 // isOurs reports whether the mount table has an s3cachefs mount at path.
 func isOurs(path string) (bool, error) {
 	m, ok, err := mountAt(path)
-	return ok && strings.HasPrefix(m.FSType, fsType), err
+	return ok && m.ours(), err
 }

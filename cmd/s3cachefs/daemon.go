@@ -44,7 +44,8 @@ type daemon struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup // goroutines started after mount
 
-	detached chan struct{} // closed when a forced stop detached the mount
+	detached chan struct{} // closed when drop or a signal unmounted it
+	gone     chan struct{} // closed when the mount left the mount table
 	stopped  chan struct{} // closed once cache and index are closed
 
 	unmountMu sync.Mutex // serialises unmount attempts
@@ -85,7 +86,7 @@ func runDaemon(cfg mountConfig, ready *os.File) (err error) {
 // socket. On any error it undoes what it did: nothing stays mounted.
 func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, started: time.Now(),
-		detached: make(chan struct{}), stopped: make(chan struct{})}
+		detached: make(chan struct{}), gone: make(chan struct{}), stopped: make(chan struct{})}
 	d.bgCtx, d.bgCancel = context.WithCancel(context.Background())
 	var undo []func()
 	defer func() {
@@ -152,6 +153,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
+	d.watchMount()
 	if st := d.root.Stats(); st.Passthrough {
 		log.Info("complete files are read by the kernel straight from SSD (FUSE passthrough)")
 	} else {
@@ -160,6 +162,22 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	d.ctl.serve()
 	d.metrics.serve()
 	return d, nil
+}
+
+// watchMount starts watching the mount table for the mount just made, so
+// that a plain umount stops the daemon also where the FUSE side never
+// says so (watch.go).
+func (d *daemon) watchMount() {
+	id, err := ourMountID(d.cfg.Mountpoint)
+	if err != nil || id == "" {
+		d.log.Warn("mount not found in the mount table; a plain umount may not stop the daemon here", "err", err)
+		return
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		watchMount(d.bgCtx, id, d.gone, d.log)
+	}()
 }
 
 // startJobs resumes the prefetch jobs an earlier run left unfinished and
@@ -282,7 +300,16 @@ func (d *daemon) serve() error {
 			done = true
 		case <-d.detached:
 			done = true
+		case <-d.gone:
+			d.log.Info("the mount left the mount table")
+			done = true
 		}
+	}
+	select {
+	case <-served:
+	case <-time.After(serveAfterUnmount):
+		// gVisor: the FUSE device keeps blocking after an unmount.
+		d.log.Info("the FUSE device did not report the unmount; stopping anyway")
 	}
 	err := d.close()
 	d.log.Info("stopped", "mountpoint", d.cfg.Mountpoint)
@@ -290,23 +317,27 @@ func (d *daemon) serve() error {
 }
 
 // unmount unmounts the mountpoint. With force, a busy mount is detached
-// lazily: open files fail once the daemon is gone.
+// lazily: open files fail once the daemon is gone. Once the mount is
+// gone, serve returns.
 func (d *daemon) unmount(force bool) error {
 	d.unmountMu.Lock()
 	defer d.unmountMu.Unlock()
-	err := d.server.Unmount()
-	if err == nil || !force {
-		return err
-	}
-	d.log.Warn("mount busy; detaching it", "err", err)
-	if err := syscall.Unmount(d.cfg.Mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("detach %s: %w", d.cfg.Mountpoint, err)
-	}
 	select {
 	case <-d.detached:
+		return nil // done before
 	default:
-		close(d.detached)
 	}
+	err := s3fs.Unmount(d.cfg.Mountpoint, false)
+	if err != nil && !force {
+		return err
+	}
+	if err != nil {
+		d.log.Warn("mount busy; detaching it", "err", err)
+		if err := s3fs.Unmount(d.cfg.Mountpoint, true); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return err
+		}
+	}
+	close(d.detached)
 	return nil
 }
 

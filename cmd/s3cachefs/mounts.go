@@ -16,8 +16,25 @@ import (
 // fsType is the filesystem type our mounts show in /proc/mounts.
 const fsType = "fuse.s3cachefs"
 
+// ours reports whether m is an s3cachefs mount: its type says so, or
+// (gVisor shows every FUSE mount as plain "fuse", without our subtype or
+// source) it is a FUSE mount that a daemon of ours has a control socket
+// for.
+func (m mountEntry) ours() bool {
+	if m.FSType == fsType {
+		return true
+	}
+	if m.FSType != "fuse" {
+		return false
+	}
+	sock, _ := controlPaths(m.Point)
+	_, err := os.Stat(sock)
+	return err == nil
+}
+
 // mountEntry is one line of /proc/self/mountinfo.
 type mountEntry struct {
+	ID     string // the mount's ID, unique among mounts present at once
 	Point  string // mount point, unescaped
 	FSType string
 	Source string
@@ -54,6 +71,7 @@ func parseMountinfoLine(line string) (mountEntry, bool) {
 		return mountEntry{}, false
 	}
 	return mountEntry{
+		ID:     fields[0],
 		Point:  unescapeMount(fields[4]),
 		FSType: fields[sep+1],
 		Source: unescapeMount(fields[sep+2]),
@@ -114,7 +132,7 @@ func ourMounts() ([]mountEntry, error) {
 	}
 	var out []mountEntry
 	for _, m := range ms {
-		if m.FSType == fsType {
+		if m.ours() {
 			out = append(out, m)
 		}
 	}

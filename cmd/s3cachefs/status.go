@@ -43,13 +43,20 @@ type statusReport struct {
 	PinnedObjects   int    `json:"pinned_objects"`
 	// ReadMode is "passthrough" when complete files are read by the
 	// kernel straight from SSD, else "daemon".
-	ReadMode         string                `json:"read_mode"`
-	PassthroughOff   string                `json:"passthrough_off,omitempty"` // why ReadMode is "daemon"
-	PassthroughOpens int64                 `json:"passthrough_opens"`
-	DaemonOpens      int64                 `json:"daemon_opens"`
-	BytesSpliced     int64                 `json:"bytes_spliced"`
-	Prefetch         []blockcache.Progress `json:"prefetch"`
-	Error            string                `json:"error,omitempty"`
+	ReadMode         string `json:"read_mode"`
+	PassthroughOff   string `json:"passthrough_off,omitempty"` // why ReadMode is "daemon"
+	PassthroughOpens int64  `json:"passthrough_opens"`
+	DaemonOpens      int64  `json:"daemon_opens"`
+	// BlocksChecked counts blocks read back from SSD and compared with
+	// their CRC-32C: every read through the daemon checks its blocks.
+	BlocksChecked int64 `json:"blocks_checked"`
+	// FUSE is what the FUSE side announced at INIT; Fallbacks what the
+	// mount's self-check found it does unlike Linux, and how the mount
+	// answers instead.
+	FUSE      string                `json:"fuse"`
+	Fallbacks []string              `json:"fallbacks,omitempty"`
+	Prefetch  []blockcache.Progress `json:"prefetch"`
+	Error     string                `json:"error,omitempty"`
 }
 
 // status gathers the daemon's figures.
@@ -81,10 +88,8 @@ func (d *daemon) status() statusReport {
 	if fst.Passthrough {
 		r.ReadMode = "passthrough"
 	}
-	r.PassthroughOpens, r.DaemonOpens, r.BytesSpliced = fst.OpensPassthrough, fst.OpensDaemon, fst.BytesSpliced
-	// A spliced read is a read served from SSD like any other hit.
-	r.Hits += fst.ReadsSpliced
-	r.BytesFromSSD += fst.BytesSpliced
+	r.PassthroughOpens, r.DaemonOpens = fst.OpensPassthrough, fst.OpensDaemon
+	r.FUSE, r.Fallbacks, r.BlocksChecked = fst.Kernel, fst.Fallbacks, cs.BlocksChecked
 	ss := d.store.Stats()
 	r.S3GetRequests, r.S3ListRequests = ss.Gets, ss.Lists
 	return r
@@ -154,10 +159,14 @@ func printStatus(w io.Writer, r statusReport) {
 		mode = "daemon (" + r.PassthroughOff + ")"
 	}
 	fmt.Fprintf(tw, "read mode\t%s\n", mode)
+	fmt.Fprintf(tw, "fuse\t%s\n", r.FUSE)
+	for _, f := range r.Fallbacks {
+		fmt.Fprintf(tw, "fallback\t%s\n", f)
+	}
 	fmt.Fprintf(tw, "opens\t%d passthrough, %d through the daemon\n", r.PassthroughOpens, r.DaemonOpens)
 	fmt.Fprintf(tw, "reads\t%d hits, %d misses (hit ratio %s) through the daemon\n", r.Hits, r.Misses, ratio)
-	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD through the daemon (%s of it spliced)\n",
-		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), humanBytes(r.BytesSpliced))
+	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD through the daemon (%d blocks checked against their CRC-32C)\n",
+		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), r.BlocksChecked)
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
 	fmt.Fprintf(tw, "open files\t%d\n", r.OpenFiles)
 	fmt.Fprintf(tw, "pinned\t%d objects\n", r.PinnedObjects)

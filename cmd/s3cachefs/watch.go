@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// mountWatchInterval is how often the daemon looks for its own mount in
+// the mount table. Linux ends the serve loop when the mount goes (the
+// FUSE device then reads ENODEV), but gVisor never tells the daemon that
+// its mount went: its FUSE device keeps blocking. There, this is how a
+// plain umount stops the daemon. One read of /proc/self/mountinfo a
+// second; it never touches the mount itself.
+const mountWatchInterval = time.Second
+
+// serveAfterUnmount bounds the wait for the serve loop once the mount is
+// gone: on Linux it ends at once; elsewhere it may never end.
+const serveAfterUnmount = 2 * time.Second
+
+// ourMountID returns the ID of the newest FUSE mount at mountpoint, the one
+// just made; "" if there is none. (gVisor shows it as plain "fuse".)
+func ourMountID(mountpoint string) (string, error) {
+	ms, err := readMounts()
+	if err != nil {
+		return "", err
+	}
+	id := ""
+	for _, m := range ms {
+		if m.Point == mountpoint && (m.FSType == fsType || m.FSType == "fuse") {
+			id = m.ID
+		}
+	}
+	return id, nil
+}
+
+// watchMount closes gone once the mount with the given ID has left the
+// mount table; it returns when that happened or ctx is done. A mount
+// table it cannot read counts as the mount still being there.
+func watchMount(ctx context.Context, id string, gone chan<- struct{}, log *slog.Logger) {
+	tick := time.NewTicker(mountWatchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		ms, err := readMounts()
+		if err != nil {
+			log.Debug("watch mount table", "err", err)
+			continue
+		}
+		present := false
+		for _, m := range ms {
+			present = present || m.ID == id
+		}
+		if !present {
+			close(gone)
+			return
+		}
+	}
+}
