@@ -15,13 +15,19 @@ BIN      := bin/s3cachefs
 
 # System packages: FUSE, the AWS CLI and numpy for the end-to-end tests and
 # the demo, a C toolchain because the race detector needs cgo, and mkfs.ext4
-# for the full-disk test's small loop-mounted filesystem.
-APT_PACKAGES      := ca-certificates fuse3 awscli python3-numpy gcc libc6-dev e2fsprogs
+# for the full-disk test's small loop-mounted filesystem, and Debian's gVisor
+# (runsc, 2022-12) for the sandbox test.
+APT_PACKAGES      := ca-certificates fuse3 awscli python3-numpy gcc libc6-dev e2fsprogs runsc
 # What only the benchmark needs: rclone is one of the peers it measures.
 BENCH_APT_PACKAGES := rclone
 BENCH_FLAGS       ?=
 VERSITYGW_VERSION := v1.8.0
 VERSITYGW         := $(firstword $(subst :, ,$(GOPATH)))/bin/versitygw
+# A current gVisor, the kind Modal runs, for the sandbox test: built from its
+# Go module, static (a cgo build cannot re-exec itself in its sandbox).
+RUNSC_MODULE      := gvisor.dev/gvisor
+RUNSC_VERSION     := v0.0.0-20260905035102-160fafc42237
+RUNSC             := $(firstword $(subst :, ,$(GOPATH)))/bin/runsc
 
 # apt needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
@@ -50,6 +56,10 @@ deps:
 		echo "installing versitygw $(VERSITYGW_VERSION)"; \
 		GOBIN=$(dir $(VERSITYGW)) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
 	fi
+	@if ! $(GO) version -m $(RUNSC) 2>/dev/null | grep -Eq "^\s+mod\s+$(RUNSC_MODULE)\s+$(RUNSC_VERSION)\s"; then \
+		echo "building gVisor's runsc $(RUNSC_VERSION) (a few minutes)"; \
+		CGO_ENABLED=0 GOBIN=$(dir $(RUNSC)) $(GO) install $(RUNSC_MODULE)/runsc@$(RUNSC_VERSION); \
+	fi
 
 bench-deps:
 	$(call apt-install-missing,$(BENCH_APT_PACKAGES))
@@ -63,7 +73,7 @@ vet:
 	$(GO) vet ./...
 
 test: deps vet
-	VERSITYGW=$(VERSITYGW) $(GO) test -race -count=1 -timeout 20m ./...
+	VERSITYGW=$(VERSITYGW) RUNSC=$(RUNSC) $(GO) test -race -count=1 -timeout 20m ./...
 
 demo: deps build
 	VERSITYGW=$(VERSITYGW) bash test/demo.sh

@@ -46,7 +46,7 @@ const (
 // test when it is absent.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := findBinary(t)
+	bin := Binary(t)
 	s := &Server{
 		AccessKey: "test" + randomHex(t, 8),
 		SecretKey: randomHex(t, 20),
@@ -130,7 +130,9 @@ func stop(cmd *exec.Cmd, exited <-chan error) {
 	<-exited
 }
 
-func findBinary(t testing.TB) string {
+// Binary returns the versitygw binary: $VERSITYGW, else on PATH, else in
+// $(go env GOPATH)/bin; it fails the test when there is none.
+func Binary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("VERSITYGW"); p != "" {
 		return p
