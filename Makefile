@@ -2,6 +2,8 @@
 #
 #   make deps    install what the tests and the demo need, only if missing
 #   make build   build bin/s3cachefs
+#   make install build, then install it as $(DESTDIR)$(PREFIX)/bin/s3cachefs
+#                (PREFIX=/usr/local: where mount -t fuse.s3cachefs finds it)
 #   make vet     gofmt and go vet
 #   make test    deps + vet + every test, with the race detector
 #   make demo    deps + build + a walk through the main job (test/demo.sh)
@@ -12,6 +14,12 @@
 GO       ?= go
 GOPATH   := $(shell $(GO) env GOPATH)
 BIN      := bin/s3cachefs
+# make install: mount(8) runs mount.fuse3 with no PATH, and the /bin/sh it
+# runs the helper through searches its default path, which has
+# /usr/local/bin (dash: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin).
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+DESTDIR  ?=
 
 # System packages: FUSE, the AWS CLI and numpy for the end-to-end tests and
 # the demo, a C toolchain because the race detector needs cgo, and mkfs.ext4
@@ -46,7 +54,7 @@ define apt-install-missing
 	fi
 endef
 
-.PHONY: all deps bench-deps build vet test demo bench clean
+.PHONY: all deps bench-deps build install uninstall vet test demo bench clean
 
 all: build
 
@@ -66,6 +74,12 @@ bench-deps:
 
 build:
 	$(GO) build -o $(BIN) ./cmd/s3cachefs
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/s3cachefs
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/s3cachefs
 
 vet:
 	@unformatted="$$(gofmt -l .)"; \

@@ -31,6 +31,7 @@ type MountOptions struct {
 	// each): a larger window means fewer round trips per byte. Setting it
 	// needs root; a failure is logged, not returned.
 	KernelReadAhead int64
+	NoExec          bool // mount noexec: the kernel refuses to execute files of the mount
 	Logger          *slog.Logger
 }
 
@@ -78,6 +79,10 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			// round trips.
 			MaxWrite: fuse.MAX_KERNEL_WRITE,
 		},
+	}
+	if opts.NoExec {
+		// go-fuse makes it MS_NOEXEC for mount(2); fusermount3 takes the word.
+		fsOpts.MountOptions.Options = append(fsOpts.MountOptions.Options, "noexec")
 	}
 	probe, err := newProbe()
 	if err != nil {

@@ -143,7 +143,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	}
 	undo = append(undo, func() { d.ctl.close(context.Background()) })
 	mo := s3fs.MountOptions{FsName: cfg.Source.String(), AllowOther: cfg.AllowOther,
-		KernelReadAhead: cfg.KernelReadAhead, Logger: log}
+		KernelReadAhead: cfg.KernelReadAhead, NoExec: cfg.NoExec, Logger: log}
 	if cfg.Passthrough {
 		// The index is a regular file on the cache's filesystem: the
 		// kind of file passthrough will be asked to read.

@@ -2,6 +2,7 @@
 // cached on local SSD, and manages such mounts.
 //
 //	s3cachefs mount SOURCE MOUNTPOINT --cache-dir DIR [flags]
+//	s3cachefs SOURCE MOUNTPOINT -o cache_dir=DIR[,OPTION...]   (mount -t fuse.s3cachefs)
 //	s3cachefs prefetch [--mount M] [--detach] [--json] PATH...
 //	s3cachefs status [--mount M] [--json]
 //	s3cachefs verify [--mount M] [--deep] [--complete] [--json] [PATH...]
@@ -33,6 +34,7 @@ const usage = `usage: s3cachefs COMMAND [flags]
 
 commands:
   mount SOURCE MOUNTPOINT --cache-dir DIR   mount s3://bucket[/prefix] read-only, cached on SSD
+  SOURCE MOUNTPOINT -o cache_dir=DIR,...    the same, as mount -t fuse.s3cachefs runs it (fstab)
   prefetch [--mount M] PATH...              fetch whole folders into the cache, with progress
   status [--mount M] [--json]               what the cache holds and how reads were served
   verify [--mount M] [--deep] [PATH...]     compare the cache with S3, per folder
@@ -71,6 +73,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "":
 		err = usagef("missing command (want mount, prefetch, status, verify, evict or drop; s3cachefs help shows all)")
 	default:
+		if strings.HasPrefix(cmd, "s3://") {
+			// As mount.fuse3 runs it: s3cachefs SOURCE MOUNTPOINT -o
+			// OPTIONS. Quiet on success, like other mount helpers.
+			err = cmdMount(args, io.Discard)
+			break
+		}
 		err = usagef("unknown command %q (want mount, prefetch, status, verify, evict or drop)", cmd)
 	}
 	var ue usageError

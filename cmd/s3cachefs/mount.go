@@ -47,6 +47,7 @@ type mountConfig struct {
 	KernelReadAhead int64         // the kernel's read-ahead window for the mount; 0 = its default
 	S3Timeout       time.Duration // longest wait for response headers or a silent body
 	S3MaxAttempts   int           // attempts per S3 request, the first included
+	NoExec          bool          // mount option noexec
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -57,6 +58,9 @@ const mountHelp = `usage: s3cachefs mount SOURCE MOUNTPOINT --cache-dir DIR [fla
 
 Mounts SOURCE (s3://bucket[/prefix]) read-only at MOUNTPOINT. Bytes read are
 kept in DIR and served from there afterwards, also after a remount.
+
+Every flag is also a mount option, with _ for -: -o cache_dir=DIR,force_path_style
+(as mount -t fuse.s3cachefs and /etc/fstab give them; see the README).
 
 flags:
 `
@@ -88,6 +92,10 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	s3Timeout := fs.Duration("s3-timeout", s3store.DefaultTimeout, "how long an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)")
 	s3Attempts := fs.Int("s3-max-attempts", s3store.DefaultMaxAttempts, "attempts per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9100 (default: off)")
+	args, opts, err := applyMountOptions(fs, args)
+	if err != nil {
+		return mountConfig{}, err
+	}
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
 		return mountConfig{}, err
@@ -96,11 +104,11 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		return mountConfig{}, usagef("mount needs SOURCE and MOUNTPOINT, got %d arguments", len(pos))
 	}
 	if *cacheDir == "" {
-		return mountConfig{}, usagef("mount needs --cache-dir DIR")
+		return mountConfig{}, usagef("mount needs --cache-dir DIR (as a mount option: -o cache_dir=DIR)")
 	}
 	cfg := mountConfig{
 		Region: *region, Profile: *profile, ForcePathStyle: *pathStyle,
-		Foreground: *fg, AllowOther: *allowOther,
+		Foreground: *fg, AllowOther: *allowOther, NoExec: opts.NoExec,
 	}
 	if cfg.Source, err = parseSource(pos[0]); err != nil {
 		return cfg, err
