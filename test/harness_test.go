@@ -243,7 +243,8 @@ type statusReport struct {
 	PassthroughOff   string `json:"passthrough_off"`
 	PassthroughOpens int64  `json:"passthrough_opens"`
 	DaemonOpens      int64  `json:"daemon_opens"`
-	BytesSpliced     int64  `json:"bytes_spliced"`
+	BlocksChecked    int64  `json:"blocks_checked"`
+	CorruptBlocks    int64  `json:"corrupt_blocks"`
 }
 
 // status asks m's daemon for its status.
