@@ -73,6 +73,7 @@ type gvisorCheck struct {
 	NPZ         int      `json:"npz"`
 	WrongNPZ    int      `json:"wrong_npz"`
 	BadSeekEnd  int      `json:"seek_end_wrong"`
+	Mmap        string   `json:"mmap"`
 }
 
 // statusJSON is the part of `status --json` the sandbox test looks at.
@@ -122,7 +123,10 @@ func TestGVisor(t *testing.T) {
 			if strings.Contains(run.log, "WARNING: DATA RACE") {
 				t.Errorf("data race in the daemon:\n%s", run.log)
 			}
-			t.Logf("gVisor %s: %s; fallbacks: %q", b.name, first.FUSE, first.Fallbacks)
+			t.Logf("gVisor %s: %s; fallbacks: %q; mmap of a file on the mount: %s", b.name, first.FUSE, first.Fallbacks, run.checks[0].Mmap)
+			if run.checks[0].Mmap == "wrong bytes" {
+				t.Errorf("mmap of a file on the mount gave wrong bytes")
+			}
 			if t.Failed() {
 				t.Logf("sandbox output:\n%s", run.output)
 			}
