@@ -299,8 +299,8 @@ func (d *daemon) unmount(force bool) error {
 		return err
 	}
 	d.log.Warn("mount busy; detaching it", "err", err)
-	if err := syscall.Unmount(d.cfg.Mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("detach %s: %w", d.cfg.Mountpoint, err)
+	if err := detachMount(d.cfg.Mountpoint); err != nil {
+		return err
 	}
 	select {
 	case <-d.detached:

@@ -88,7 +88,7 @@ func dropDead(c *client, notice io.Writer) (string, error) {
 		return "", fmt.Errorf("%s is not an s3cachefs mount", c.mountpoint)
 	}
 	if ours {
-		if err := syscall.Unmount(c.mountpoint, syscall.MNT_DETACH); err != nil {
+		if err := detachMount(c.mountpoint); err != nil {
 			return "", fmt.Errorf("unmount %s (its daemon is gone): %w", c.mountpoint, err)
 		}
 		fmt.Fprintf(notice, "s3cachefs: the daemon of %s%s had died; removed its mount\n", c.mountpoint, deadPID(st, stateErr))

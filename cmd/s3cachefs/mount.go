@@ -187,6 +187,9 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkAllowOther(cfg.AllowOther); err != nil {
+		return err
+	}
 	// A mount left by a daemon that died is cleaned up, not refused: a
 	// trainer's script that remounts after a crash just works. (In the
 	// background daemon started below this finds nothing left to do.)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,6 +22,7 @@ type mountEntry struct {
 	Point  string // mount point, unescaped
 	FSType string
 	Source string
+	Owner  int // the user_id= of a FUSE mount: the uid of its daemon; -1 if none
 }
 
 // readMounts parses /proc/self/mountinfo.
@@ -53,11 +55,22 @@ func parseMountinfoLine(line string) (mountEntry, bool) {
 	if sep < 0 || len(fields) < sep+3 {
 		return mountEntry{}, false
 	}
-	return mountEntry{
+	e := mountEntry{
 		Point:  unescapeMount(fields[4]),
 		FSType: fields[sep+1],
 		Source: unescapeMount(fields[sep+2]),
-	}, true
+		Owner:  -1,
+	}
+	if len(fields) > sep+3 {
+		for _, o := range strings.Split(fields[sep+3], ",") {
+			if v, ok := strings.CutPrefix(o, "user_id="); ok {
+				if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+					e.Owner = n
+				}
+			}
+		}
+	}
+	return e, true
 }
 
 // unescapeMount undoes the kernel's octal escapes (\040 for space, ...).
