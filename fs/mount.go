@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -39,7 +40,10 @@ const fsType = "s3cachefs"
 
 // Mount mounts root read-only at mountpoint and returns the serving server
 // once the kernel has answered. It mounts with mount(2) directly, which
-// needs root, and falls back to fusermount3 otherwise. The caller ends the
+// needs root, and falls back to fusermount3 otherwise. A mountpoint
+// /dev/fd/N is an open /dev/fuse that another process mounted: go-fuse
+// serves it as it is, mounting nothing (and server.Unmount fails: that
+// process unmounts, which ends the serve loop). The caller ends the
 // mount with server.Unmount and waits for the serve loop with server.Wait.
 // A Root is mounted at most once.
 func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, error) {
@@ -70,7 +74,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			// enforces the modes we report (default_permissions) rather
 			// than letting every user read through allow_other.
 			Options:          []string{"ro", "default_permissions"},
-			DirectMount:      true,
+			DirectMount:      !handedOver(mountpoint), // mount(2) on /dev/fd/N would mount on /dev/fuse
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 			// Let a READ carry up to about 1 MiB (max_read and
 			// max_pages) so large sequential reads cost fewer round trips.
@@ -90,7 +94,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		}
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	if opts.KernelReadAhead > 0 {
+	if opts.KernelReadAhead > 0 && !handedOver(mountpoint) { // /dev/fd/N stats as /dev/fuse, not the mount
 		if err := setReadAhead(mountpoint, opts.KernelReadAhead); err != nil {
 			log.Info("kernel read-ahead left at its default", "err", err)
 		}
@@ -103,6 +107,12 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		root.m.passthrough.Store(true)
 	}
 	return server, nil
+}
+
+// handedOver reports whether mountpoint is /dev/fd/N, a descriptor that
+// go-fuse serves without mounting.
+func handedOver(mountpoint string) bool {
+	return strings.HasPrefix(mountpoint, "/dev/fd/")
 }
 
 // probePassthrough registers the file at path as a backing file and

@@ -39,6 +39,7 @@ type mountState struct {
 	Source     string `json:"source"`
 	Mountpoint string `json:"mountpoint"`
 	CacheDir   string `json:"cache_dir"`
+	FuseFD     int    `json:"fuse_fd,omitempty"` // served a handed-over /dev/fd/N
 }
 
 // control is the daemon's side of the control socket: HTTP over a unix
@@ -59,10 +60,10 @@ func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, erro
 	if _, err := makeRuntimeDir(); err != nil {
 		return nil, err
 	}
-	sock, state := controlPaths(cfg.Mountpoint)
+	sock, state := controlPaths(cfg.Name)
 	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("mountpoint %s is already served by a running s3cachefs daemon", cfg.Mountpoint)
+		return nil, fmt.Errorf("mountpoint %s is already served by a running s3cachefs daemon", cfg.Name)
 	}
 	os.Remove(sock) // left by a daemon that died
 	ln, err := net.Listen("unix", sock)
@@ -73,7 +74,7 @@ func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, erro
 		ln.Close()
 		return nil, fmt.Errorf("restrict control socket: %w", err)
 	}
-	st, _ := json.Marshal(mountState{PID: os.Getpid(), Source: cfg.Source.String(), Mountpoint: cfg.Mountpoint, CacheDir: cfg.CacheDir})
+	st, _ := json.Marshal(mountState{PID: os.Getpid(), Source: cfg.Source.String(), Mountpoint: cfg.Name, CacheDir: cfg.CacheDir, FuseFD: cfg.FuseFD})
 	if err := os.WriteFile(state, st, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("write state file: %w", err)

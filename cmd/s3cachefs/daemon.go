@@ -290,17 +290,21 @@ func (d *daemon) serve() error {
 }
 
 // unmount unmounts the mountpoint. With force, a busy mount is detached
-// lazily: open files fail once the daemon is gone.
+// lazily: open files fail once the daemon is gone. A mount made by another
+// process (a handed-over /dev/fd/N) is that process's to unmount: the
+// daemon only stops.
 func (d *daemon) unmount(force bool) error {
 	d.unmountMu.Lock()
 	defer d.unmountMu.Unlock()
-	err := d.server.Unmount()
-	if err == nil || !force {
-		return err
-	}
-	d.log.Warn("mount busy; detaching it", "err", err)
-	if err := detachMount(d.cfg.Mountpoint); err != nil {
-		return err
+	if d.cfg.FuseFD == 0 {
+		err := d.server.Unmount()
+		if err == nil || !force {
+			return err
+		}
+		d.log.Warn("mount busy; detaching it", "err", err)
+		if err := detachMount(d.cfg.Mountpoint); err != nil {
+			return err
+		}
 	}
 	select {
 	case <-d.detached:

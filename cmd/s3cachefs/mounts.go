@@ -184,8 +184,13 @@ func resolveMount(given string) (string, error) {
 	return "", fmt.Errorf("several s3cachefs mounts (%s); pass --mount MOUNTPOINT", strings.Join(names, ", "))
 }
 
-// cleanPath makes p absolute and resolves symlinks where it exists.
+// cleanPath makes p absolute and resolves symlinks where it exists. A
+// handed-over /dev/fd/N stays as it is: it names a descriptor, not the
+// /dev/fuse it links to.
 func cleanPath(p string) (string, error) {
+	if _, ok := fuseFDPath(p); ok {
+		return filepath.Clean(p), nil
+	}
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", p, err)
