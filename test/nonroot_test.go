@@ -36,8 +36,13 @@ func TestNonRoot(t *testing.T) {
 	t.Run("XDG_RUNTIME_DIR", func(t *testing.T) {
 		xdg := u.runtimeDir(t)
 		env := u.env(e, "XDG_RUNTIME_DIR="+xdg)
+		rootMount := e.mount(t) // another user's mount beside the user's own
 		m := u.mount(t, e, env, u.dir(t), cache)
 		runtime := filepath.Join(xdg, "s3cachefs")
+		// Without --mount, the user's commands pick the user's mount.
+		if r := u.run(t, env, "status", "--json"); r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("%q", m.dir)) {
+			t.Errorf("status without --mount as %s, beside root's mount %s: %s; want the status of %s", u.name, rootMount.dir, r, m.dir)
+		}
 		wantPrivateSocket(t, u, runtime)
 		wantDaemonUID(t, m.pid, u.uid)
 		if opts := hostileMountOptions(t, m.dir); !slices.Contains(opts, "user_id="+strconv.Itoa(int(u.uid))) {

@@ -134,6 +134,17 @@ func ourMounts() ([]mountEntry, error) {
 	return out, nil
 }
 
+// ownedBy returns the mounts of ms whose daemon runs as uid.
+func ownedBy(ms []mountEntry, uid int) []mountEntry {
+	var out []mountEntry
+	for _, m := range ms {
+		if m.Owner == uid {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // mountFlag defines the --mount flag every command that talks to a daemon
 // takes.
 func mountFlag(fs *flag.FlagSet) *string {
@@ -151,7 +162,9 @@ func resolvePaths(mount string, pos []string) (mp string, paths []string, err er
 }
 
 // resolveMount picks the mount a command acts on: the one given, else the
-// one holding the current directory, else the only one there is.
+// one holding the current directory, else the only one there is. Mounts
+// of this user count, when there are any: another user's daemon is not
+// found through this user's runtime dir.
 func resolveMount(given string) (string, error) {
 	if given != "" {
 		return cleanPath(given)
@@ -159,6 +172,9 @@ func resolveMount(given string) (string, error) {
 	ms, err := ourMounts()
 	if err != nil {
 		return "", err
+	}
+	if mine := ownedBy(ms, os.Geteuid()); len(mine) > 0 {
+		ms = mine
 	}
 	if len(ms) == 0 {
 		return "", errors.New("no s3cachefs mount found; pass --mount MOUNTPOINT")
