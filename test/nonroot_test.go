@@ -19,11 +19,13 @@ import (
 	"time"
 )
 
-// TestNonRoot runs s3cachefs as a real unprivileged user: it mounts
-// through fusermount3, reads, prefetches, verifies, evicts, shows status
-// and drops; a plain `fusermount3 -u` stops the daemon; and --allow-other
-// without user_allow_other in /etc/fuse.conf is refused before anything
-// is made.
+// TestNonRoot runs s3cachefs as a real unprivileged user (nobody): it
+// mounts through fusermount3, reads, prefetches, verifies, evicts, shows
+// status and drops, with its control socket in its own runtime dir; a
+// plain `fusermount3 -u` stops the daemon; drop --force detaches a busy
+// mount and a remount clears a killed daemon's, both without root; a
+// runtime dir someone else made is refused; and --allow-other without
+// user_allow_other in /etc/fuse.conf is refused before anything is made.
 func TestNonRoot(t *testing.T) {
 	u := newUser(t)
 	openDevFuse(t)
