@@ -40,7 +40,10 @@ const fsType = "s3cachefs"
 
 // Mount mounts root read-only at mountpoint and returns the serving server
 // once the kernel has answered. It mounts with mount(2) directly, which
-// needs root, and falls back to fusermount3 otherwise. The caller ends the
+// needs root, and falls back to fusermount3 otherwise. A mountpoint
+// /dev/fd/N is an open /dev/fuse that another process mounted: go-fuse
+// serves it as it is, mounting nothing (and server.Unmount fails: that
+// process unmounts, which ends the serve loop). The caller ends the
 // mount with server.Unmount and waits for the serve loop with server.Wait.
 // A Root is mounted at most once.
 func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, error) {
@@ -72,7 +75,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			// than letting every user read through allow_other.
 			Options:          []string{"ro", "default_permissions"},
 			DisableSplice:    true,
-			DirectMount:      true,
+			DirectMount:      !handedOver(mountpoint), // mount(2) on /dev/fd/N would mount on /dev/fuse
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 			// Let a READ carry up to 1 MiB (max_read and max_pages),
 			// a whole cache block, so large sequential reads cost fewer
@@ -107,7 +110,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 	if root.m.notify = notifyOK(init); !root.m.notify {
 		root.m.quirks.note("no notifications sent: this FUSE side announces no asynchronous reads at INIT")
 	}
-	if !strings.HasPrefix(mountpoint, "/dev/fd/") {
+	if !handedOver(mountpoint) {
 		if err := selfCheck(root, mountpoint); err != nil {
 			// Not server.Unmount: it would wait for a serve loop that
 			// a FUSE side which lost our replies may never end.
@@ -118,7 +121,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		}
 	}
 	log.Info("FUSE side", "kernel", root.m.kernel, "fallbacks", strings.Join(root.m.fallbacks(), "; "))
-	if opts.KernelReadAhead > 0 {
+	if opts.KernelReadAhead > 0 && !handedOver(mountpoint) { // /dev/fd/N stats as /dev/fuse, not the mount
 		if err := setReadAhead(mountpoint, opts.KernelReadAhead); err != nil {
 			log.Info("kernel read-ahead left at its default", "err", err)
 		}
@@ -141,6 +144,12 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 // long before; a FUSE side announcing neither is sent none.
 func notifyOK(init *fuse.InitIn) bool {
 	return init.Minor >= 12 && init.Flags64()&fuse.CAP_ASYNC_READ != 0
+}
+
+// handedOver reports whether mountpoint is /dev/fd/N, a descriptor that
+// go-fuse serves without mounting.
+func handedOver(mountpoint string) bool {
+	return strings.HasPrefix(mountpoint, "/dev/fd/")
 }
 
 // probePassthrough registers the file at path as a backing file and

@@ -228,6 +228,7 @@ type statusReport struct {
 	Source           string `json:"source"`
 	Mountpoint       string `json:"mountpoint"`
 	CacheDir         string `json:"cache_dir"`
+	FuseFD           int    `json:"fuse_fd"`
 	PID              int    `json:"pid"`
 	Objects          int64  `json:"objects"`
 	CompleteObjects  int64  `json:"complete_objects"`

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -21,17 +22,6 @@ import (
 
 	"s3cachefs/blockcache"
 )
-
-// runtimeDirEnv overrides where control sockets live (tests use it).
-const runtimeDirEnv = "S3CACHEFS_RUNTIME_DIR"
-
-// runtimeDir is the folder of control sockets and state files.
-func runtimeDir() string {
-	if d := os.Getenv(runtimeDirEnv); d != "" {
-		return d
-	}
-	return "/run/s3cachefs"
-}
 
 // controlPaths returns the socket and state file of the mount at mountpoint.
 // They are named by a hash of the mountpoint, so any command that knows the
@@ -49,6 +39,7 @@ type mountState struct {
 	Source     string `json:"source"`
 	Mountpoint string `json:"mountpoint"`
 	CacheDir   string `json:"cache_dir"`
+	FuseFD     int    `json:"fuse_fd,omitempty"` // served a handed-over /dev/fd/N
 }
 
 // control is the daemon's side of the control socket: HTTP over a unix
@@ -66,13 +57,13 @@ type control struct {
 
 // listenControl creates the socket and state file and starts serving.
 func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, error) {
-	if err := os.MkdirAll(runtimeDir(), 0o700); err != nil {
-		return nil, fmt.Errorf("create runtime dir: %w", err)
+	if _, err := makeRuntimeDir(); err != nil {
+		return nil, err
 	}
-	sock, state := controlPaths(cfg.Mountpoint)
+	sock, state := controlPaths(cfg.Name)
 	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("mountpoint %s is already served by a running s3cachefs daemon", cfg.Mountpoint)
+		return nil, fmt.Errorf("mountpoint %s is already served by a running s3cachefs daemon", cfg.Name)
 	}
 	os.Remove(sock) // left by a daemon that died
 	ln, err := net.Listen("unix", sock)
@@ -83,7 +74,7 @@ func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, erro
 		ln.Close()
 		return nil, fmt.Errorf("restrict control socket: %w", err)
 	}
-	st, _ := json.Marshal(mountState{PID: os.Getpid(), Source: cfg.Source.String(), Mountpoint: cfg.Mountpoint, CacheDir: cfg.CacheDir})
+	st, _ := json.Marshal(mountState{PID: os.Getpid(), Source: cfg.Source.String(), Mountpoint: cfg.Name, CacheDir: cfg.CacheDir, FuseFD: cfg.FuseFD})
 	if err := os.WriteFile(state, st, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("write state file: %w", err)
@@ -342,6 +333,9 @@ func newClient(mountpoint string) *client {
 		mountpoint: mountpoint, sock: sock, state: state,
 		http: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				if err := privateRuntimeDir(filepath.Dir(sock)); err != nil {
+					return nil, err
+				}
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", sock)
 			},
@@ -351,6 +345,17 @@ func newClient(mountpoint string) *client {
 
 // errNoDaemon means no daemon answers on the mountpoint's socket.
 var errNoDaemon = errors.New("no s3cachefs daemon answers")
+
+// noDaemon is the error for a mountpoint whose socket nobody answers on.
+// A mount of another user has its socket in that user's runtime dir:
+// that is said rather than taken for a daemon that died.
+func (c *client) noDaemon() error {
+	if m, ok, err := mountAt(c.mountpoint); err == nil && ok && m.Owner >= 0 && m.Owner != os.Geteuid() {
+		return fmt.Errorf("%s is a mount of uid %d, whose daemon is found through that user's runtime dir: run the command as uid %d",
+			c.mountpoint, m.Owner, m.Owner)
+	}
+	return fmt.Errorf("%w for %s", errNoDaemon, c.mountpoint)
+}
 
 // do sends one request and decodes a JSON reply into out.
 func (c *client) do(ctx context.Context, method, path string, out any) error {
@@ -376,7 +381,10 @@ func (c *client) send(ctx context.Context, method, path string, in io.Reader, ou
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%w for %s", errNoDaemon, c.mountpoint)
+		if ue := (*url.Error)(nil); errors.As(err, &ue) && errors.Is(err, errRuntimeDir) {
+			return ue.Err
+		}
+		return c.noDaemon()
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

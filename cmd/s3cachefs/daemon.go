@@ -168,6 +168,11 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 // that a plain umount stops the daemon also where the FUSE side never
 // says so (watch.go).
 func (d *daemon) watchMount() {
+	if d.cfg.FuseFD > 0 {
+		// Not in our mount table, and the helper's umount ends the
+		// serve loop (ENODEV) where one hands a /dev/fuse over.
+		return
+	}
 	id, err := ourMountID(d.cfg.Mountpoint)
 	if err != nil || id == "" {
 		d.log.Warn("mount not found in the mount table; a plain umount may not stop the daemon here", "err", err)
@@ -318,7 +323,8 @@ func (d *daemon) serve() error {
 
 // unmount unmounts the mountpoint. With force, a busy mount is detached
 // lazily: open files fail once the daemon is gone. Once the mount is
-// gone, serve returns.
+// gone, serve returns. A mount made by another process (a handed-over
+// /dev/fd/N) is that process's to unmount: the daemon only stops.
 func (d *daemon) unmount(force bool) error {
 	d.unmountMu.Lock()
 	defer d.unmountMu.Unlock()
@@ -327,14 +333,16 @@ func (d *daemon) unmount(force bool) error {
 		return nil // done before
 	default:
 	}
-	err := s3fs.Unmount(d.cfg.Mountpoint, false)
-	if err != nil && !force {
-		return err
-	}
-	if err != nil {
-		d.log.Warn("mount busy; detaching it", "err", err)
-		if err := s3fs.Unmount(d.cfg.Mountpoint, true); err != nil && !errors.Is(err, syscall.EINVAL) {
+	if d.cfg.FuseFD == 0 {
+		err := s3fs.Unmount(d.cfg.Mountpoint, false)
+		if err != nil && !force {
 			return err
+		}
+		if err != nil {
+			d.log.Warn("mount busy; detaching it", "err", err)
+			if err := detachMount(d.cfg.Mountpoint); err != nil {
+				return err
+			}
 		}
 	}
 	close(d.detached)

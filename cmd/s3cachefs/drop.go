@@ -41,9 +41,11 @@ func cmdDrop(args []string, stdout io.Writer) error {
 	defer cancel()
 	var r statusReport
 	err = c.do(ctx, "GET", "/status", &r)
-	cacheDir := r.CacheDir
+	cacheDir, fuseFD, dead := r.CacheDir, r.FuseFD, false
 	switch {
 	case errors.Is(err, errNoDaemon):
+		st, _ := c.readState() // dropDead removes it
+		fuseFD, dead = st.FuseFD, true
 		cacheDir, err = dropDead(c, os.Stderr)
 		if err != nil {
 			return err
@@ -59,7 +61,13 @@ func cmdDrop(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "unmounted %s\n", mp)
+	switch {
+	case fuseFD > 0 && dead: // dropDead said what is left for the helper
+	case fuseFD > 0:
+		fmt.Fprintln(stdout, handedOverNote(mp, fuseFD))
+	default:
+		fmt.Fprintf(stdout, "unmounted %s\n", mp)
+	}
 	if *purge {
 		if cacheDir == "" {
 			return fmt.Errorf("cannot purge: the cache dir of %s is unknown", mp)
@@ -80,6 +88,15 @@ func dropDead(c *client, notice io.Writer) (string, error) {
 	if stateErr == nil && processAlive(st.PID) {
 		return "", fmt.Errorf("the daemon of %s (pid %d) is running but does not answer on %s; not touching its mount", c.mountpoint, st.PID, c.sock)
 	}
+	if stateErr == nil && st.FuseFD > 0 {
+		// Its mount is the helper's, wherever that is: only the socket
+		// and state file are ours to remove.
+		fmt.Fprintf(notice, "s3cachefs: the daemon of %s%s had died; it served /dev/fd/%d of a mount made by another process, which must unmount it\n",
+			c.mountpoint, deadPID(st, stateErr), st.FuseFD)
+		os.Remove(c.sock)
+		os.Remove(c.state)
+		return st.CacheDir, nil
+	}
 	ours, err := isOurs(c.mountpoint)
 	if err != nil {
 		return "", err
@@ -88,7 +105,7 @@ func dropDead(c *client, notice io.Writer) (string, error) {
 		return "", fmt.Errorf("%s is not an s3cachefs mount", c.mountpoint)
 	}
 	if ours {
-		if err := syscall.Unmount(c.mountpoint, syscall.MNT_DETACH); err != nil {
+		if err := detachMount(c.mountpoint); err != nil {
 			return "", fmt.Errorf("unmount %s (its daemon is gone): %w", c.mountpoint, err)
 		}
 		fmt.Fprintf(notice, "s3cachefs: the daemon of %s%s had died; removed its mount\n", c.mountpoint, deadPID(st, stateErr))

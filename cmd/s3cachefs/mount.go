@@ -22,7 +22,7 @@ import (
 // mountConfig is everything `mount` was told, parsed and validated.
 type mountConfig struct {
 	Source          source
-	Mountpoint      string // absolute
+	Mountpoint      string // absolute; or /dev/fd/N, see FuseFD
 	CacheDir        string // absolute
 	Endpoint        string
 	Region          string
@@ -48,6 +48,15 @@ type mountConfig struct {
 	S3Timeout       time.Duration // longest wait for response headers or a silent body
 	S3MaxAttempts   int           // attempts per S3 request, the first included
 	NoExec          bool          // mount option noexec
+
+	// FuseFD is N when MOUNTPOINT is /dev/fd/N: a mount that another
+	// process made on a /dev/fuse it handed over (see fdmount.go); 0 for
+	// a mount of our own.
+	FuseFD int
+	// Name names the mount to the other commands (its control socket) and
+	// in status: the mountpoint, or for a handed-over descriptor
+	// --mountpoint-name (else /dev/fd/N).
+	Name string
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -96,6 +105,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if err != nil {
 		return mountConfig{}, err
 	}
+	mountpointName := fs.String("mountpoint-name", "", "for a MOUNTPOINT /dev/fd/N handed over by the process that mounted: where that mount is seen, so that status, prefetch, verify, evict and drop find the daemon by it (default: /dev/fd/N)")
 	pos, err := parseArgs(fs, args, mountHelp)
 	if err != nil {
 		return mountConfig{}, err
@@ -116,6 +126,9 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	// Symlinks resolved: the mount table, and so every later command,
 	// names the real folder.
 	if cfg.Mountpoint, err = cleanPath(pos[1]); err != nil {
+		return cfg, err
+	}
+	if err = applyFuseFD(&cfg, *mountpointName); err != nil {
 		return cfg, err
 	}
 	if cfg.CacheDir, err = absPath(*cacheDir); err != nil {
@@ -164,6 +177,9 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.KernelReadAhead, err = parseSizeIn("--kernel-read-ahead", *kernelReadAhead, 0, 256<<20); err != nil {
 		return cfg, err
 	}
+	if cfg.FuseFD > 0 {
+		cfg.KernelReadAhead = 0 // the daemon cannot tell which mount is its own
+	}
 	if cfg.KernelReadAhead > 0 && cfg.KernelReadAhead < 4<<10 {
 		// The kernel counts it in KiB: less would turn read-ahead off.
 		return cfg, fmt.Errorf("--kernel-read-ahead must be 0 or at least 4KiB, got %s", *kernelReadAhead)
@@ -180,11 +196,11 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		return cfg, err
 	}
 	if *prefetch != "" {
-		if cfg.Prefetch, err = mountRelative(cfg.Mountpoint, strings.Split(*prefetch, ",")); err != nil {
+		if cfg.Prefetch, err = mountRelative(cfg.Name, strings.Split(*prefetch, ",")); err != nil {
 			return cfg, fmt.Errorf("--prefetch: %w", err)
 		}
 	}
-	if cfg.CacheDir == cfg.Mountpoint || strings.HasPrefix(cfg.CacheDir, cfg.Mountpoint+"/") {
+	if cfg.CacheDir == cfg.Name || strings.HasPrefix(cfg.CacheDir, cfg.Name+"/") {
 		return cfg, fmt.Errorf("cache dir %s must not lie inside the mountpoint", cfg.CacheDir)
 	}
 	return cfg, nil
@@ -195,14 +211,24 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// A mount left by a daemon that died is cleaned up, not refused: a
-	// trainer's script that remounts after a crash just works. (In the
-	// background daemon started below this finds nothing left to do.)
-	if err := reapDeadMount(cfg.Mountpoint, os.Stderr); err != nil {
+	if err := checkAllowOther(cfg.AllowOther); err != nil {
 		return err
 	}
-	if err := checkMountpoint(cfg.Mountpoint); err != nil {
-		return err
+	if cfg.FuseFD > 0 {
+		if err := checkFuseFD(cfg.FuseFD); err != nil {
+			return err
+		}
+	} else {
+		// A mount left by a daemon that died is cleaned up, not refused:
+		// a trainer's script that remounts after a crash just works. (In
+		// the background daemon started below this finds nothing left
+		// to do.)
+		if err := reapDeadMount(cfg.Mountpoint, os.Stderr); err != nil {
+			return err
+		}
+		if err := checkMountpoint(cfg.Mountpoint); err != nil {
+			return err
+		}
 	}
 	created, err := prepareCacheDir(cfg.CacheDir)
 	if err != nil {
@@ -220,7 +246,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if err != nil || cfg.Foreground {
 		return err
 	}
-	fmt.Fprintf(stdout, "mounted %s at %s (cache %s)\n", cfg.Source, cfg.Mountpoint, cfg.CacheDir)
+	fmt.Fprintf(stdout, "mounted %s at %s (cache %s)\n", cfg.Source, cfg.Name, cfg.CacheDir)
 	return nil
 }
 
@@ -254,9 +280,10 @@ func startBackground(args []string, cfg mountConfig) error {
 	}
 	defer r.Close()
 	cmd := exec.Command(exe, append([]string{"mount", "--foreground"}, args...)...)
-	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	var readyFD int
+	cmd.ExtraFiles, readyFD = daemonFiles(fuseFile(cfg.FuseFD), w)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", readyFDEnv, readyFD))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -38,6 +39,7 @@ type mountEntry struct {
 	Point  string // mount point, unescaped
 	FSType string
 	Source string
+	Owner  int // the user_id= of a FUSE mount: the uid of its daemon; -1 if none
 }
 
 // readMounts parses /proc/self/mountinfo.
@@ -70,12 +72,23 @@ func parseMountinfoLine(line string) (mountEntry, bool) {
 	if sep < 0 || len(fields) < sep+3 {
 		return mountEntry{}, false
 	}
-	return mountEntry{
+	e := mountEntry{
 		ID:     fields[0],
 		Point:  unescapeMount(fields[4]),
 		FSType: fields[sep+1],
 		Source: unescapeMount(fields[sep+2]),
-	}, true
+		Owner:  -1,
+	}
+	if len(fields) > sep+3 {
+		for _, o := range strings.Split(fields[sep+3], ",") {
+			if v, ok := strings.CutPrefix(o, "user_id="); ok {
+				if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+					e.Owner = n
+				}
+			}
+		}
+	}
+	return e, true
 }
 
 // unescapeMount undoes the kernel's octal escapes (\040 for space, ...).
@@ -139,6 +152,17 @@ func ourMounts() ([]mountEntry, error) {
 	return out, nil
 }
 
+// ownedBy returns the mounts of ms whose daemon runs as uid.
+func ownedBy(ms []mountEntry, uid int) []mountEntry {
+	var out []mountEntry
+	for _, m := range ms {
+		if m.Owner == uid {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // mountFlag defines the --mount flag every command that talks to a daemon
 // takes.
 func mountFlag(fs *flag.FlagSet) *string {
@@ -156,7 +180,9 @@ func resolvePaths(mount string, pos []string) (mp string, paths []string, err er
 }
 
 // resolveMount picks the mount a command acts on: the one given, else the
-// one holding the current directory, else the only one there is.
+// one holding the current directory, else the only one there is. Mounts
+// of this user count, when there are any: another user's daemon is not
+// found through this user's runtime dir.
 func resolveMount(given string) (string, error) {
 	if given != "" {
 		return cleanPath(given)
@@ -164,6 +190,9 @@ func resolveMount(given string) (string, error) {
 	ms, err := ourMounts()
 	if err != nil {
 		return "", err
+	}
+	if mine := ownedBy(ms, os.Geteuid()); len(mine) > 0 {
+		ms = mine
 	}
 	if len(ms) == 0 {
 		return "", errors.New("no s3cachefs mount found; pass --mount MOUNTPOINT")
@@ -189,8 +218,13 @@ func resolveMount(given string) (string, error) {
 	return "", fmt.Errorf("several s3cachefs mounts (%s); pass --mount MOUNTPOINT", strings.Join(names, ", "))
 }
 
-// cleanPath makes p absolute and resolves symlinks where it exists.
+// cleanPath makes p absolute and resolves symlinks where it exists. A
+// handed-over /dev/fd/N stays as it is: it names a descriptor, not the
+// /dev/fuse it links to.
 func cleanPath(p string) (string, error) {
+	if _, ok := fuseFDPath(p); ok {
+		return filepath.Clean(p), nil
+	}
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", p, err)

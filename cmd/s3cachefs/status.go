@@ -20,6 +20,7 @@ type statusReport struct {
 	Source          string `json:"source"`
 	Mountpoint      string `json:"mountpoint"`
 	CacheDir        string `json:"cache_dir"`
+	FuseFD          int    `json:"fuse_fd,omitempty"` // N of a handed-over /dev/fd/N
 	PID             int    `json:"pid"`
 	UptimeSeconds   int64  `json:"uptime_seconds"`
 	Objects         int    `json:"objects"`
@@ -62,7 +63,7 @@ type statusReport struct {
 // status gathers the daemon's figures.
 func (d *daemon) status() statusReport {
 	r := statusReport{
-		Source: d.cfg.Source.String(), Mountpoint: d.cfg.Mountpoint, CacheDir: d.cfg.CacheDir,
+		Source: d.cfg.Source.String(), Mountpoint: d.cfg.Name, CacheDir: d.cfg.CacheDir, FuseFD: d.cfg.FuseFD,
 		PID: os.Getpid(), UptimeSeconds: int64(time.Since(d.started).Seconds()),
 		OpenFiles: d.root.OpenFiles(),
 	}
@@ -140,7 +141,11 @@ func printStatus(w io.Writer, r statusReport) {
 		ratio = fmt.Sprintf("%.1f%%", 100*float64(r.Hits)/float64(n))
 	}
 	fmt.Fprintf(tw, "source\t%s\n", r.Source)
-	fmt.Fprintf(tw, "mountpoint\t%s\n", r.Mountpoint)
+	if r.FuseFD > 0 {
+		fmt.Fprintf(tw, "mountpoint\t%s (mounted by another process; served through /dev/fd/%d)\n", r.Mountpoint, r.FuseFD)
+	} else {
+		fmt.Fprintf(tw, "mountpoint\t%s\n", r.Mountpoint)
+	}
 	fmt.Fprintf(tw, "cache dir\t%s\n", r.CacheDir)
 	fmt.Fprintf(tw, "daemon\tpid %d, up %s\n", r.PID, time.Duration(r.UptimeSeconds)*time.Second)
 	fmt.Fprintf(tw, "cached\t%d objects (%d complete), %s on SSD\n", r.Objects, r.CompleteObjects, humanBytes(r.CachedBytes))
