@@ -174,6 +174,10 @@ func (d *daemon) watchMount() {
 		return
 	}
 	id, err := ourMountID(d.cfg.Mountpoint)
+	var st unix.Stat_t
+	if err == nil && id != "" {
+		err = unix.Stat(d.cfg.Mountpoint, &st)
+	}
 	if err != nil || id == "" {
 		d.log.Warn("mount not found in the mount table; a plain umount may not stop the daemon here", "err", err)
 		return
@@ -181,7 +185,7 @@ func (d *daemon) watchMount() {
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
-		watchMount(d.bgCtx, id, d.gone, d.log)
+		watchMount(d.bgCtx, id, d.cfg.Mountpoint, st.Dev, d.gone, d.log)
 	}()
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // mountWatchInterval is how often the daemon looks for its own mount in
@@ -34,10 +36,12 @@ func ourMountID(mountpoint string) (string, error) {
 	return id, nil
 }
 
-// watchMount closes gone once the mount with the given ID has left the
-// mount table; it returns when that happened or ctx is done. A mount
-// table it cannot read counts as the mount still being there.
-func watchMount(ctx context.Context, id string, gone chan<- struct{}, log *slog.Logger) {
+// watchMount closes gone once the mount with the given ID, on device dev
+// at mountpoint, has left the mount table and the mountpoint is no longer
+// on dev; it returns when that happened or ctx is done. Both must say so:
+// a mount table read while it changes can miss a line. A mount table it
+// cannot read counts as the mount still being there.
+func watchMount(ctx context.Context, id, mountpoint string, dev uint64, gone chan<- struct{}, log *slog.Logger) {
 	tick := time.NewTicker(mountWatchInterval)
 	defer tick.Stop()
 	for {
@@ -55,9 +59,15 @@ func watchMount(ctx context.Context, id string, gone chan<- struct{}, log *slog.
 		for _, m := range ms {
 			present = present || m.ID == id
 		}
-		if !present {
-			close(gone)
-			return
+		if present {
+			continue
 		}
+		var st unix.Stat_t
+		if err := unix.Stat(mountpoint, &st); err == nil && st.Dev == dev {
+			log.Info("the mount table read lacked the mount, but the mountpoint is still on its device")
+			continue
+		}
+		close(gone)
+		return
 	}
 }
