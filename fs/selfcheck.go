@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -94,7 +95,7 @@ func newProbe() (*probe, error) {
 	if _, err := rand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("self-check: %w", err)
 	}
-	r := mrand.New(mrand.NewPCG(uint64(seed[0])<<56|uint64(seed[1])<<48|uint64(seed[2]), uint64(seed[3])))
+	r := mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), 1))
 	data := make([]byte, probeSize)
 	for i := range data {
 		data[i] = byte(r.Uint32())
