@@ -112,9 +112,10 @@ func (m *shared) probeChild(ctx context.Context, d *dirNode, name string, out *f
 	}
 	n := &probeNode{m: m, data: p.data}
 	n.attr(&out.Attr)
-	// Never cached: the name goes away with the self-check.
-	out.SetEntryTimeout(0)
-	out.SetAttrTimeout(0)
+	// Never cached: the name goes away with the self-check. (go-fuse
+	// takes 0 for "use the mount's timeout": 1ns is as good as none.)
+	out.SetEntryTimeout(time.Nanosecond)
+	out.SetAttrTimeout(time.Nanosecond)
 	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG})
 }
 
@@ -145,7 +146,7 @@ func (n *probeNode) attr(out *fuse.Attr) {
 
 func (n *probeNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.attr(&out.Attr)
-	out.SetTimeout(0)
+	out.SetTimeout(time.Nanosecond)
 	return fs.OK
 }
 
