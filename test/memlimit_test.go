@@ -169,8 +169,9 @@ func ownMemCgroup(t *testing.T) string {
 
 // mountIn mounts SOURCE with the plain build inside cg: a shell puts
 // itself into the cgroup and then becomes `s3cachefs mount`, whose
-// background daemon is born there.
-func (e *env) mountIn(t *testing.T, cg *memCgroup, bin string, extra ...string) *mounted {
+// background daemon is born there. env is added to its environment, which
+// has no GOMEMLIMIT otherwise.
+func (e *env) mountIn(t *testing.T, cg *memCgroup, bin string, env []string, extra ...string) *mounted {
 	t.Helper()
 	m := &mounted{dir: newMountpoint(t), cache: t.TempDir()}
 	args := append([]string{"-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(cg.dir, "cgroup.procs"),
@@ -179,7 +180,7 @@ func (e *env) mountIn(t *testing.T, cg *memCgroup, bin string, extra ...string) 
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", args...)
-	cmd.Env = e.childEnv()
+	cmd.Env = e.childEnv(append([]string{"GOMEMLIMIT="}, env...)...)
 	cmd.Dir = "/"
 	out, err := cmd.CombinedOutput()
 	t.Cleanup(func() { e.cleanup(t, m) })
@@ -201,13 +202,26 @@ func (e *env) mountIn(t *testing.T, cg *memCgroup, bin string, extra ...string) 
 type memStatus struct {
 	PID    int `json:"pid"`
 	Memory struct {
-		CgroupLimit       int64  `json:"cgroup_limit"`
-		CgroupLimitFile   string `json:"cgroup_limit_file"`
-		GoMemoryLimit     int64  `json:"go_memory_limit"`
-		GoMemoryLimitFrom string `json:"go_memory_limit_from"`
-		MaxFetches        int    `json:"max_fetches"`
-		PrefetchObjects   int    `json:"prefetch_objects"`
+		CgroupLimit         int64  `json:"cgroup_limit"`
+		CgroupLimitFile     string `json:"cgroup_limit_file"`
+		GoMemoryLimit       int64  `json:"go_memory_limit"`
+		GoMemoryLimitFrom   string `json:"go_memory_limit_from"`
+		MaxFetches          int    `json:"max_fetches"`
+		MaxFetchesFrom      string `json:"max_fetches_from"`
+		PrefetchObjects     int    `json:"prefetch_objects"`
+		PrefetchObjectsFrom string `json:"prefetch_objects_from"`
 	} `json:"memory"`
+}
+
+// memStatusOf runs `status --json` on m.
+func (e *env) memStatusOf(t *testing.T, m *mounted) memStatus {
+	t.Helper()
+	var st memStatus
+	r := e.run(t, "status", "--mount", m.dir, "--json")
+	if err := jsonUnmarshal(r.stdout, &st); err != nil || r.code != 0 {
+		t.Fatalf("status --json: %v\n%s", err, r)
+	}
+	return st
 }
 
 // memDataset is many times the limits' size: large files (whose parts keep
@@ -293,14 +307,8 @@ func TestMemoryLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cg := newMemCgroup(t, tc.limit)
-			m := e.mountIn(t, cg, bin, tc.flags...)
-
-			var st memStatus
-			r := e.run(t, "status", "--mount", m.dir, "--json")
-			if err := jsonUnmarshal(r.stdout, &st); err != nil || r.code != 0 {
-				t.Fatalf("status --json: %v\n%s", err, r)
-			}
-			mem := st.Memory
+			m := e.mountIn(t, cg, bin, nil, tc.flags...)
+			mem := e.memStatusOf(t, m).Memory
 			limitFile := filepath.Join(cg.dir, "memory.limit_in_bytes")
 			if mem.CgroupLimit != tc.limit || mem.CgroupLimitFile != limitFile ||
 				mem.GoMemoryLimit != tc.limit*3/4 || mem.GoMemoryLimitFrom != "cgroup" ||
@@ -316,7 +324,7 @@ func TestMemoryLimit(t *testing.T) {
 			}
 
 			start := time.Now()
-			r = e.run(t, "prefetch", "--mount", m.dir, "--json", "--interval", "100ms", "train", "meta")
+			r := e.run(t, "prefetch", "--mount", m.dir, "--json", "--interval", "100ms", "train", "meta")
 			took := time.Since(start)
 			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 			var last jobProgress
@@ -371,6 +379,19 @@ func TestMemoryLimit(t *testing.T) {
 			e.drop(t, m)
 		})
 	}
+
+	// What the user sets wins: a flag (here as a mount option, as fstab
+	// gives it) and $GOMEMLIMIT; what is not set is still sized.
+	t.Run("explicit", func(t *testing.T) {
+		cg := newMemCgroup(t, 64<<20)
+		m := e.mountIn(t, cg, bin, []string{"GOMEMLIMIT=40MiB"}, "-o", "max_fetches=6")
+		mem := e.memStatusOf(t, m).Memory
+		if mem.CgroupLimit != 64<<20 || mem.GoMemoryLimit != 40<<20 || mem.GoMemoryLimitFrom != "GOMEMLIMIT" ||
+			mem.MaxFetches != 6 || mem.MaxFetchesFrom != "flag" || mem.PrefetchObjects != 4 || mem.PrefetchObjectsFrom != "cgroup" {
+			t.Errorf("status memory: %+v; want the 64 MiB limit, GOMEMLIMIT's 40 MiB, the option's 6 GETs, 4 objects sized", mem)
+		}
+		e.drop(t, m)
+	})
 }
 
 // dumpIfStuck logs where a daemon that is still running after a failed
