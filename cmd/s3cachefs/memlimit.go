@@ -320,19 +320,16 @@ const minMemory = 48 << 20
 
 // printMemory writes status's memory line.
 func printMemory(w io.Writer, p memPlan) {
-	if p.CgroupLimit == 0 && p.GoMemoryLimit == 0 {
-		fmt.Fprintf(w, "memory\tno cgroup memory limit; %d GETs in flight (%s), %d objects per prefetch job (%s)\n",
-			p.MaxFetches, p.MaxFetchesFrom, p.PrefetchObjects, p.PrefetchObjectsFrom)
-		return
-	}
+	from := map[string]string{"cgroup": "sized to the limit", "flag": "as set", "default": "default"}
+	buffers := fmt.Sprintf("%d GETs in flight (%s), %d objects per prefetch job (%s)",
+		p.MaxFetches, from[p.MaxFetchesFrom], p.PrefetchObjects, from[p.PrefetchObjectsFrom])
 	cg := "no cgroup memory limit"
 	if p.CgroupLimit > 0 {
 		cg = fmt.Sprintf("cgroup limit %s (%s)", humanBytes(p.CgroupLimit), p.CgroupLimitFile)
 	}
-	goLimit := "none"
+	goLimit := ""
 	if p.GoMemoryLimit > 0 {
-		goLimit = fmt.Sprintf("%s (from %s)", humanBytes(p.GoMemoryLimit), p.GoMemoryLimitFrom)
+		goLimit = fmt.Sprintf("; Go memory limit %s (from %s)", humanBytes(p.GoMemoryLimit), p.GoMemoryLimitFrom)
 	}
-	fmt.Fprintf(w, "memory\t%s; Go memory limit %s; %d GETs in flight (%s), %d objects per prefetch job (%s)\n",
-		cg, goLimit, p.MaxFetches, p.MaxFetchesFrom, p.PrefetchObjects, p.PrefetchObjectsFrom)
+	fmt.Fprintf(w, "memory\t%s%s; %s\n", cg, goLimit, buffers)
 }

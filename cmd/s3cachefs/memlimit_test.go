@@ -395,3 +395,29 @@ func TestMountFlagsSeen(t *testing.T) {
 		t.Errorf("in 64 MiB: %d GETs and %d objects, want the flag's 32 and a sized 4", p.MaxFetches, p.PrefetchObjects)
 	}
 }
+
+func TestPrintMemory(t *testing.T) {
+	for _, tc := range []struct {
+		p    memPlan
+		want string
+	}{{
+		memPlan{MaxFetches: 32, MaxFetchesFrom: "default", PrefetchObjects: 8, PrefetchObjectsFrom: "default"},
+		"memory\tno cgroup memory limit; 32 GETs in flight (default), 8 objects per prefetch job (default)\n",
+	}, {
+		memPlan{CgroupLimit: 192 * mib, CgroupLimitFile: "/cg/memory.max", GoMemoryLimit: 144 * mib, GoMemoryLimitFrom: "cgroup",
+			MaxFetches: 12, MaxFetchesFrom: "cgroup", PrefetchObjects: 16, PrefetchObjectsFrom: "flag"},
+		"memory\tcgroup limit 192.0 MiB (/cg/memory.max); Go memory limit 144.0 MiB (from cgroup); " +
+			"12 GETs in flight (sized to the limit), 16 objects per prefetch job (as set)\n",
+	}, {
+		memPlan{GoMemoryLimit: 1 << 30, GoMemoryLimitFrom: "GOMEMLIMIT", MaxFetches: 32, MaxFetchesFrom: "default",
+			PrefetchObjects: 8, PrefetchObjectsFrom: "default"},
+		"memory\tno cgroup memory limit; Go memory limit 1.0 GiB (from GOMEMLIMIT); " +
+			"32 GETs in flight (default), 8 objects per prefetch job (default)\n",
+	}} {
+		var b strings.Builder
+		printMemory(&b, tc.p)
+		if b.String() != tc.want {
+			t.Errorf("printMemory(%+v) =\n%q\nwant\n%q", tc.p, b.String(), tc.want)
+		}
+	}
+}
