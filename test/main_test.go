@@ -6,7 +6,8 @@
 // They need root, /dev/fuse, versitygw, /usr/bin/aws and /usr/bin/python3
 // with numpy: `make deps` installs them. Run them with `make test`, or
 // `go test ./test/`; TestMain builds cmd/s3cachefs with -race, unless
-// S3CACHEFS_TEST_BIN names a binary to test instead.
+// S3CACHEFS_TEST_BIN names a binary to test instead. TestMemoryLimit also
+// builds one without -race (memlimit_test.go says why).
 package test
 
 import (

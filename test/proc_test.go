@@ -99,7 +99,8 @@ func isMounted(t *testing.T, dir string) bool {
 }
 
 // daemonPIDs returns the live processes running the test's s3cachefs
-// binary (zombies have no exe link and are not listed).
+// binaries, race-built or plain (zombies have no exe link and are not
+// listed).
 func daemonPIDs() []int {
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
@@ -109,7 +110,7 @@ func daemonPIDs() []int {
 			continue
 		}
 		exe, err := os.Readlink(filepath.Join("/proc", d.Name(), "exe"))
-		if err == nil && exe == suite.bin {
+		if err == nil && (exe == suite.bin || exe == suite.bin+plainSuffix) {
 			pids = append(pids, pid)
 		}
 	}

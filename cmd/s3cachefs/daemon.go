@@ -63,6 +63,7 @@ func runDaemon(cfg mountConfig, ready *os.File) (err error) {
 		}
 	}()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	cfg = sizeToMemory(cfg, log)
 	// Every path in cfg is absolute; leave the caller's folder so the
 	// daemon never keeps another mount busy.
 	if err := os.Chdir("/"); err != nil {

@@ -57,6 +57,9 @@ type mountConfig struct {
 	// in status: the mountpoint, or for a handed-over descriptor
 	// --mountpoint-name (else /dev/fd/N).
 	Name string
+
+	setFlags map[string]bool // names of the flags given on the command line
+	Memory   memPlan         // what the daemon sized to its memory limit (memlimit.go)
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -119,7 +122,9 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	cfg := mountConfig{
 		Region: *region, Profile: *profile, ForcePathStyle: *pathStyle,
 		Foreground: *fg, AllowOther: *allowOther, NoExec: opts.NoExec,
+		setFlags: map[string]bool{},
 	}
+	fs.Visit(func(f *flag.Flag) { cfg.setFlags[f.Name] = true })
 	if cfg.Source, err = parseSource(pos[0]); err != nil {
 		return cfg, err
 	}

@@ -39,7 +39,9 @@ type mountEntry struct {
 	Point  string // mount point, unescaped
 	FSType string
 	Source string
-	Owner  int // the user_id= of a FUSE mount: the uid of its daemon; -1 if none
+	Owner  int    // the user_id= of a FUSE mount: the uid of its daemon; -1 if none
+	Root   string // the folder of the filesystem mounted there, unescaped
+	Super  string // the superblock's options ("" if the line has none)
 }
 
 // readMounts parses /proc/self/mountinfo.
@@ -78,8 +80,10 @@ func parseMountinfoLine(line string) (mountEntry, bool) {
 		FSType: fields[sep+1],
 		Source: unescapeMount(fields[sep+2]),
 		Owner:  -1,
+		Root:   unescapeMount(fields[3]),
 	}
 	if len(fields) > sep+3 {
+		e.Super = fields[sep+3]
 		for _, o := range strings.Split(fields[sep+3], ",") {
 			if v, ok := strings.CutPrefix(o, "user_id="); ok {
 				if n, err := strconv.Atoi(v); err == nil && n >= 0 {

@@ -57,6 +57,7 @@ type statusReport struct {
 	FUSE      string                `json:"fuse"`
 	Fallbacks []string              `json:"fallbacks,omitempty"`
 	Prefetch  []blockcache.Progress `json:"prefetch"`
+	Memory    memPlan               `json:"memory"` // memlimit.go
 	Error     string                `json:"error,omitempty"`
 }
 
@@ -65,7 +66,7 @@ func (d *daemon) status() statusReport {
 	r := statusReport{
 		Source: d.cfg.Source.String(), Mountpoint: d.cfg.Name, CacheDir: d.cfg.CacheDir, FuseFD: d.cfg.FuseFD,
 		PID: os.Getpid(), UptimeSeconds: int64(time.Since(d.started).Seconds()),
-		OpenFiles: d.root.OpenFiles(),
+		OpenFiles: d.root.OpenFiles(), Memory: d.cfg.Memory,
 	}
 	if st, err := d.db.Stats(); err != nil {
 		r.Error = fmt.Sprintf("read index: %v", err)
@@ -174,6 +175,7 @@ func printStatus(w io.Writer, r statusReport) {
 		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), r.BlocksChecked)
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
 	fmt.Fprintf(tw, "open files\t%d\n", r.OpenFiles)
+	printMemory(tw, r.Memory)
 	fmt.Fprintf(tw, "pinned\t%d objects\n", r.PinnedObjects)
 	for _, p := range r.Prefetch {
 		t := p.Totals()
