@@ -141,6 +141,9 @@ type Cache struct {
 	full    atomic.Bool  // the last reservation failed
 	// noDirect is set once the cache filesystem refused O_DIRECT.
 	noDirect atomic.Bool
+	// heldBlocks counts the blocks open handles hold between reads
+	// (Handle.held); holdOne bounds it.
+	heldBlocks atomic.Int64
 
 	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks atomic.Int64
 }

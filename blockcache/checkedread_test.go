@@ -106,3 +106,30 @@ func TestSequentialReadsCheckEachBlockOnce(t *testing.T) {
 		t.Fatalf("%d block checks for a sequential read of %d blocks, want one each", n, len(data)/testBlock)
 	}
 }
+
+// TestHeldBlocksAreBounded: open handles together hold at most twice
+// MaxFetches blocks between reads; past that a handle reads on without
+// holding one, and its bytes are still right.
+func TestHeldBlocksAreBounded(t *testing.T) {
+	f := newFixture(t, Options{MaxFetches: 2})
+	data := randBytes(84, 2*testPart)
+	obj := f.cached("k", data)
+	var hs []*Handle
+	for range 6 {
+		h := f.openHandle(obj)
+		hs = append(hs, h)
+		p := make([]byte, 100)
+		if n, err := h.ReadAt(context.Background(), p, 10); err != nil || !bytes.Equal(p[:n], data[10:110]) {
+			t.Fatalf("read: n=%d err=%v", n, err)
+		}
+	}
+	if n := f.c.heldBlocks.Load(); n != 4 {
+		t.Fatalf("%d blocks held by 6 handles that each stopped inside a block, want 4 (2 x MaxFetches)", n)
+	}
+	for _, h := range hs {
+		h.Close()
+	}
+	if n := f.c.heldBlocks.Load(); n != 0 {
+		t.Fatalf("%d blocks still held after every handle closed", n)
+	}
+}

@@ -194,7 +194,7 @@ func (h *Handle) copyBlock(dst []byte, b int64, from int) (int, error) {
 	}
 	h.mu.Lock()
 	old := pb
-	if !h.closed {
+	if !h.closed && (h.held != nil || c.holdOne()) {
 		old, h.held, h.heldBlock, h.heldLen = h.held, pb, b, len(data)
 	}
 	h.mu.Unlock()
@@ -202,6 +202,17 @@ func (h *Handle) copyBlock(dst []byte, b int64, from int) (int, error) {
 		c.blocks.Put(old)
 	}
 	return n, nil
+}
+
+// holdOne takes one of the blocks that open handles may hold between
+// reads, and reports whether there was one: they are bounded (twice
+// Options.MaxFetches), so that many open files do not pin a block each.
+func (c *Cache) holdOne() bool {
+	if c.heldBlocks.Add(1) > int64(2*c.opts.MaxFetches) {
+		c.heldBlocks.Add(-1)
+		return false
+	}
+	return true
 }
 
 // readAhead notes a read of [off, end) and, while reads are sequential,
@@ -261,6 +272,7 @@ func (h *Handle) Close() error {
 	h.mu.Unlock()
 	if held != nil {
 		h.c.blocks.Put(held)
+		h.c.heldBlocks.Add(-1)
 	}
 	h.c.release(h.o)
 	return nil
