@@ -228,10 +228,15 @@ func runSelfCheck(m *shared, path string, closed *atomic.Bool) error {
 	return checkXattrs(m, path)
 }
 
+// maxInterrupted bounds how often the self-check reads the probe again
+// after a close(2) interrupted by a signal.
+const maxInterrupted = 10
+
 // readProbe reads the probe whole. A close that fails with ENOSYS means
 // the FUSE side hands FLUSH's ENOSYS to close(2): from then on FLUSH is
 // answered with success, and the read is done again.
 func readProbe(m *shared, path string) ([]byte, error) {
+	interrupted := 0
 	for {
 		f, err := os.Open(path)
 		if err != nil {
@@ -245,6 +250,14 @@ func readProbe(m *shared, path string) ([]byte, error) {
 		if errors.Is(cerr, syscall.ENOSYS) && !m.quirks.flushOK.Load() {
 			m.quirks.flushOK.Store(true)
 			m.quirks.note("FLUSH answered with success: this FUSE side hands its ENOSYS to close(2)")
+			continue
+		}
+		if errors.Is(cerr, syscall.EINTR) && interrupted < maxInterrupted {
+			// gVisor waits for FLUSH's answer interruptibly, and the Go
+			// runtime's preemption signal can cut the wait short. (Files
+			// of the mount are opened FOPEN_NOFLUSH and see no FLUSH
+			// there; the probe is not, to learn how FLUSH is answered.)
+			interrupted++
 			continue
 		}
 		if cerr != nil {

@@ -109,6 +109,14 @@ func (e *env) runWith(t *testing.T, extraEnv []string, args ...string) result {
 	cmd := exec.CommandContext(ctx, suite.bin, args...)
 	cmd.Env = e.childEnv(extraEnv...)
 	cmd.Dir = "/" // never inside a mount, so no command keeps one busy
+	return runCmd(t, ctx, cmd, "s3cachefs "+strings.Join(args, " "))
+}
+
+// runCmd runs cmd, made with exec.CommandContext(ctx, ...), and returns
+// what it printed and its exit status. A command that cannot start or
+// outlives ctx fails the test; so does a data race it reports.
+func runCmd(t *testing.T, ctx context.Context, cmd *exec.Cmd, what string) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -119,10 +127,10 @@ func (e *env) runWith(t *testing.T, extraEnv []string, args ...string) result {
 	case errors.As(err, &exitErr) && ctx.Err() == nil:
 		r.code = exitErr.ExitCode()
 	default:
-		t.Fatalf("s3cachefs %s: %v\n%s", strings.Join(args, " "), err, r)
+		t.Fatalf("%s: %v\n%s", what, err, r)
 	}
 	if strings.Contains(r.stderr, "WARNING: DATA RACE") {
-		t.Errorf("data race in s3cachefs %s:\n%s", strings.Join(args, " "), r.stderr)
+		t.Errorf("data race in %s:\n%s", what, r.stderr)
 	}
 	return r
 }
@@ -173,8 +181,14 @@ func newMountpoint(t *testing.T) string {
 // and checks the daemon's log for data races.
 func (e *env) cleanup(t *testing.T, m *mounted) {
 	t.Helper()
+	cleanupMount(t, m, func(args ...string) result { return e.run(t, args...) })
+}
+
+// cleanupMount is cleanup with the s3cachefs runner of the mount's user.
+func cleanupMount(t *testing.T, m *mounted, run func(args ...string) result) {
+	t.Helper()
 	if isMounted(t, m.dir) {
-		if r := e.run(t, "drop", "--force", m.dir); r.code != 0 {
+		if r := run("drop", "--force", m.dir); r.code != 0 {
 			t.Errorf("cleanup: drop --force %s: %s", m.dir, r)
 		}
 		if isMounted(t, m.dir) {

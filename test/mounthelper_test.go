@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -219,19 +218,7 @@ func runMountCmd(t *testing.T, env []string, name string, args ...string) result
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env, cmd.Dir = env, "/"
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr) && ctx.Err() == nil:
-		r.code = exitErr.ExitCode()
-	default:
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, r)
-	}
-	return r
+	return runCmd(t, ctx, cmd, name+" "+strings.Join(args, " "))
 }
 
 // helperMounted checks that mount(8) succeeded quietly and that dir now

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -359,22 +358,7 @@ func (u *testUser) exec(t *testing.T, env []string, extraFiles []*os.File, name 
 	defer cancel()
 	cmd := u.command(ctx, env, name, args...)
 	cmd.ExtraFiles = extraFiles
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr) && ctx.Err() == nil:
-		r.code = exitErr.ExitCode()
-	default:
-		t.Fatalf("%s %s as %s: %v\n%s", name, strings.Join(args, " "), u.name, err, r)
-	}
-	if strings.Contains(r.stderr, "WARNING: DATA RACE") {
-		t.Errorf("data race in %s %s:\n%s", name, strings.Join(args, " "), r.stderr)
-	}
-	return r
+	return runCmd(t, ctx, cmd, name+" "+strings.Join(args, " ")+" as "+u.name)
 }
 
 // run runs s3cachefs args as u.
@@ -419,10 +403,7 @@ func (u *testUser) compare(t *testing.T, env []string, mp string, files map[stri
 }
 
 // userMount is a mount u made.
-type userMount struct {
-	dir, cache string
-	pid        int // the daemon, running as u
-}
+type userMount = mounted // pid: the daemon, running as the user
 
 // mount mounts SOURCE at mnt with cache dir cache as u, through the
 // proxy, and drops it (as u, else detaches it as root) when t ends.
@@ -449,29 +430,10 @@ func (u *testUser) track(t *testing.T, env []string, mnt, cache string) *userMou
 	return m
 }
 
-// cleanup drops m if a test left it mounted, waits for its daemon, and
-// checks its log for data races.
+// cleanup drops m as u if a test left it mounted, as env.cleanup does.
 func (u *testUser) cleanup(t *testing.T, env []string, m *userMount) {
 	t.Helper()
-	if isMounted(t, m.dir) {
-		if r := u.run(t, env, "drop", "--force", m.dir); r.code != 0 {
-			t.Errorf("cleanup: drop --force %s as %s: %s", m.dir, u.name, r)
-		}
-		if isMounted(t, m.dir) {
-			t.Errorf("cleanup: %s still mounted; detaching it", m.dir)
-			_ = exec.Command("umount", "-l", m.dir).Run()
-		}
-	}
-	if m.pid > 0 {
-		if err := waitExit(m.pid, exitTimeout); err != nil {
-			t.Errorf("cleanup: daemon of %s: %v", m.dir, err)
-		}
-	}
-	if log := readLog(m.cache); strings.Contains(log, "WARNING: DATA RACE") {
-		t.Errorf("data race in the daemon of %s:\n%s", m.dir, log)
-	} else if t.Failed() {
-		t.Logf("daemon log of %s:\n%s", m.dir, logTail(m.cache))
-	}
+	cleanupMount(t, m, func(args ...string) result { return u.run(t, env, args...) })
 }
 
 // wantStopped checks that m is unmounted and its daemon has exited after
