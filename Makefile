@@ -93,7 +93,7 @@ demo: deps build
 	VERSITYGW=$(VERSITYGW) bash test/demo.sh
 
 bench: deps bench-deps
-	VERSITYGW=$(VERSITYGW) $(GO) run ./test/bench $(BENCH_FLAGS)
+	VERSITYGW=$(VERSITYGW) RUNSC=$(RUNSC) $(GO) run ./test/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

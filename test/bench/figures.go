@@ -15,22 +15,28 @@ import (
 
 // results is everything measured; render turns it into the table.
 type results struct {
-	readMode                     string // s3cachefs's read path, from status
-	rawWarm, rawHot              stat   // local disk, train split
-	fsWarm, fsHot                stat   // s3cachefs, cached train split
-	fsColdOne, singleGet         stat   // one large file, empty cache / one GET
-	fsColdSplit                  stat   // train split, empty cache, parallel readers
-	fsPrefetch, awsSync, rcCopy  stat   // train split into the cache / a local folder
-	lsFirst, lsSecond, lsDropped stat   // ls -l of meta_train; the last after dropping kernel caches
-	lsLists, lsHeads             int64  // most LISTs and HEADs of any first ls -l
-	statFiles                    stat   // stat of random files of a listed folder
-	statRequests                 int64  // S3 requests during those stats, all runs
-	rssSmall, rssLarge           int64  // daemon VmHWM after prefetching part / all
-	remount                      stat   // read everything after a remount
-	remountLarge, remountSmall   stat   // the same: train+dev, then the small files
-	remountGets, remountLists    int64  // requests during that read
-	rcCold, rcWarm, rcHot        stat   // rclone mount --vfs-cache-mode full
-	statCount                    int    // files stat'ed per run
+	readMode                     string  // s3cachefs's read path, from status
+	rawWarm, rawHot              stat    // local disk, train split
+	fsWarm, fsHot                stat    // s3cachefs, cached train split
+	fsColdOne, singleGet         stat    // one large file, empty cache / one GET
+	fsColdSplit                  stat    // train split, empty cache, parallel readers
+	fsPrefetch, awsSync, rcCopy  stat    // train split into the cache / a local folder
+	lsFirst, lsSecond, lsDropped stat    // ls -l of meta_train; the last after dropping kernel caches
+	lsLists, lsHeads             int64   // most LISTs and HEADs of any first ls -l
+	statFiles                    stat    // stat of random files of a listed folder
+	statRequests                 int64   // S3 requests during those stats, all runs
+	rssSmall, rssLarge           int64   // daemon VmHWM after prefetching part / all
+	remount                      stat    // read everything after a remount
+	remountLarge, remountSmall   stat    // the same: train+dev, then the small files
+	remountGets, remountLists    int64   // requests during that read
+	rcCold, rcWarm, rcHot        stat    // rclone mount --vfs-cache-mode full
+	statCount                    int     // files stat'ed per run
+	chkDisk, chkDaemon, chkOld   stat    // warm train split: local disk / through the daemon / the baseline's
+	chkCPU, chkOldCPU            cpuUse  // daemon CPU over chkDaemon / chkOld
+	chkBlocks                    int64   // blocks this build checked over chkDaemon
+	crcPerGB                     float64 // CPU-s per GB of CRC-32C alone
+	baselineRev                  string  // the baseline's short commit ("": not measured)
+	gvisor                       *gvisorFigures
 }
 
 // figure is one step of the run.
@@ -40,14 +46,14 @@ type figure struct {
 }
 
 // figureKeys name the figures for -only, in the order they run.
-var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount"}
+var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount", "checks", "gvisor"}
 
 func (b *bench) figures(ctx context.Context) error {
 	fns := map[string]func(context.Context) error{
 		"disk": b.figRawDisk, "get": b.figSingleGet, "cold-one": b.figColdOne,
 		"cold-split": b.figColdSplit, "prefetch": b.figPrefetch, "aws": b.figAwsSync,
 		"rclone": b.figRcloneCopy, "ls": b.figListing, "rss": b.figRSSRemount,
-		"rclone-mount": b.figRcloneMount,
+		"rclone-mount": b.figRcloneMount, "checks": b.figChecks, "gvisor": b.figGVisor,
 	}
 	for _, k := range figureKeys {
 		if len(b.cfg.only) > 0 && !slices.Contains(b.cfg.only, k) {

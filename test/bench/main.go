@@ -40,6 +40,7 @@ type config struct {
 	mountFlags []string      // extra flags for `s3cachefs mount`
 	only       []string      // figures to measure (keys); empty: all
 	out        string        // file the table is written to
+	baseline   string        // commit measured beside this build by the checks figure ("": none)
 	args       []string      // the command line, for the report
 }
 
@@ -68,6 +69,7 @@ func parseFlags(args []string) (config, error) {
 	var only string
 	fs.StringVar(&only, "only", "", "measure only these figures, comma-separated: "+strings.Join(figureKeys, ","))
 	fs.StringVar(&cfg.out, "out", "", "also write the table to this file (default WORK/../s3cachefs-bench.md)")
+	fs.StringVar(&cfg.baseline, "checks-baseline", "da4bcf2", "commit whose daemon reads (spliced, unchecked) the checks figure measures beside this build's; \"\" for none")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -99,6 +101,10 @@ func parseFlags(args []string) (config, error) {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == gvisorChildArg {
+		// Inside a gVisor sandbox that figGVisor started.
+		os.Exit(gvisorChild(os.Args[2]))
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

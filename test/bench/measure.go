@@ -157,26 +157,33 @@ func timed(fn func() error) (time.Duration, error) {
 	return time.Since(start), err
 }
 
-// cpuTime is the user+system CPU time pid has used so far, from
-// /proc/PID/stat (in clock ticks of 10 ms); zero when it cannot be read.
+// cpuTime is the user+system CPU time pid has used so far; zero when it
+// cannot be read.
 func cpuTime(pid int) time.Duration {
+	user, sys := cpuTimes(pid)
+	return user + sys
+}
+
+// cpuTimes are the user and system CPU time pid has used so far, from
+// /proc/PID/stat (in clock ticks of 10 ms); zero when it cannot be read.
+func cpuTimes(pid int) (user, sys time.Duration) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	// After ") " come state (field 3) ... utime (14), stime (15).
 	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
-		return 0
+		return 0, 0
 	}
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return time.Duration(utime) * 10 * time.Millisecond, time.Duration(stime) * 10 * time.Millisecond
 }
 
 // cpuMeter measures the CPU time of the daemon, this process (the proxy

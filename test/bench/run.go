@@ -46,7 +46,7 @@ func (b *bench) logf(format string, args ...any) {
 }
 
 // Work dir entries made by a run; only these are removed at the end.
-var workEntries = []string{"s3cachefs", "dataset", "dataset.spec", "s3root", "s3root.spec", "tmp", "run", "home", "logs"}
+var workEntries = []string{"s3cachefs", "dataset", "dataset.spec", "s3root", "s3root.spec", "tmp", "run", "home", "logs", "baseline"}
 
 func run(ctx context.Context, cfg config) (err error) {
 	if os.Geteuid() != 0 {

@@ -16,6 +16,7 @@ import (
 
 // fsMount is one s3cachefs mount made by the run.
 type fsMount struct {
+	bin        string // the s3cachefs binary that mounted it
 	dir, cache string
 	pid        int
 	purge      bool // drop --purge when closed
@@ -28,6 +29,12 @@ type fsStatus struct {
 	ReadMode       string `json:"read_mode"`
 	PassthroughOff string `json:"passthrough_off"`
 	S3GetRequests  int64  `json:"s3_get_requests"`
+	BytesFromSSD   int64  `json:"bytes_from_ssd"`
+	Hits           int64  `json:"hits"` // reads (FUSE READs) served from SSD
+	// Since issue 10 (zero from older builds).
+	BlocksChecked int64    `json:"blocks_checked"`
+	FUSE          string   `json:"fuse"`
+	Fallbacks     []string `json:"fallbacks"`
 }
 
 // source is what every mount serves.
@@ -36,17 +43,24 @@ var source = fmt.Sprintf("s3://%s/%s", bucket, prefix)
 // mountFS mounts the dataset on WORK/tmp/NAME-mnt with cache dir cache,
 // through the proxy, with -mount-flags added.
 func (b *bench) mountFS(ctx context.Context, name, cache string) (*fsMount, error) {
+	return b.mountBin(ctx, b.bin, name, cache)
+}
+
+// mountBin is mountFS with the s3cachefs binary bin, and flags added
+// after -mount-flags (so they win).
+func (b *bench) mountBin(ctx context.Context, bin, name, cache string, flags ...string) (*fsMount, error) {
 	dir := b.path("tmp", name+"-mnt")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	args := append([]string{"mount", source, dir, "--cache-dir", cache,
 		"--endpoint-url", b.proxy.endpoint, "--force-path-style"}, b.cfg.mountFlags...)
+	args = append(args, flags...)
 	// Registered first: a mount command killed by Ctrl-C may already
 	// have left a daemon and its mount behind.
-	m := &fsMount{dir: dir, cache: cache}
+	m := &fsMount{bin: bin, dir: dir, cache: cache}
 	m.c = b.clean.add("s3cachefs mount "+dir, func() error { return b.unmountFS(m) })
-	if _, err := b.runCmd(ctx, b.bin, args...); err != nil {
+	if _, err := b.runCmd(ctx, bin, args...); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, logTail(cache))
 	}
 	st, err := b.fsStatus(ctx, m)
@@ -75,8 +89,8 @@ func (b *bench) unmountFS(m *fsMount) error {
 	}
 	var err error
 	if isMounted(m.dir) {
-		if _, err = b.runCmd(ctx, b.bin, append(args, m.dir)...); err != nil {
-			_, err = b.runCmd(ctx, b.bin, append(args, "--force", m.dir)...)
+		if _, err = b.runCmd(ctx, m.bin, append(args, m.dir)...); err != nil {
+			_, err = b.runCmd(ctx, m.bin, append(args, "--force", m.dir)...)
 		}
 	}
 	if m.pid > 0 {
@@ -93,7 +107,7 @@ func (b *bench) unmountFS(m *fsMount) error {
 
 // fsStatus runs `status --json` on m.
 func (b *bench) fsStatus(ctx context.Context, m *fsMount) (fsStatus, error) {
-	out, err := b.runCmd(ctx, b.bin, "status", "--mount", m.dir, "--json")
+	out, err := b.runCmd(ctx, m.bin, "status", "--mount", m.dir, "--json")
 	if err != nil {
 		return fsStatus{}, err
 	}
@@ -109,7 +123,7 @@ func (b *bench) fsStatus(ctx context.Context, m *fsMount) (fsStatus, error) {
 // --interval: a short one keeps its exit within 50 ms of the job's end.
 func (b *bench) prefetch(ctx context.Context, m *fsMount, folders ...string) (time.Duration, error) {
 	args := append([]string{"prefetch", "--mount", m.dir, "--json", "--interval", "50ms"}, folders...)
-	out, err := b.runCmd(ctx, b.bin, args...)
+	out, err := b.runCmd(ctx, m.bin, args...)
 	if err != nil {
 		return 0, err
 	}

@@ -147,6 +147,7 @@ func newS3Client(endpoint string, conns int) *s3.Client {
 		HTTPClient:   &http.Client{Transport: tr},
 		// Checksums of whole bodies would cost CPU the peers do not pay.
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 	})
 }
 

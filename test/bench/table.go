@@ -89,7 +89,50 @@ func (b *bench) rows() []row {
 	info("cold read of "+split+", "+rd, r.fsColdSplit, r.rcCold)
 	info("warm read of "+split+", page cache dropped", r.fsWarm, r.rcWarm)
 	info("hot read of "+split, r.fsHot, r.rcHot)
+	out = append(out, b.checksRows(split, rd)...)
+	out = append(out, b.gvisorRows(rd)...)
 	return out
+}
+
+// checksRows are the rows of the checks figure: reads through the daemon
+// and its CPU time, this build's and the baseline's.
+func (b *bench) checksRows(split, rd string) []row {
+	r := &b.res
+	if r.chkDaemon.empty() {
+		return nil
+	}
+	out := []row{{"warm read of cached " + split + " through the daemon (`--passthrough=false`; every block's CRC-32C checked), page cache dropped, " + rd,
+		r.chkDaemon.String(), "local disk: " + r.chkDisk.String(), fmtRatio(faster(r.chkDaemon, r.chkDisk)), "(for comparison)", "—"}}
+	old := "commit " + r.baselineRev
+	if !r.chkOld.empty() {
+		out = append(out, row{"the same, " + old + " (complete files spliced from the cache file, unchecked)",
+			r.chkOld.String(), "local disk: " + r.chkDisk.String(), fmtRatio(faster(r.chkOld, r.chkDisk)), "(for comparison)", "—"})
+	}
+	cpu := row{fmt.Sprintf("daemon CPU per GB read from SSD in those reads (/proc/PID/stat utime+stime); CRC-32C alone: %.2f CPU-s/GB", r.crcPerGB),
+		r.chkCPU.String(), "—", "—", "(for comparison)", "—"}
+	if !r.chkOld.empty() {
+		cpu.peer = old + ": " + r.chkOldCPU.String()
+		if r.chkOldCPU.perGB() > 0 {
+			cpu.ratio = fmtRatio(r.chkCPU.perGB() / r.chkOldCPU.perGB())
+		}
+	}
+	return append(out, cpu)
+}
+
+// gvisorRows are the rows of the gVisor figure.
+func (b *bench) gvisorRows(rd string) []row {
+	g := b.res.gvisor
+	if g == nil {
+		return nil
+	}
+	set := fmt.Sprintf("%d files of %d MiB", g.files, g.fileSize/mib)
+	plain := "plain file in the sandbox: " + g.plain.String()
+	return []row{
+		{fmt.Sprintf("gVisor (%s): cached read of %s, %s; daemon %s", g.runsc, set, rd, g.cachedCPU),
+			g.cached.String(), plain, fmtRatio(faster(g.cached, g.plain)), "(for comparison)", "—"},
+		{fmt.Sprintf("gVisor: cold read of %s, empty cache, S3 server and proxy in the sandbox, %s; daemon %s", set, rd, g.coldCPU),
+			g.cold.String(), plain, fmtRatio(faster(g.cold, g.plain)), "(for comparison)", "—"},
+	}
 }
 
 // listingRows are the rows of the ls -l and stat figures.
@@ -168,8 +211,16 @@ func (b *bench) render() string {
 		{"ls -l first", r.lsFirst}, {"ls -l second", r.lsSecond}, {"ls -l, kernel caches dropped", r.lsDropped},
 		{"stat", r.statFiles},
 		{"rclone mount cold", r.rcCold}, {"rclone mount warm", r.rcWarm}, {"rclone mount hot", r.rcHot},
+		{"checks: local disk warm", r.chkDisk}, {"checks: daemon warm", r.chkDaemon},
+		{"checks: daemon warm, commit " + r.baselineRev, r.chkOld},
 	} {
 		fmt.Fprintf(&sb, "- %s: %s\n", s.name, s.s.all())
+	}
+	if g := r.gvisor; g != nil {
+		fmt.Fprintf(&sb, "- gVisor cold: %s\n- gVisor cached: %s\n- gVisor plain file: %s\n", g.cold.all(), g.cached.all(), g.plain.all())
+		fmt.Fprintf(&sb, "- gVisor mount: read mode %q, %s, fallbacks %q; cached reads: %d blocks checked, %d FUSE READs of %d KiB on average; upload in the sandbox %s\n",
+			g.res.ReadMode, g.res.FUSE, g.res.Fallbacks, g.res.BlocksChecked, g.res.Reads, g.res.ReadBytes/max(g.res.Reads, 1)>>10, fmtDur(g.res.Upload))
+		fmt.Fprintf(&sb, "- gVisor mounts that failed and were tried again: %d of %d %q\n", len(g.res.MountFailures), g.res.Mounts, g.res.MountFailures)
 	}
 	return sb.String()
 }
