@@ -179,6 +179,12 @@ func (h *Handle) copyBlock(dst []byte, b int64, from int) (int, error) {
 	}
 	h.mu.Unlock()
 	c := h.c
+	if n := int(min(c.opts.BlockSize, h.o.obj.Size-b*c.opts.BlockSize)); from == 0 && len(dst) >= n {
+		// The read takes the whole block: read and check it in place.
+		// (A damaged block's bytes are left in dst, but with an error.)
+		data, err := c.readBlock(h.o, b, dst)
+		return len(data), err
+	}
 	pb := c.blocks.Get().(*[]byte)
 	data, err := c.readBlock(h.o, b, *pb)
 	if err != nil {
