@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -479,22 +478,10 @@ func checkOwned(t *testing.T, path string, uid uint32, mode fs.FileMode) {
 // wantDaemonUID checks that process pid runs as uid (real and effective).
 func wantDaemonUID(t *testing.T, pid int, uid uint32) {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
+	f := strings.Fields(procStatus(t, pid, "Uid"))
+	if want := strconv.Itoa(int(uid)); len(f) < 2 || f[0] != want || f[1] != want {
+		t.Errorf("daemon pid %d runs as uid %v, want %s", pid, f, want)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if ids, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
-			f := strings.Fields(ids)
-			if want := strconv.Itoa(int(uid)); len(f) < 2 || f[0] != want || f[1] != want {
-				t.Errorf("daemon pid %d runs as uid %v, want %s", pid, f, want)
-			}
-			return
-		}
-	}
-	t.Fatalf("no Uid line in /proc/%d/status", pid)
 }
 
 // fuseConfAllowsOther reports whether /etc/fuse.conf lets users mount with

@@ -158,3 +158,31 @@ func waitExit(pid int, timeout time.Duration) error {
 		}
 	}
 }
+
+// procStatus returns the value of the line "key:" of /proc/PID/status,
+// trimmed.
+func procStatus(t *testing.T, pid int, key string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("status of pid %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, key)
+	return ""
+}
+
+// procStatusBytes returns a "NNN kB" value of /proc/PID/status in bytes.
+func procStatusBytes(t *testing.T, pid int, key string) int64 {
+	t.Helper()
+	v := procStatus(t, pid, key)
+	kb, err := strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
+	if err != nil {
+		t.Fatalf("/proc/%d/status: %s %q", pid, key, v)
+	}
+	return kb << 10
+}

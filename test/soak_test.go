@@ -3,7 +3,6 @@ package test
 import (
 	"bytes"
 	"flag"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -277,21 +276,7 @@ func soakDumpDaemon(t *testing.T, m *mounted) {
 // soakRSS returns the resident memory of process pid.
 func soakRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatalf("daemon status: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				t.Fatalf("VmRSS: %q", line)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("/proc/%d/status has no VmRSS", pid)
-	return 0
+	return procStatusBytes(t, pid, "VmRSS")
 }
 
 // soakScrape samples the daemon: its RSS, and its goroutines and GC
