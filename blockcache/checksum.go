@@ -35,9 +35,10 @@ func (c *Cache) check(o *object, first, last int64) error {
 			o.verified = index.NewBlocks(o.rec.Present.Len())
 		}
 		done := o.verified.Has(b)
+		_, known := o.rec.Sum(b)
 		o.mu.Unlock()
-		if done {
-			continue
+		if done || !known {
+			continue // nothing to compare a block without a sum with
 		}
 		if pb == nil {
 			pb = c.blocks.Get().(*[]byte)

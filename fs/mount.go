@@ -32,7 +32,12 @@ type MountOptions struct {
 	// needs root; a failure is logged, not returned.
 	KernelReadAhead int64
 	NoExec          bool // mount noexec: the kernel refuses to execute files of the mount
-	Logger          *slog.Logger
+	// HandedOver says the mountpoint is /dev/fd/N, a /dev/fuse another
+	// process mounted and handed over: go-fuse serves it without
+	// mounting, and there is no mountpoint to look at (no self-check, no
+	// read-ahead setting).
+	HandedOver bool
+	Logger     *slog.Logger
 }
 
 // fsType is the subtype of the mount: /proc/mounts shows fuse.s3cachefs.
@@ -75,7 +80,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			// than letting every user read through allow_other.
 			Options:          []string{"ro", "default_permissions"},
 			DisableSplice:    true,
-			DirectMount:      !handedOver(mountpoint), // mount(2) on /dev/fd/N would mount on /dev/fuse
+			DirectMount:      !opts.HandedOver, // mount(2) on /dev/fd/N would mount on /dev/fuse
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 			// Let a READ carry up to 1 MiB (max_read and max_pages),
 			// a whole cache block, so large sequential reads cost fewer
@@ -110,7 +115,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 	if root.m.notify = notifyOK(init); !root.m.notify {
 		root.m.quirks.note("no notifications sent: this FUSE side announces no asynchronous reads at INIT")
 	}
-	if !handedOver(mountpoint) {
+	if !opts.HandedOver {
 		if err := selfCheck(root, mountpoint); err != nil {
 			// Not server.Unmount: it would wait for a serve loop that
 			// a FUSE side which lost our replies may never end.
@@ -121,7 +126,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		}
 	}
 	log.Info("FUSE side", "kernel", root.m.kernel, "fallbacks", strings.Join(root.m.fallbacks(), "; "))
-	if opts.KernelReadAhead > 0 && !handedOver(mountpoint) { // /dev/fd/N stats as /dev/fuse, not the mount
+	if opts.KernelReadAhead > 0 && !opts.HandedOver { // /dev/fd/N stats as /dev/fuse, not the mount
 		if err := setReadAhead(mountpoint, opts.KernelReadAhead); err != nil {
 			log.Info("kernel read-ahead left at its default", "err", err)
 		}
@@ -144,12 +149,6 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 // long before; a FUSE side announcing neither is sent none.
 func notifyOK(init *fuse.InitIn) bool {
 	return init.Minor >= 12 && init.Flags64()&fuse.CAP_ASYNC_READ != 0
-}
-
-// handedOver reports whether mountpoint is /dev/fd/N, a descriptor that
-// go-fuse serves without mounting.
-func handedOver(mountpoint string) bool {
-	return strings.HasPrefix(mountpoint, "/dev/fd/")
 }
 
 // probePassthrough registers the file at path as a backing file and

@@ -307,8 +307,8 @@ func sameBytes(got, want []byte, off int64) error {
 func checkXattrs(m *shared, path string) error {
 	buf := make([]byte, 256)
 	for attempt := 0; ; attempt++ {
-		_, gerr := unix.Getxattr(path, "user.s3cachefs.selfcheck", buf)
-		_, lerr := unix.Listxattr(path, buf)
+		gerr := retryEINTR(func() error { _, err := unix.Getxattr(path, "user.s3cachefs.selfcheck", buf); return err })
+		lerr := retryEINTR(func() error { _, err := unix.Listxattr(path, buf); return err })
 		if attempt == 0 && (errors.Is(gerr, syscall.ENOSYS) || errors.Is(lerr, syscall.ENOSYS)) {
 			m.quirks.xattrNone.Store(true)
 			m.quirks.note("extended attributes answered as absent: this FUSE side hands ENOSYS to getxattr(2)")
@@ -322,6 +322,19 @@ func checkXattrs(m *shared, path string) error {
 		}
 		return nil
 	}
+}
+
+// retryEINTR calls f again while it fails with EINTR, at most
+// maxInterrupted times: gVisor waits for a FUSE answer interruptibly, and
+// the Go runtime's preemption signal can cut the wait short. (Go's os
+// package does this for open and read itself; close cannot be retried on
+// the same descriptor, so readProbe reads the probe again instead.)
+func retryEINTR(f func() error) error {
+	err := f()
+	for i := 0; i < maxInterrupted && errors.Is(err, syscall.EINTR); i++ {
+		err = f()
+	}
+	return err
 }
 
 // noXattr reports whether err is a caller's answer for "no extended

@@ -143,7 +143,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { d.ctl.close(context.Background()) })
-	mo := s3fs.MountOptions{FsName: cfg.Source.String(), AllowOther: cfg.AllowOther,
+	mo := s3fs.MountOptions{FsName: cfg.Source.String(), AllowOther: cfg.AllowOther, HandedOver: cfg.FuseFD > 0,
 		KernelReadAhead: cfg.KernelReadAhead, NoExec: cfg.NoExec, Logger: log}
 	if cfg.Passthrough {
 		// The index is a regular file on the cache's filesystem: the
@@ -174,19 +174,22 @@ func (d *daemon) watchMount() {
 		// serve loop (ENODEV) where one hands a /dev/fuse over.
 		return
 	}
-	id, err := ourMountID(d.cfg.Mountpoint)
+	// The newest mount at the mountpoint is the one just made; gVisor
+	// shows it as plain "fuse".
+	m, found, err := mountAt(d.cfg.Mountpoint)
+	found = found && (m.FSType == fsType || m.FSType == "fuse")
 	var st unix.Stat_t
-	if err == nil && id != "" {
+	if err == nil && found {
 		err = unix.Stat(d.cfg.Mountpoint, &st)
 	}
-	if err != nil || id == "" {
+	if err != nil || !found {
 		d.log.Warn("mount not found in the mount table; a plain umount may not stop the daemon here", "err", err)
 		return
 	}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
-		watchMount(d.bgCtx, id, d.cfg.Mountpoint, st.Dev, d.gone, d.log)
+		watchMount(d.bgCtx, m.ID, d.cfg.Mountpoint, st.Dev, d.gone, d.log)
 	}()
 }
 

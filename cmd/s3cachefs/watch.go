@@ -20,22 +20,6 @@ const mountWatchInterval = time.Second
 // gone: on Linux it ends at once; elsewhere it may never end.
 const serveAfterUnmount = 2 * time.Second
 
-// ourMountID returns the ID of the newest FUSE mount at mountpoint, the one
-// just made; "" if there is none. (gVisor shows it as plain "fuse".)
-func ourMountID(mountpoint string) (string, error) {
-	ms, err := readMounts()
-	if err != nil {
-		return "", err
-	}
-	id := ""
-	for _, m := range ms {
-		if m.Point == mountpoint && (m.FSType == fsType || m.FSType == "fuse") {
-			id = m.ID
-		}
-	}
-	return id, nil
-}
-
 // watchMount closes gone once the mount with the given ID, on device dev
 // at mountpoint, has left the mount table and the mountpoint is no longer
 // on dev; it returns when that happened or ctx is done. Both must say so:
