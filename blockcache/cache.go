@@ -103,6 +103,9 @@ type Stats struct {
 	// their sums: by every read served from SSD, and before a complete
 	// file is handed to the kernel.
 	BlocksChecked int64
+	// BlocksFresh counts blocks served from memory right after their
+	// fetch, neither read back nor checked again (fresh.go).
+	BlocksFresh int64
 }
 
 // Cache is the SSD store. Create it with New and stop it with Close.
@@ -144,8 +147,11 @@ type Cache struct {
 	// heldBlocks counts the blocks open handles hold between reads
 	// (Handle.held); holdOne bounds it.
 	heldBlocks atomic.Int64
+	// freshBlocks counts the blocks objects keep for readers (fresh.go);
+	// keepFresh bounds it.
+	freshBlocks atomic.Int64
 
-	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks atomic.Int64
+	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks, freshServed atomic.Int64
 }
 
 // ErrClosed is returned by Open after Close.
@@ -222,6 +228,7 @@ func (c *Cache) Stats() Stats {
 		UsedBytes:   c.used.Load(), Evictions: c.evictions.Load(),
 		Uncached: c.uncached.Load(), Full: c.full.Load(), Corrupt: c.corrupt.Load(),
 		BlocksChecked: c.checks.Load(),
+		BlocksFresh:   c.freshServed.Load(),
 	}
 }
 
@@ -232,6 +239,7 @@ func (c *Cache) Open(ctx context.Context, obj index.Object) (*Handle, error) {
 		return nil, err
 	}
 	c.touch(o)
+	o.handles.Add(1)
 	return &Handle{c: c, o: o}, nil
 }
 
@@ -430,6 +438,7 @@ func (c *Cache) release(o *object) {
 			c.rememberChecked(o.id, checkedState{verified: o.verified, stamp: o.stamp})
 		}
 	}
+	c.dropFreshLocked(o)
 	if o.file != nil {
 		if err := o.file.Close(); err != nil {
 			c.log.Warn("close cache file", "key", o.obj.Key, "err", err)

@@ -9,15 +9,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Writes past the page cache. A prefetch job fetches far more than anyone
-// reads soon; written through the page cache, its bytes would push the
-// trainer's working set out of memory and cost a copy each (the largest
-// share of the daemon's CPU while prefetching). So fetches started in the
-// background write their whole blocks with O_DIRECT: the disk takes them
-// from the block buffer itself. Reads that come later go through the page
-// cache as usual; the kernel keeps the two coherent. A block that is not a
-// multiple of directAlign long (an object's last) goes through the page
-// cache, and so does everything on a filesystem that refuses O_DIRECT.
+// Writes past the page cache. Written through the page cache, fetched
+// bytes cost a copy each into new page-cache pages, the dearest work on the
+// fetch path, and push the trainer's working set out of memory. So a
+// fetch writes its whole blocks with O_DIRECT, the disk taking them from
+// the block buffer itself, wherever nobody reads them back from SSD soon:
+// blocks a reader takes from memory (fresh.go) and blocks nobody has open
+// (a prefetch's). Blocks a reader will read back go through the page cache
+// (fresh.go has the table); the kernel keeps the two kinds coherent. A
+// block that is not a multiple of directAlign long (an object's last) goes
+// through the page cache, and so does everything on a filesystem that
+// refuses O_DIRECT.
 
 // directAlign is the alignment O_DIRECT asks of buffers, offsets and
 // lengths: 4096 covers every logical block size in use.
@@ -30,21 +32,19 @@ func alignedBlock(n int64) []byte {
 	return b[skip : skip+int(n) : skip+int(n)]
 }
 
-// directWriter writes whole blocks of one cache file with O_DIRECT while
-// bypass says so, and the rest, or everything once the filesystem refused,
-// through file.
+// directWriter writes whole blocks of one cache file with O_DIRECT, and
+// the rest, or everything once the filesystem refused, through file.
 type directWriter struct {
 	c      *Cache
-	file   *os.File    // the cache file, through the page cache
-	direct *os.File    // the same file opened with O_DIRECT; nil: not (yet) used
-	path   string      // names file for the O_DIRECT open; "": no O_DIRECT
-	bypass func() bool // asked before each block
+	file   *os.File // the cache file, through the page cache
+	direct *os.File // the same file opened with O_DIRECT; nil: not (yet) used
+	path   string   // names file for the O_DIRECT open; "": no O_DIRECT
 }
 
-// newWriter returns the writer for a fetch of o: direct while bypass says
-// so, unless the cache filesystem has refused O_DIRECT.
-func (c *Cache) newWriter(o *object, bypass func() bool) *directWriter {
-	w := &directWriter{c: c, file: o.file, bypass: bypass}
+// newWriter returns the writer for a fetch of o: direct unless the cache
+// filesystem has refused O_DIRECT.
+func (c *Cache) newWriter(o *object) *directWriter {
+	w := &directWriter{c: c, file: o.file}
 	if !c.noDirect.Load() {
 		// The open file itself, whatever happens to its name.
 		w.path = fmt.Sprintf("/proc/self/fd/%d", o.file.Fd())
@@ -55,7 +55,7 @@ func (c *Cache) newWriter(o *object, bypass func() bool) *directWriter {
 // WriteAt writes p at off, past the page cache when it can.
 func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
 	if w.path == "" || len(p) == 0 || len(p)%directAlign != 0 || off%directAlign != 0 ||
-		uintptr(unsafe.Pointer(&p[0]))%directAlign != 0 || !w.bypass() {
+		uintptr(unsafe.Pointer(&p[0]))%directAlign != 0 {
 		return w.file.WriteAt(p, off)
 	}
 	if w.direct == nil {
@@ -78,7 +78,7 @@ func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
 // every later fetch.
 func (w *directWriter) fallBack(p []byte, off int64, err error) (int, error) {
 	if errors.Is(err, unix.EINVAL) && w.c.noDirect.CompareAndSwap(false, true) {
-		w.c.log.Info("cache filesystem refuses O_DIRECT; prefetched blocks go through the page cache", "err", err)
+		w.c.log.Info("cache filesystem refuses O_DIRECT; fetched blocks go through the page cache", "err", err)
 	}
 	w.path = ""
 	return w.file.WriteAt(p, off)

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/index"
 )
 
 // residentPages counts the pages of the first n bytes of path that are in
@@ -50,10 +52,13 @@ func skipOnTmpfs(t *testing.T, dir string) {
 	}
 }
 
-// TestWarmWritesPastPageCache: a prefetch (Warm) writes its whole blocks
-// with O_DIRECT, so none of them sits in the page cache afterwards, while
-// the blocks a reader fetched do; both read back as the source has them.
-func TestWarmWritesPastPageCache(t *testing.T) {
+// TestFetchesWritePastPageCache: every fetch writes its whole blocks with
+// O_DIRECT, a prefetch's (Warm) and a reader's alike, so none of them sits
+// in the page cache afterwards; the reader was served from the fetch's
+// buffers. A short last block goes through the page cache: the control
+// that residency is measured at all. Everything reads back as the source
+// has it.
+func TestFetchesWritePastPageCache(t *testing.T) {
 	f := newFixture(t, Options{ReadAhead: -1})
 	skipOnTmpfs(t, f.dir)
 	whole := int64(3 * testPart) // whole blocks; a short last block follows
@@ -63,18 +68,27 @@ func TestWarmWritesPastPageCache(t *testing.T) {
 	if err := f.c.Warm(context.Background(), wObj, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, f.openHandle(rObj)); !bytes.Equal(got, read) {
+	h := f.openHandle(rObj)
+	if got := readAll(t, h); !bytes.Equal(got, read) {
 		t.Fatal("read differs from the source")
 	}
 	if f.c.noDirect.Load() {
 		t.Skip("the cache filesystem refuses O_DIRECT: everything goes through the page cache")
 	}
-	if n := residentPages(t, objectPath(f.dir, ObjectID("bucket", wObj)), whole); n != 0 {
-		t.Errorf("%d pages of prefetched whole blocks in the page cache, want 0", n)
+	if got, want := f.c.Stats().BlocksFresh, whole/testBlock; got != want {
+		t.Errorf("%d blocks served fresh to the reader, want all %d", got, want)
 	}
-	// The check can tell: blocks a reader waited for went through it.
-	if n := residentPages(t, objectPath(f.dir, ObjectID("bucket", rObj)), whole); n == 0 {
-		t.Error("no page of blocks fetched for a reader in the page cache: residency is not measured")
+	for _, o := range []struct {
+		name string
+		obj  index.Object
+	}{{"prefetched", wObj}, {"read", rObj}} {
+		if n := residentPages(t, objectPath(f.dir, ObjectID("bucket", o.obj)), whole); n != 0 {
+			t.Errorf("%d pages of %s whole blocks in the page cache, want 0", n, o.name)
+		}
+	}
+	tail := residentPages(t, objectPath(f.dir, ObjectID("bucket", wObj)), whole+5000)
+	if tail == 0 {
+		t.Error("the short last block is not in the page cache either: residency is not measured")
 	}
 	if got := readAll(t, f.openHandle(wObj)); !bytes.Equal(got, warmed) {
 		t.Fatal("prefetched bytes read back differ from the source")
@@ -101,7 +115,7 @@ func TestDirectWriterFallsBack(t *testing.T) {
 		{"unaligned buffer", randBytes(45, testBlock+1)[1:], testBlock, fmt.Sprintf("/proc/self/fd/%d", o.file.Fd())},
 		{"cannot open", aligned, 2 * testBlock, f.dir + "/no/such/file"},
 	} {
-		w := f.c.newWriter(o, func() bool { return true })
+		w := f.c.newWriter(o)
 		w.path = c.path
 		if n, err := w.WriteAt(c.p, c.off); err != nil || n != len(c.p) {
 			t.Fatalf("%s: wrote %d bytes, %v", c.name, n, err)
@@ -119,47 +133,60 @@ func TestDirectWriterFallsBack(t *testing.T) {
 	}
 }
 
-// TestPrefetchJoinedByReaderUsesPageCache: once a reader waits on a
-// prefetch's fetch, the blocks still to come go through the page cache,
-// from which that reader is served.
-func TestPrefetchJoinedByReaderUsesPageCache(t *testing.T) {
-	var f *fixture
-	writes := 0
-	join := func(point, id string) error {
-		if point != "write" {
-			return nil
-		}
-		if writes++; writes == 2 { // after the first block: a reader joins
-			f.c.mu.Lock()
-			o := f.c.objs[id]
-			f.c.mu.Unlock()
-			o.mu.Lock()
-			for _, fe := range o.inflight {
-				fe.makeUrgent()
-			}
-			o.mu.Unlock()
-		}
-		return nil
-	}
-	f = newFixture(t, Options{ReadAhead: -1, Fault: join})
+// TestReaderJoiningPrefetchServedFresh: a reader that has the object open
+// while a prefetch fetches it takes the prefetch's blocks from memory, not
+// read back from SSD nor checked again; no more blocks are kept at once
+// than the bound, a block not kept goes through the page cache and is read
+// back from there and checked, and the last close gives back every block
+// still kept.
+func TestReaderJoiningPrefetchServedFresh(t *testing.T) {
+	f := newFixture(t, Options{ReadAhead: -1, MaxFetches: 4})
 	skipOnTmpfs(t, f.dir)
-	data := randBytes(46, testPart)
+	limit := f.c.freshLimit()
+	data := randBytes(46, 2*testPart)
 	obj := f.src.Put("joined", data)
+	h := f.openHandle(obj)
 	if err := f.c.Warm(context.Background(), obj, nil); err != nil {
 		t.Fatal(err)
 	}
-	if f.c.noDirect.Load() {
-		t.Skip("the cache filesystem refuses O_DIRECT: everything goes through the page cache")
+	if n := f.c.freshBlocks.Load(); n != limit {
+		t.Fatalf("%d blocks kept for the open handle, want the bound, %d", n, limit)
 	}
-	path := objectPath(f.dir, ObjectID("bucket", obj))
-	pages := testBlock / os.Getpagesize()
-	if n := residentPages(t, path, testBlock); n != 0 {
-		t.Errorf("first block, written before the reader came: %d of %d pages in the page cache, want 0", n, pages)
+	blocks := int64(2 * testPart / testBlock)
+	if !f.c.noDirect.Load() {
+		// Kept blocks went past the page cache, the others through it.
+		pages := int64(testBlock / os.Getpagesize())
+		path := objectPath(f.dir, ObjectID("bucket", obj))
+		if n := int64(residentPages(t, path, 2*testPart)); n != (blocks-limit)*pages {
+			t.Errorf("%d pages in the page cache, want the %d of the %d blocks not kept", n, (blocks-limit)*pages, blocks-limit)
+		}
 	}
-	if n := residentPages(t, path, testPart); n < 3*pages {
-		t.Errorf("%d pages of the part in the page cache, want the %d of the blocks written after the reader came", n, 3*pages)
+	before := f.c.Stats()
+	if got := readAll(t, h); !bytes.Equal(got, data) {
+		t.Fatal("bytes read differ from the source")
 	}
-	if got := readAll(t, f.openHandle(obj)); !bytes.Equal(got, data) {
-		t.Fatal("bytes read back differ from the source")
+	after := f.c.Stats()
+	if got := after.BlocksFresh - before.BlocksFresh; got != limit {
+		t.Errorf("%d blocks served fresh, want %d", got, limit)
+	}
+	if got := after.BlocksChecked - before.BlocksChecked; got != blocks-limit {
+		t.Errorf("%d blocks read back and checked, want the %d not kept", got, blocks-limit)
+	}
+	if after.BytesFromS3 != before.BytesFromS3 {
+		t.Errorf("the reader fetched %d bytes again", after.BytesFromS3-before.BytesFromS3)
+	}
+	// Blocks kept for a handle that closes before reading them are given back.
+	other := f.src.Put("other", randBytes(47, testPart))
+	h2 := f.openHandle(other)
+	if err := f.c.Warm(context.Background(), other, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.c.freshBlocks.Load(); n != limit {
+		t.Fatalf("%d blocks kept for the second handle, want %d", n, limit)
+	}
+	h.Close()
+	h2.Close()
+	if n := f.c.freshBlocks.Load(); n != 0 {
+		t.Errorf("%d blocks still kept after the last close, want 0", n)
 	}
 }

@@ -33,13 +33,16 @@
 // Options.ReadAhead; a random read resets it. At most Options.MaxFetches
 // GETs are in flight.
 //
-// Fetches started by a prefetch (Warm) write their whole blocks with
-// O_DIRECT (direct.go): a prefetch would otherwise fill the page cache with
-// bytes nobody reads soon, pushing out the readers' working set, and pay a
-// copy per byte. Fetches a reader waits for go through the page cache, from
-// which that reader is then served, and so do the blocks of a prefetch's
-// fetch still to come once a reader starts waiting on it. A filesystem that
-// refuses O_DIRECT gets every write through the page cache.
+// A block fetched while a Handle has its object open is kept in the
+// fetch's buffer, up to half of Options.MaxFetches blocks across the cache,
+// and the first read of it is served from there (fresh.go): neither read
+// back from SSD nor checked again. Such blocks, and those of a fetch nobody
+// has open (a prefetch's), are written with O_DIRECT (direct.go): through
+// the page cache they would cost a copy into new page-cache pages, the
+// dearest step of the fetch path, and push the readers' working set out of
+// memory. Blocks a reader will read back from SSD (the bound was reached)
+// go through the page cache, from which that read is cheap. A filesystem
+// that refuses O_DIRECT gets every write through the page cache.
 //
 // The Source retries failed requests; a body that breaks off midway (reset,
 // truncation, a stall cut by the Source's timeout) is retried here, from

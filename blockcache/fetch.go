@@ -40,7 +40,13 @@ type object struct {
 	// the file is no longer in that state (see stamp.go).
 	stamp    fileStamp
 	inflight map[int64]*fetch // fetches by part number
-	current  sync.Once        // records the object as its key's current version, once
+	// fresh holds blocks just fetched for a reader (fresh.go); guarded
+	// by mu, and by c.mu alone once refs is 0.
+	fresh map[int64]freshBlock
+	// handles counts the open Handles of o: blocks fetched meanwhile
+	// are kept for them (fresh.go).
+	handles atomic.Int32
+	current sync.Once // records the object as its key's current version, once
 
 	// superseded is set when a newer version of the key was cached while
 	// this one was in use; the last release drops this one's data.
@@ -53,15 +59,7 @@ type fetch struct {
 	err     error
 	urgent  chan struct{} // closed once a reader waits on the fetch
 	promote sync.Once     // closes urgent
-	// background is set for fetches started in the background, by a
-	// prefetch job: until a reader waits on it (urgent closed), such a
-	// fetch writes past the page cache (direct.go).
-	background bool
 }
-
-// bypass reports whether the fetch's blocks go past the page cache now:
-// only while nobody waits for them.
-func (f *fetch) bypass() bool { return f.background && !isClosed(f.urgent) }
 
 // makeUrgent moves the fetch ahead of background fetches.
 func (f *fetch) makeUrgent() {
@@ -167,7 +165,7 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 		}
 		return f
 	}
-	f := &fetch{done: make(chan struct{}), urgent: make(chan struct{}), background: !urgent}
+	f := &fetch{done: make(chan struct{}), urgent: make(chan struct{})}
 	if urgent {
 		f.makeUrgent()
 	}
@@ -209,7 +207,7 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 		var got int64
 		var once sync.Once
 		release := func() { once.Do(c.gate.release) }
-		got, err = c.fetchRange(o, first, last, f.bypass, release)
+		got, err = c.fetchRange(o, first, last, release)
 		release()
 		if c.ctx.Err() != nil {
 			break
@@ -281,14 +279,15 @@ func retryable(err error) bool {
 }
 
 // fetchRange fetches blocks [first, last] (trimmed to the ones missing at
-// the ends), writes them to the cache file, makes them durable and records
-// them, and returns how many it recorded; blocks are written past the page
-// cache while bypass says so (direct.go). It calls bodyDone once the body
+// the ends), writes them to the cache file past the page cache (direct.go),
+// makes them durable and records them, and returns how many it recorded;
+// blocks a reader is about to take are also kept in memory (fresh.go).
+// It calls bodyDone once the body
 // is read: the gate bounds GETs, and the fsync and index commit that follow
 // need no connection, so the next GET may start meanwhile. Blocks written before a failure
 // are still made durable and recorded; a failure of the body wraps
 // *bodyError.
-func (c *Cache) fetchRange(o *object, first, last int64, bypass func() bool, bodyDone func()) (int64, error) {
+func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64, error) {
 	o.mu.Lock()
 	for first <= last && o.rec.Present.Has(first) {
 		first++
@@ -315,7 +314,7 @@ func (c *Cache) fetchRange(o *object, first, last int64, bypass func() bool, bod
 		c.onFetch(0, start, err)
 		return 0, fmt.Errorf("get %s bytes %d-%d: %w", o.obj.Key, off, end-1, err)
 	}
-	w := c.newWriter(o, bypass)
+	w := c.newWriter(o)
 	sums, copyErr := c.copyBlocks(o, body, first, last, w)
 	if err := w.Close(); err != nil && copyErr == nil {
 		copyErr = fmt.Errorf("close cache file: %w", err)
@@ -342,31 +341,54 @@ func (c *Cache) fetchRange(o *object, first, last int64, bypass func() bool, bod
 
 // copyBlocks writes whole blocks from body through w into the cache file
 // starting at block first, and returns the CRC-32C of each block written
-// in full.
-func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64, w io.WriterAt) ([]uint32, error) {
+// in full. A block written while a reader has o open stays in memory for
+// it, within the bound; where each block goes is fresh.go's table.
+func (c *Cache) copyBlocks(o *object, body io.Reader, first, last int64, w *directWriter) ([]uint32, error) {
 	bs := c.opts.BlockSize
 	pb := c.blocks.Get().(*[]byte)
-	defer c.blocks.Put(pb)
-	buf := *pb
+	defer func() { c.blocks.Put(pb) }()
 	var sums []uint32
 	for b := first; b <= last; b++ {
 		n := min(bs, o.obj.Size-b*bs)
+		buf := *pb
 		if _, err := io.ReadFull(body, buf[:n]); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			return sums, &bodyError{err}
 		}
-		if err := c.fault("write", o.id); err != nil {
+		keep := c.reserveFresh(o)
+		if err := c.writeBlock(o, w, buf[:n], b*bs, keep); err != nil {
+			if keep {
+				c.unreserveFresh()
+			}
 			return sums, err
-		}
-		if _, err := w.WriteAt(buf[:n], b*bs); err != nil {
-			return sums, c.noRoom(fmt.Errorf("write cache file: %w", err))
 		}
 		c.fromS3.Add(n)
 		sums = append(sums, blockSum(buf[:n]))
+		if keep {
+			c.keepFresh(o, b, pb, int(n))
+			pb = c.blocks.Get().(*[]byte)
+		}
 	}
 	return sums, nil
+}
+
+// writeBlock writes one fetched block at off: past the page cache if a
+// reader takes it from memory (kept) or nobody has o open, else through
+// it, since a reader will read it back soon.
+func (c *Cache) writeBlock(o *object, w *directWriter, p []byte, off int64, kept bool) error {
+	if err := c.fault("write", o.id); err != nil {
+		return err
+	}
+	write := w.file.WriteAt
+	if kept || o.handles.Load() == 0 {
+		write = w.WriteAt
+	}
+	if _, err := write(p, off); err != nil {
+		return c.noRoom(fmt.Errorf("write cache file: %w", err))
+	}
+	return nil
 }
 
 // commit makes the blocks from first durable, then records them with

@@ -179,6 +179,10 @@ func (h *Handle) copyBlock(dst []byte, b int64, from int) (int, error) {
 	}
 	h.mu.Unlock()
 	c := h.c
+	if fb, ok := c.takeFresh(h.o, b); ok {
+		// Just fetched for this reader: summed as it was written.
+		return h.keep(fb.buf, b, copy(dst, (*fb.buf)[from:fb.n]), from, fb.n), nil
+	}
 	if n := int(min(c.opts.BlockSize, h.o.obj.Size-b*c.opts.BlockSize)); from == 0 && len(dst) >= n {
 		// The read takes the whole block: read and check it in place.
 		// (A damaged block's bytes are left in dst, but with an error.)
@@ -191,23 +195,29 @@ func (h *Handle) copyBlock(dst []byte, b int64, from int) (int, error) {
 		c.blocks.Put(pb)
 		return 0, err
 	}
-	n := copy(dst, data[from:])
-	if from+n == len(data) {
-		// The read took the block to its end: no later read is likely
-		// to start in it.
+	return h.keep(pb, b, copy(dst, data[from:]), from, len(data)), nil
+}
+
+// keep holds pb, block b of blockLen bytes of which a read just copied n
+// from byte from on, unless the read took it to its end (no later read is
+// likely to start in it) or the bound of held blocks is reached; else pb
+// goes back to the pool. It returns n.
+func (h *Handle) keep(pb *[]byte, b int64, n, from, blockLen int) int {
+	c := h.c
+	if from+n == blockLen {
 		c.blocks.Put(pb)
-		return n, nil
+		return n
 	}
 	h.mu.Lock()
 	old := pb
 	if !h.closed && (h.held != nil || c.holdOne()) {
-		old, h.held, h.heldBlock, h.heldLen = h.held, pb, b, len(data)
+		old, h.held, h.heldBlock, h.heldLen = h.held, pb, b, blockLen
 	}
 	h.mu.Unlock()
 	if old != nil {
 		c.blocks.Put(old)
 	}
-	return n, nil
+	return n
 }
 
 // holdOne takes one of the blocks that open handles may hold between
@@ -280,6 +290,7 @@ func (h *Handle) Close() error {
 		h.c.blocks.Put(held)
 		h.c.heldBlocks.Add(-1)
 	}
+	h.o.handles.Add(-1)
 	h.c.release(h.o)
 	return nil
 }
