@@ -51,6 +51,9 @@ type statusReport struct {
 	// BlocksChecked counts blocks read back from SSD and compared with
 	// their CRC-32C: every read through the daemon checks its blocks.
 	BlocksChecked int64 `json:"blocks_checked"`
+	// BlocksFresh counts blocks served from memory right after their
+	// fetch, to a reader that had the file open meanwhile.
+	BlocksFresh int64 `json:"blocks_fresh"`
 	// FUSE is what the FUSE side announced at INIT; Fallbacks what the
 	// mount's self-check found it does unlike Linux, and how the mount
 	// answers instead.
@@ -91,7 +94,7 @@ func (d *daemon) status() statusReport {
 		r.ReadMode = "passthrough"
 	}
 	r.PassthroughOpens, r.DaemonOpens = fst.OpensPassthrough, fst.OpensDaemon
-	r.FUSE, r.Fallbacks, r.BlocksChecked = fst.Kernel, fst.Fallbacks, cs.BlocksChecked
+	r.FUSE, r.Fallbacks, r.BlocksChecked, r.BlocksFresh = fst.Kernel, fst.Fallbacks, cs.BlocksChecked, cs.BlocksFresh
 	ss := d.store.Stats()
 	r.S3GetRequests, r.S3ListRequests = ss.Gets, ss.Lists
 	return r
@@ -171,8 +174,8 @@ func printStatus(w io.Writer, r statusReport) {
 	}
 	fmt.Fprintf(tw, "opens\t%d passthrough, %d through the daemon\n", r.PassthroughOpens, r.DaemonOpens)
 	fmt.Fprintf(tw, "reads\t%d hits, %d misses (hit ratio %s) through the daemon\n", r.Hits, r.Misses, ratio)
-	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD through the daemon (%d blocks checked against their CRC-32C)\n",
-		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), r.BlocksChecked)
+	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD through the daemon (%d blocks checked against their CRC-32C, %d served fresh from memory)\n",
+		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), r.BlocksChecked, r.BlocksFresh)
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
 	fmt.Fprintf(tw, "open files\t%d\n", r.OpenFiles)
 	printMemory(tw, r.Memory)
