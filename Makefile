@@ -27,7 +27,7 @@ DESTDIR  ?=
 # (runsc, 2022-12) for the sandbox test.
 APT_PACKAGES      := ca-certificates fuse3 awscli python3-numpy gcc libc6-dev e2fsprogs runsc
 # What only the benchmark needs: rclone is one of the peers it measures.
-BENCH_APT_PACKAGES := rclone
+BENCH_APT_PACKAGES := rclone python3-torch
 BENCH_FLAGS       ?=
 VERSITYGW_VERSION := v1.8.0
 VERSITYGW         := $(firstword $(subst :, ,$(GOPATH)))/bin/versitygw

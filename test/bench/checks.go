@@ -28,6 +28,13 @@ type cpuUse struct {
 	bytes     int64
 }
 
+// add counts CPU time user+sys spent over bytes more.
+func (c *cpuUse) add(user, sys time.Duration, bytes int64) {
+	c.user += user
+	c.sys += sys
+	c.bytes += bytes
+}
+
 // perGB is CPU seconds (user+system) per GB (1e9 bytes) read.
 func (c cpuUse) perGB() float64 {
 	if c.bytes == 0 {

@@ -37,6 +37,7 @@ type results struct {
 	crcPerGB                     float64 // CPU-s per GB of CRC-32C alone
 	baselineRev                  string  // the baseline's short commit ("": not measured)
 	gvisor                       *gvisorFigures
+	trainer                      *trainerFigures
 }
 
 // figure is one step of the run.
@@ -46,7 +47,7 @@ type figure struct {
 }
 
 // figureKeys name the figures for -only, in the order they run.
-var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount", "checks", "gvisor"}
+var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount", "checks", "gvisor", "trainer"}
 
 func (b *bench) figures(ctx context.Context) error {
 	fns := map[string]func(context.Context) error{
@@ -54,6 +55,7 @@ func (b *bench) figures(ctx context.Context) error {
 		"cold-split": b.figColdSplit, "prefetch": b.figPrefetch, "aws": b.figAwsSync,
 		"rclone": b.figRcloneCopy, "ls": b.figListing, "rss": b.figRSSRemount,
 		"rclone-mount": b.figRcloneMount, "checks": b.figChecks, "gvisor": b.figGVisor,
+		"trainer": b.figTrainer,
 	}
 	for _, k := range figureKeys {
 		if len(b.cfg.only) > 0 && !slices.Contains(b.cfg.only, k) {

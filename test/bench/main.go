@@ -41,6 +41,8 @@ type config struct {
 	only       []string      // figures to measure (keys); empty: all
 	out        string        // file the table is written to
 	baseline   string        // commit measured beside this build by the checks figure ("": none)
+	perf       string        // folder for perf profiles of the trainer figure's daemons ("": none)
+	bin        string        // s3cachefs binary to measure ("": build the checkout's)
 	args       []string      // the command line, for the report
 }
 
@@ -70,6 +72,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&only, "only", "", "measure only these figures, comma-separated: "+strings.Join(figureKeys, ","))
 	fs.StringVar(&cfg.out, "out", "", "also write the table to this file (default WORK/../s3cachefs-bench.md)")
 	fs.StringVar(&cfg.baseline, "checks-baseline", "da4bcf2", "commit whose daemon reads (spliced, unchecked) the checks figure measures beside this build's; \"\" for none")
+	fs.StringVar(&cfg.perf, "perf", "", "record `perf record -g` of each daemon of the trainer figure into this folder (perf-MODE-RUN.data)")
+	fs.StringVar(&cfg.bin, "bin", "", "measure this s3cachefs binary instead of building the checkout's (to compare builds)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

@@ -46,7 +46,7 @@ func (b *bench) logf(format string, args ...any) {
 }
 
 // Work dir entries made by a run; only these are removed at the end.
-var workEntries = []string{"s3cachefs", "dataset", "dataset.spec", "s3root", "s3root.spec", "tmp", "run", "home", "logs", "baseline"}
+var workEntries = []string{"s3cachefs", "dataset", "dataset.spec", "s3root", "s3root.spec", "tmp", "run", "home", "logs", "baseline", "npz", "npz.spec", "s3root-npz.spec", "trainer.py"}
 
 func run(ctx context.Context, cfg config) (err error) {
 	if os.Geteuid() != 0 {
@@ -94,12 +94,8 @@ func (b *bench) prepare(ctx context.Context, gw string) error {
 		return fmt.Errorf("run from the s3cachefs checkout (go env GOMOD: %v)", err)
 	}
 	b.repo = filepath.Dir(strings.TrimSpace(string(gomod)))
-	b.bin = b.path("s3cachefs")
-	b.logf("building %s", b.bin)
-	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/s3cachefs")
-	build.Dir = b.repo
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build s3cachefs: %w\n%s", err, out)
+	if err := b.buildBin(ctx); err != nil {
+		return err
 	}
 	b.logf("dataset: %s", b.spec)
 	if err := generate(ctx, b.path("dataset"), b.spec); err != nil {
@@ -247,4 +243,24 @@ func lastBytes(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(bytes.TrimSpace(b))
+}
+
+// buildBin builds the checkout's s3cachefs into the work dir, or copies the
+// one -bin names there.
+func (b *bench) buildBin(ctx context.Context) error {
+	b.bin = b.path("s3cachefs")
+	if b.cfg.bin != "" {
+		b.logf("measuring %s (-bin), copied to %s", b.cfg.bin, b.bin)
+		if out, err := exec.CommandContext(ctx, "cp", b.cfg.bin, b.bin).CombinedOutput(); err != nil {
+			return fmt.Errorf("-bin: %w: %s", err, out)
+		}
+		return nil
+	}
+	b.logf("building %s", b.bin)
+	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/s3cachefs")
+	build.Dir = b.repo
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build s3cachefs: %w\n%s", err, out)
+	}
+	return nil
 }

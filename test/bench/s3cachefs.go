@@ -33,6 +33,9 @@ type fsStatus struct {
 	Hits           int64  `json:"hits"` // reads (FUSE READs) served from SSD
 	// Since issue 10 (zero from older builds).
 	BlocksChecked int64    `json:"blocks_checked"`
+	BlocksFresh   int64    `json:"blocks_fresh"` // since issue 11
+	PassOpens     int64    `json:"passthrough_opens"`
+	DaemonOpens   int64    `json:"daemon_opens"`
 	FUSE          string   `json:"fuse"`
 	Fallbacks     []string `json:"fallbacks"`
 }
@@ -49,11 +52,16 @@ func (b *bench) mountFS(ctx context.Context, name, cache string) (*fsMount, erro
 // mountBin is mountFS with the s3cachefs binary bin, and flags added
 // after -mount-flags (so they win).
 func (b *bench) mountBin(ctx context.Context, bin, name, cache string, flags ...string) (*fsMount, error) {
+	return b.mountSource(ctx, bin, source, name, cache, flags...)
+}
+
+// mountSource is mountBin of src instead of the dataset.
+func (b *bench) mountSource(ctx context.Context, bin, src, name, cache string, flags ...string) (*fsMount, error) {
 	dir := b.path("tmp", name+"-mnt")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	args := append([]string{"mount", source, dir, "--cache-dir", cache,
+	args := append([]string{"mount", src, dir, "--cache-dir", cache,
 		"--endpoint-url", b.proxy.endpoint, "--force-path-style"}, b.cfg.mountFlags...)
 	args = append(args, flags...)
 	// Registered first: a mount command killed by Ctrl-C may already

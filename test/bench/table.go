@@ -91,7 +91,7 @@ func (b *bench) rows() []row {
 	info("hot read of "+split, r.fsHot, r.rcHot)
 	out = append(out, b.checksRows(split, rd)...)
 	out = append(out, b.gvisorRows(rd)...)
-	return out
+	return append(out, b.trainerRows()...)
 }
 
 // checksRows are the rows of the checks figure: reads through the daemon
@@ -182,13 +182,23 @@ func (b *bench) datasetMiB(folders []string) int64 {
 	return n / mib
 }
 
+// namedStat is a figure's samples with their name, for the report.
+type namedStat struct {
+	name string
+	s    stat
+}
+
 // render is the whole report.
 func (b *bench) render() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## make bench (%s)\n\n", time.Now().Format("2006-01-02 15:04"))
 	fmt.Fprintf(&sb, "    go run ./test/bench %s\n\n", strings.Join(b.cfg.args, " "))
 	fmt.Fprintf(&sb, "- machine: %d CPUs (nproc), kernel %s, %s\n", runtime.NumCPU(), kernel(), cpuModel())
-	fmt.Fprintf(&sb, "- s3cachefs: %s, read mode %q, extra mount flags: %q\n", commit(b.repo), b.res.readMode, strings.Join(b.cfg.mountFlags, " "))
+	build := commit(b.repo)
+	if b.cfg.bin != "" {
+		build = "-bin " + b.cfg.bin + " (not the checkout's)"
+	}
+	fmt.Fprintf(&sb, "- s3cachefs: %s, read mode %q, extra mount flags: %q\n", build, b.res.readMode, strings.Join(b.cfg.mountFlags, " "))
 	fmt.Fprintf(&sb, "- S3: versitygw behind a proxy with %v to first byte and %s per connection; dataset %s\n",
 		b.cfg.ttfb, fmtRate(b.cfg.rate), b.spec)
 	fmt.Fprintf(&sb, "- medians of %d runs; MB = 10^6 bytes; total run time %s\n\n", b.cfg.runs, time.Since(b.start).Round(time.Second))
@@ -199,10 +209,7 @@ func (b *bench) render() string {
 	}
 	sb.WriteString("\nEvery sample:\n\n")
 	r := &b.res
-	for _, s := range []struct {
-		name string
-		s    stat
-	}{
+	all := []namedStat{
 		{"local disk warm", r.rawWarm}, {"local disk hot", r.rawHot},
 		{"s3cachefs warm", r.fsWarm}, {"s3cachefs hot", r.fsHot},
 		{"s3cachefs cold one file", r.fsColdOne}, {"one GET", r.singleGet},
@@ -213,7 +220,14 @@ func (b *bench) render() string {
 		{"rclone mount cold", r.rcCold}, {"rclone mount warm", r.rcWarm}, {"rclone mount hot", r.rcHot},
 		{"checks: local disk warm", r.chkDisk}, {"checks: daemon warm", r.chkDaemon},
 		{"checks: daemon warm, commit " + r.baselineRev, r.chkOld},
-	} {
+	}
+	if r.trainer != nil {
+		all = append(all, r.trainer.samples()...)
+	}
+	for _, s := range all {
+		if s.s.empty() {
+			continue
+		}
 		fmt.Fprintf(&sb, "- %s: %s\n", s.name, s.s.all())
 	}
 	if g := r.gvisor; g != nil {
