@@ -63,8 +63,8 @@ type trainerFigures struct {
 	cpuDuring, cpuCold cpuUse
 	// pathDuring and pathCold: how the daemon served the epochs.
 	pathDuring, pathCold readPath
-	rssDuring, rssCold int64 // the highest daemon VmHWM of any run
-	s3During, s3Cold   int64 // the most GetObject body bytes of any run
+	rssDuring, rssCold   int64 // the highest daemon VmHWM of any run
+	s3During, s3Cold     int64 // the most GetObject body bytes of any run
 }
 
 // epochResult is one line of trainer.py's output.
