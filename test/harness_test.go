@@ -259,6 +259,7 @@ type statusReport struct {
 	PassthroughOpens int64  `json:"passthrough_opens"`
 	DaemonOpens      int64  `json:"daemon_opens"`
 	BlocksChecked    int64  `json:"blocks_checked"`
+	BlocksFresh      int64  `json:"blocks_fresh"`
 	CorruptBlocks    int64  `json:"corrupt_blocks"`
 }
 
