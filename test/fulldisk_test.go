@@ -25,17 +25,6 @@ const (
 	fullDiskBlock = 1 << 20 // the daemon's default block size
 )
 
-// fullDiskStatus is the part of `status --json` these tests read.
-type fullDiskStatus struct {
-	CachedBytes   int64 `json:"cached_bytes"`
-	FreeBytes     int64 `json:"free_bytes"`
-	CacheFull     bool  `json:"cache_full"`
-	Evictions     int64 `json:"evictions"`
-	UncachedReads int64 `json:"uncached_reads"`
-	FetchErrors   int64 `json:"fetch_errors"`
-	CorruptBlocks int64 `json:"corrupt_blocks"`
-}
-
 // TestFullDisk puts the cache on a small ext4 filesystem of its own (a
 // loop-mounted image) and reads more than fits: first with --min-free,
 // where eviction makes room and, once every cached file is open, reads go
@@ -60,7 +49,7 @@ func TestFullDisk(t *testing.T) {
 				t.Fatalf("after reading %s only %d bytes are free, below --min-free %d", name, free, fullDiskMin)
 			}
 		}
-		if st := fullDiskState(t, e, m); st.Evictions == 0 {
+		if st := e.status(t, m); st.Evictions == 0 {
 			t.Fatalf("reading %d bytes through a %d-byte filesystem evicted nothing: %+v",
 				fullDiskFiles*fullDiskSize, fullDiskImage, st)
 		}
@@ -84,7 +73,7 @@ func TestFullDisk(t *testing.T) {
 				t.Errorf("read %s with every file open: wrong bytes (err %v)", names[i], err)
 			}
 		}
-		st := fullDiskState(t, e, m)
+		st := e.status(t, m)
 		for _, f := range held {
 			f.Close()
 		}
@@ -105,7 +94,7 @@ func TestFullDisk(t *testing.T) {
 		// midway through its first block.
 		filler := fullDiskFill(t, fs, fullDiskBlock/4)
 		readAll(t, m.dir, files)
-		st := fullDiskState(t, e, m)
+		st := e.status(t, m)
 		if !st.CacheFull || st.UncachedReads == 0 || st.FetchErrors != 0 || st.CorruptBlocks != 0 {
 			t.Fatalf("status after reads on a filesystem filled from outside: %+v; want cache_full, uncached reads, no fetch or corrupt blocks", st)
 		}
@@ -118,7 +107,7 @@ func TestFullDisk(t *testing.T) {
 		}
 		dropKernelCaches(t)
 		readAll(t, m.dir, files)
-		if st := fullDiskState(t, e, m); st.CachedBytes < fullDiskSize || st.FetchErrors != 0 {
+		if st := e.status(t, m); st.CachedBytes < fullDiskSize || st.FetchErrors != 0 {
 			t.Fatalf("status after the filesystem got room again: %+v; want blocks cached", st)
 		}
 		e.waitNoOpenFiles(t, m)
@@ -176,17 +165,6 @@ func fullDiskDataset(t *testing.T, e *env) (files, byKey map[string][]byte) {
 	}
 	e.srv.PutMany(t, bucket, byKey)
 	return files, byKey
-}
-
-// fullDiskState reads m's status.
-func fullDiskState(t *testing.T, e *env, m *mounted) fullDiskStatus {
-	t.Helper()
-	r := e.run(t, "status", "--mount", m.dir, "--json")
-	var s fullDiskStatus
-	if r.code != 0 || jsonUnmarshal(r.stdout, &s) != nil {
-		t.Fatalf("status --json: %s", r)
-	}
-	return s
 }
 
 // fullDiskFill writes a file into the filesystem at root until it is full,

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"s3cachefs/cmd/s3cachefs/api"
 	"s3cachefs/test/s3server"
 )
 
@@ -237,43 +238,47 @@ func (e *env) drop(t *testing.T, m *mounted, flags ...string) {
 	}
 }
 
-// statusReport is the JSON of `s3cachefs status --json`.
-type statusReport struct {
-	Source           string `json:"source"`
-	Mountpoint       string `json:"mountpoint"`
-	CacheDir         string `json:"cache_dir"`
-	FuseFD           int    `json:"fuse_fd"`
-	PID              int    `json:"pid"`
-	Objects          int64  `json:"objects"`
-	CompleteObjects  int64  `json:"complete_objects"`
-	CachedBytes      int64  `json:"cached_bytes"`
-	Hits             int64  `json:"hits"`
-	Misses           int64  `json:"misses"`
-	BytesFromS3      int64  `json:"bytes_from_s3"`
-	BytesFromSSD     int64  `json:"bytes_from_ssd"`
-	OpenFiles        int64  `json:"open_files"`
-	S3GetRequests    int64  `json:"s3_get_requests"`
-	S3ListRequests   int64  `json:"s3_list_requests"`
-	ReadMode         string `json:"read_mode"`
-	PassthroughOff   string `json:"passthrough_off"`
-	PassthroughOpens int64  `json:"passthrough_opens"`
-	DaemonOpens      int64  `json:"daemon_opens"`
-	BlocksChecked    int64  `json:"blocks_checked"`
-	CorruptBlocks    int64  `json:"corrupt_blocks"`
+// status asks m's daemon for its status.
+func (e *env) status(t *testing.T, m *mounted) api.Status {
+	t.Helper()
+	return parseStatus(t, e.run(t, "status", "--mount", m.dir, "--json"))
 }
 
-// status asks m's daemon for its status.
-func (e *env) status(t *testing.T, m *mounted) statusReport {
+// parseStatus decodes what `status --json` printed; r must have succeeded.
+func parseStatus(t *testing.T, r result) api.Status {
 	t.Helper()
-	r := e.run(t, "status", "--mount", m.dir, "--json")
 	if r.code != 0 {
-		t.Fatalf("status --mount %s --json: %s", m.dir, r)
+		t.Fatalf("status --json: %s", r)
 	}
-	var s statusReport
+	var s api.Status
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
 		t.Fatalf("status --json printed something that is not JSON: %v\n%s", err, r.stdout)
 	}
 	return s
+}
+
+// startJob starts a detached prefetch of paths on m and returns the job
+// as `prefetch --detach --json` printed it.
+func (e *env) startJob(t *testing.T, m *mounted, paths ...string) api.Job {
+	t.Helper()
+	r := e.run(t, append([]string{"prefetch", "--mount", m.dir, "--detach", "--json"}, paths...)...)
+	var job api.Job
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &job) != nil || job.ID == "" {
+		t.Fatalf("prefetch --detach --json %v: %s", paths, r)
+	}
+	return job
+}
+
+// jobState returns the state status shows for the job id of m, or "" if
+// status does not list it.
+func (e *env) jobState(t *testing.T, m *mounted, id string) string {
+	t.Helper()
+	for _, p := range e.status(t, m).Prefetch {
+		if p.ID == id {
+			return p.State
+		}
+	}
+	return ""
 }
 
 // waitNoOpenFiles waits until m's daemon has no open files. The kernel

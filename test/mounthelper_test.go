@@ -267,18 +267,7 @@ func helperUnmount(t *testing.T, env []string, m *mounted) {
 func waitPrefetched(t *testing.T, e *env, m *mounted, paths []string) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the prefetch job of the mount options", func() bool {
-		r := e.run(t, "status", "--mount", m.dir, "--json")
-		var s struct {
-			Prefetch []struct {
-				State   string `json:"state"`
-				Folders []struct {
-					Path string `json:"path"`
-				} `json:"folders"`
-			} `json:"prefetch"`
-		}
-		if r.code != 0 || jsonUnmarshal(r.stdout, &s) != nil {
-			t.Fatalf("status: %s", r)
-		}
+		s := e.status(t, m)
 		if len(s.Prefetch) != 1 {
 			return false
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -383,8 +382,6 @@ func (f cacheFiles) Open(ctx context.Context, obj index.Object) (s3fs.File, erro
 	}
 	return h, nil
 }
-
-var _ http.Handler = (*control)(nil)
 
 // readAhead maps --read-ahead to blockcache's option, where 0 means the
 // default and a negative window none.

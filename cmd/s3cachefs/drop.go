@@ -39,8 +39,7 @@ func cmdDrop(args []string, stdout io.Writer) error {
 	c := newClient(mp)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var r statusReport
-	err = c.do(ctx, "GET", "/status", &r)
+	r, err := c.status(ctx)
 	cacheDir, fuseFD, dead := r.CacheDir, r.FuseFD, false
 	switch {
 	case errors.Is(err, errNoDaemon):
@@ -53,11 +52,7 @@ func cmdDrop(args []string, stdout io.Writer) error {
 	case err != nil:
 		return err
 	default:
-		path := "/shutdown"
-		if *force {
-			path += "?force=1"
-		}
-		if err := c.do(ctx, "POST", path, nil); err != nil {
+		if err := c.shutdown(ctx, *force); err != nil {
 			return err
 		}
 	}

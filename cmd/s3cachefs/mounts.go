@@ -269,3 +269,9 @@ func daemonAnswers(sock string) bool {
 	conn.Close()
 	return true
 }
+
+// isOurs reports whether the mount table has an s3cachefs mount at path.
+func isOurs(path string) (bool, error) {
+	m, ok, err := mountAt(path)
+	return ok && m.ours(), err
+}
