@@ -133,7 +133,7 @@ func TestPrefetchRefusals(t *testing.T) {
 	m := e.mount(t)
 	e.proxy.Reset()
 	r := e.run(t, "prefetch", "--mount", m.dir, "train", "no-such-split")
-	if r.code == 0 || !strings.Contains(r.stderr, "no-such-split does not exist") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+	if r.code != 1 || !strings.Contains(r.stderr, "no-such-split does not exist") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 		t.Errorf("prefetch of a missing path: %s", r)
 	}
 	r = e.run(t, "prefetch", "--mount", m.dir)
@@ -141,7 +141,7 @@ func TestPrefetchRefusals(t *testing.T) {
 		t.Errorf("prefetch without paths: %s", r)
 	}
 	r = e.run(t, "prefetch", "--mount", m.dir, "/somewhere/else")
-	if r.code == 0 || !strings.Contains(r.stderr, "not under the mount") {
+	if r.code != 2 || !strings.Contains(r.stderr, "not under the mount") {
 		t.Errorf("prefetch of a path outside the mount: %s", r)
 	}
 	if c := e.proxy.Counts(); c.GetObject != 0 {

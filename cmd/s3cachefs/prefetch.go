@@ -39,13 +39,10 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print progress as one JSON object per line")
 	cancel := fs.String("cancel", "", "cancel the job with this ID")
 	unpin := fs.Bool("unpin", false, "release the pins on PATHs instead of fetching them")
-	interval := fs.Duration("interval", time.Second, "how often progress is shown")
+	interval := typedFlag(fs, "interval", "1s", "how often progress is shown (a `duration`)", durationIn("--interval", time.Nanosecond, 0, "positive"))
 	pos, err := parseArgs(fs, args, prefetchHelp)
 	if err != nil {
 		return err
-	}
-	if *interval <= 0 {
-		return usagef("--interval must be positive")
 	}
 	// --cancel and --unpin are their own actions: the display flags mean
 	// nothing to them, and --cancel with --unpin would be two actions.
@@ -59,6 +56,14 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 			}
 		}
 	}
+	switch {
+	case *cancel != "" && len(pos) > 0:
+		return usagef("--cancel takes no PATHs")
+	case *cancel != "" && !validJobID(*cancel):
+		return usagef("--cancel %q is not a job id (status lists the jobs)", *cancel)
+	case *cancel == "" && len(pos) == 0:
+		return usagef("prefetch needs at least one PATH")
+	}
 	mp, err := resolveMount(*mount)
 	if err != nil {
 		return err
@@ -66,17 +71,11 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	c := newClient(mp)
 	ctx := context.Background()
 	if *cancel != "" {
-		if len(pos) > 0 {
-			return usagef("--cancel takes no PATHs")
-		}
 		if err := c.cancel(ctx, *cancel); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "cancelled prefetch job %s\n", *cancel)
 		return nil
-	}
-	if len(pos) == 0 {
-		return usagef("prefetch needs at least one PATH")
 	}
 	paths, err := mountRelative(mp, pos)
 	if err != nil {
@@ -108,14 +107,15 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 }
 
 // mountRelative turns PATHs into paths relative to the mount root.
-// Absolute paths must lie under the mountpoint.
+// Absolute paths must lie under the mountpoint: one that does not is a
+// usageError.
 func mountRelative(mp string, in []string) ([]string, error) {
 	out := make([]string, 0, len(in))
 	for _, p := range in {
 		if filepath.IsAbs(p) {
 			rel, err := filepath.Rel(mp, filepath.Clean(p))
 			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-				return nil, fmt.Errorf("%s is not under the mount %s", p, mp)
+				return nil, usagef("%s is not under the mount %s", p, mp)
 			}
 			p = rel
 		}

@@ -63,8 +63,9 @@ type Status struct {
 	Fallbacks []string `json:"fallbacks,omitempty"`
 	Prefetch  []Job    `json:"prefetch"`
 	Memory    Memory   `json:"memory"`
-	// Error says why the figures that come from the index are missing
-	// (Objects, CompleteObjects, CachedBytes): unknown, not 0.
+	// Error says why the index could not be read; the figures that come
+	// from it (Objects, CompleteObjects, CachedBytes) are then 0 because
+	// they are unknown.
 	Error string `json:"error,omitempty"`
 }
 
