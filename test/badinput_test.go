@@ -25,8 +25,8 @@ func TestBadInput(t *testing.T) {
 		name string
 		// args returns the mount arguments; it may set up the
 		// mountpoint or cache dir in tmp.
-		args  func(t *testing.T, tmp string) []string
-		env   []string
+		args func(t *testing.T, tmp string) []string
+		env  []string
 		code int      // the exact exit status; 0 means 1
 		want []string // substrings of the message, any case
 	}{
