@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // TestBadInput checks that each bad mount gets one clear line on stderr
@@ -140,7 +142,7 @@ func TestBadInput(t *testing.T) {
 			args := c.args(t, tmp)
 			// Only mounts where this case could mount count: other
 			// packages' tests may mount and unmount meanwhile.
-			ours := func() []mountInfo { return mountsWhere(t, tmp, good.dir) }
+			ours := func() []mounttab.Entry { return mountsWhere(t, tmp, good.dir) }
 			mountsBefore, daemonsBefore, runtimeBefore := ours(), daemonPIDs(), e.runtimeEntries(t)
 			r := e.runWith(t, c.env, args...)
 			code := c.code
@@ -187,14 +189,10 @@ func mountArgs(e *env, src, mnt, cache string) []string {
 }
 
 // mountsWhere returns the mounts under dir or at point.
-func mountsWhere(t *testing.T, dir, point string) []mountInfo {
+func mountsWhere(t *testing.T, dir, point string) []mounttab.Entry {
 	t.Helper()
-	all, err := mountTable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []mountInfo
-	for _, m := range all {
+	var out []mounttab.Entry
+	for _, m := range mountTable(t) {
 		if m.Point == point || strings.HasPrefix(m.Point, dir+"/") || m.Point == dir {
 			out = append(out, m)
 		}

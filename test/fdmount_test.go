@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // TestFdMount plays the privileged helper of a Kubernetes CSI driver: it
@@ -167,9 +169,9 @@ func helperMount(t *testing.T, u *testUser, mnt string) *os.File {
 	}
 	fuse := os.NewFile(uintptr(fd), "/dev/fuse")
 	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=%d,group_id=%d", fd, u.uid, u.gid)
-	if err := unix.Mount(source, mnt, "fuse.s3cachefs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+	if err := unix.Mount(source, mnt, mounttab.FSType, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		fuse.Close()
-		t.Fatalf("mount -t fuse.s3cachefs -o %s %s: %v", opts, mnt, err)
+		t.Fatalf("mount -t %s -o %s %s: %v", mounttab.FSType, opts, mnt, err)
 	}
 	t.Cleanup(func() {
 		if isMounted(t, mnt) {

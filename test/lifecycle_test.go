@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // TestStatus checks that status --json names the mount and that its
@@ -32,7 +34,7 @@ func TestStatus(t *testing.T) {
 		s.BytesFromSSD != 0 || s.OpenFiles != 0 || s.S3GetRequests != 0 {
 		t.Errorf("status of a fresh mount with an empty cache: %+v, want zero counters", s)
 	}
-	if mi := mountsAt(t, m.dir); len(mi) != 1 || mi[0].FSType != "fuse.s3cachefs" || strings.TrimSuffix(mi[0].Source, "/") != source {
+	if mi := mountsAt(t, m.dir); len(mi) != 1 || mi[0].FSType != mounttab.FSType || strings.TrimSuffix(mi[0].Source, "/") != source {
 		t.Errorf("mount table at %s: %+v, want one fuse.s3cachefs mount of %s", m.dir, mi, source)
 	}
 

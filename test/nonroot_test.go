@@ -47,7 +47,7 @@ func TestNonRoot(t *testing.T) {
 		}
 		wantPrivateSocket(t, u, runtime)
 		wantDaemonUID(t, m.pid, u.uid)
-		if opts := hostileMountOptions(t, m.dir); !slices.Contains(opts, "user_id="+strconv.Itoa(int(u.uid))) {
+		if opts := mountOptions(t, m.dir); !slices.Contains(opts, "user_id="+strconv.Itoa(int(u.uid))) {
 			t.Errorf("mount options of %s: %v, want user_id=%d", m.dir, opts, u.uid)
 		}
 

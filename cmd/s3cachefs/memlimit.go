@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"s3cachefs/cmd/s3cachefs/api"
+	"s3cachefs/fs/mounttab"
 )
 
 // cgroupLimit is the memory limit found for this process's cgroup.
@@ -126,11 +127,9 @@ func parseProcCgroup(data []byte) (v1, v2 string) {
 // of the memory controller in /proc/self/mountinfo.
 func parseCgroupMounts(data []byte) []cgroupMount {
 	var out []cgroupMount
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		e, ok := parseMountinfoLine(sc.Text())
-		if !ok || !path.IsAbs(e.Root) || !path.IsAbs(e.Point) {
+	entries, _ := mounttab.Parse(bytes.NewReader(data)) // what was read before an error counts
+	for _, e := range entries {
+		if !path.IsAbs(e.Root) || !path.IsAbs(e.Point) {
 			continue
 		}
 		m := cgroupMount{Root: path.Clean(e.Root), Mountpoint: path.Clean(e.Point)}
