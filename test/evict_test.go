@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"s3cachefs/blockcache"
 )
 
 // duBytes is what du says the files under dir take on disk.
@@ -40,7 +42,7 @@ func TestCacheLimit(t *testing.T) {
 		readAll(t, m.dir, map[string][]byte{name: files[name]})
 		e.waitNoOpenFiles(t, m) // closed files may be evicted
 		// The folder's own blocks (4 KiB a level) are not cache data.
-		if du := duBytes(t, filepath.Join(m.cache, "objects")) - 64<<10; du > limit {
+		if du := duBytes(t, blockcache.FilesDir(m.cache)) - 64<<10; du > limit {
 			t.Fatalf("after reading %s the cache takes %d bytes on disk, over its %d limit", name, du, limit)
 		}
 	}

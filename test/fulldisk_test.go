@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"s3cachefs/blockcache"
 	"s3cachefs/index"
 )
 
@@ -222,7 +223,7 @@ func fullDiskCheckIndex(t *testing.T, cache string, byKey map[string][]byte) {
 			t.Errorf("record of a key never uploaded: %q", r.Key)
 			return true
 		}
-		f, err := os.Open(filepath.Join(cache, "objects", r.ID[:2], r.ID))
+		f, err := os.Open(filepath.Join(blockcache.FilesDir(cache), r.ID[:2], r.ID))
 		if err != nil {
 			t.Errorf("cache file of %s with %d blocks recorded: %v", r.Key, r.Present.Count(), err)
 			return true

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"s3cachefs/blockcache"
 	"s3cachefs/cmd/s3cachefs/api"
 )
 
@@ -102,7 +103,7 @@ func TestDamagedBlockOnRead(t *testing.T) {
 // cacheDir, as a failing SSD might.
 func damageCacheFiles(t *testing.T, cacheDir string, off int64) {
 	t.Helper()
-	objects, _ := filepath.Glob(filepath.Join(cacheDir, "objects", "*", "*"))
+	objects, _ := filepath.Glob(filepath.Join(blockcache.FilesDir(cacheDir), "*", "*"))
 	if len(objects) == 0 {
 		t.Fatal("no cache files")
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"s3cachefs/blockcache"
 )
 
 const dropHelp = `usage: s3cachefs drop [--purge] [--force] MOUNTPOINT
@@ -113,8 +115,8 @@ func dropDead(c *client, notice io.Writer) (string, error) {
 // purgeCache deletes what s3cachefs keeps in dir, then dir itself if that
 // leaves it empty. Other files in dir are left alone.
 func purgeCache(dir string) error {
-	for _, name := range []string{"objects", indexFileName, logFileName} {
-		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+	for _, path := range []string{blockcache.FilesDir(dir), filepath.Join(dir, indexFileName), filepath.Join(dir, logFileName)} {
+		if err := os.RemoveAll(path); err != nil {
 			return fmt.Errorf("purge %s: %w", dir, err)
 		}
 	}
