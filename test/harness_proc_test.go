@@ -1,9 +1,11 @@
 package test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,6 +54,18 @@ func mountsAt(t *testing.T, dir string) []mounttab.Entry {
 	return out
 }
 
+// mountsWhere returns the mounts under dir or at point.
+func mountsWhere(t *testing.T, dir, point string) []mounttab.Entry {
+	t.Helper()
+	var out []mounttab.Entry
+	for _, m := range mountTable(t) {
+		if m.Point == point || strings.HasPrefix(m.Point, dir+"/") || m.Point == dir {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // mountOf returns the mount at dir, the one on top if several are.
 func mountOf(t *testing.T, dir string) mounttab.Entry {
 	t.Helper()
@@ -73,6 +87,56 @@ func mountOptions(t *testing.T, dir string) []string {
 func isMounted(t *testing.T, dir string) bool {
 	t.Helper()
 	return len(mountsAt(t, dir)) > 0
+}
+
+// foreground is a `mount --foreground` daemon a test runs itself.
+type foreground struct {
+	cmd     *exec.Cmd
+	logPath string        // its stdout and stderr
+	done    chan struct{} // closed once it has exited
+	err     error         // what Wait returned; read after done
+}
+
+func (f *foreground) log() string {
+	b, _ := os.ReadFile(f.logPath)
+	return string(b)
+}
+
+// startForegroundCmd starts cmd, made with exec.CommandContext on a
+// context that cancel ends, with its output in a log file. When t ends it
+// runs before (if not nil; to unmount, say), kills the process if it still
+// runs, and checks the log for data races.
+func startForegroundCmd(t *testing.T, cmd *exec.Cmd, cancel context.CancelFunc, before func()) *foreground {
+	t.Helper()
+	fg := &foreground{cmd: cmd, logPath: filepath.Join(t.TempDir(), "daemon.log"), done: make(chan struct{})}
+	logFile, err := os.Create(fg.logPath)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() {
+		fg.err = cmd.Wait()
+		close(fg.done)
+	}()
+	t.Cleanup(func() {
+		if before != nil {
+			before()
+		}
+		cancel()
+		<-fg.done
+		if log := fg.log(); strings.Contains(log, "WARNING: DATA RACE") {
+			t.Errorf("data race in the foreground daemon:\n%s", log)
+		} else if t.Failed() {
+			t.Logf("foreground daemon log:\n%s", log)
+		}
+	})
+	return fg
 }
 
 // daemonPIDs returns the live processes running the test's s3cachefs

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +135,65 @@ func runCmd(t *testing.T, ctx context.Context, cmd *exec.Cmd, what string) resul
 		t.Errorf("data race in %s:\n%s", what, r.stderr)
 	}
 	return r
+}
+
+// wantRefused checks that r is a refusal: exit status code, nothing on
+// stdout, and one line on stderr that starts with "s3cachefs: " and says
+// each of want (in any case).
+func wantRefused(t *testing.T, r result, code int, want ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("exit status %d, want %d\n%s", r.code, code, r)
+	}
+	msg, ok := strings.CutSuffix(r.stderr, "\n")
+	if !ok || !strings.HasPrefix(msg, "s3cachefs: ") || strings.Contains(msg, "\n") || r.stdout != "" {
+		t.Errorf("want exactly one \"s3cachefs: \" line on stderr and nothing on stdout:\n%s", r)
+	}
+	for _, w := range want {
+		if !strings.Contains(strings.ToLower(msg), strings.ToLower(w)) {
+			t.Errorf("message %q does not say %q", msg, w)
+		}
+	}
+}
+
+// runRefused runs s3cachefs args with extra environment variables and
+// checks, with wantRefused, that it refuses them, and that it left the
+// mounts under dir or at point, the daemons and the runtime dir as they
+// were. (Only mounts where the command could mount count: other packages'
+// tests may mount and unmount meanwhile.)
+func (e *env) runRefused(t *testing.T, extraEnv, args []string, dir, point string, code int, want ...string) {
+	t.Helper()
+	mountsBefore, daemonsBefore, runtimeBefore := mountsWhere(t, dir, point), daemonPIDs(), e.runtimeEntries(t)
+	wantRefused(t, e.runWith(t, extraEnv, args...), code, want...)
+	if after := mountsWhere(t, dir, point); !slices.Equal(after, mountsBefore) {
+		t.Errorf("the mount table changed:\nbefore %v\nafter  %v", mountsBefore, after)
+	}
+	if after := daemonPIDs(); !slices.Equal(after, daemonsBefore) {
+		t.Errorf("s3cachefs processes changed from %v to %v", daemonsBefore, after)
+	}
+	if after := e.runtimeEntries(t); !slices.Equal(after, runtimeBefore) {
+		t.Errorf("the runtime dir changed from %v to %v", runtimeBefore, after)
+	}
+}
+
+// emptyDir makes an empty folder name in parent.
+func emptyDir(t *testing.T, parent, name string) string {
+	t.Helper()
+	p := filepath.Join(parent, name)
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// regularFile makes a small file name in parent.
+func regularFile(t *testing.T, parent, name string) string {
+	t.Helper()
+	p := filepath.Join(parent, name)
+	if err := os.WriteFile(p, []byte("not a folder\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // mounted is one mounted s3cachefs.

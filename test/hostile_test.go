@@ -118,27 +118,7 @@ func TestHostileFlags(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
-			mountsBefore, daemonsBefore, runtimeBefore := mountsWhere(t, tmp, m.dir), daemonPIDs(), e.runtimeEntries(t)
-			r := e.run(t, c.args...)
-			if r.code != c.code {
-				t.Errorf("exit status %d, want %d\n%s", r.code, c.code, r)
-			}
-			msg := strings.TrimSuffix(r.stderr, "\n")
-			if !strings.HasPrefix(msg, "s3cachefs: ") || strings.Contains(msg, "\n") || r.stdout != "" {
-				t.Errorf("want exactly one \"s3cachefs: \" line on stderr and nothing on stdout:\n%s", r)
-			}
-			if !strings.Contains(strings.ToLower(msg), strings.ToLower(c.want)) {
-				t.Errorf("message %q does not say %q", msg, c.want)
-			}
-			if after := mountsWhere(t, tmp, m.dir); !slices.Equal(after, mountsBefore) {
-				t.Errorf("the mount table changed:\nbefore %v\nafter  %v", mountsBefore, after)
-			}
-			if after := daemonPIDs(); !slices.Equal(after, daemonsBefore) {
-				t.Errorf("s3cachefs processes changed from %v to %v", daemonsBefore, after)
-			}
-			if after := e.runtimeEntries(t); !slices.Equal(after, runtimeBefore) {
-				t.Errorf("the runtime dir changed from %v to %v", runtimeBefore, after)
-			}
+			e.runRefused(t, nil, c.args, tmp, m.dir, c.code, c.want)
 		})
 	}
 	if _, err := os.Stat(cache); err == nil {

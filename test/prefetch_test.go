@@ -132,18 +132,9 @@ func TestPrefetchRefusals(t *testing.T) {
 	e.uploadDataset(t)
 	m := e.mount(t)
 	e.proxy.Reset()
-	r := e.run(t, "prefetch", "--mount", m.dir, "train", "no-such-split")
-	if r.code != 1 || !strings.Contains(r.stderr, "no-such-split does not exist") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
-		t.Errorf("prefetch of a missing path: %s", r)
-	}
-	r = e.run(t, "prefetch", "--mount", m.dir)
-	if r.code != 2 {
-		t.Errorf("prefetch without paths: %s", r)
-	}
-	r = e.run(t, "prefetch", "--mount", m.dir, "/somewhere/else")
-	if r.code != 2 || !strings.Contains(r.stderr, "not under the mount") {
-		t.Errorf("prefetch of a path outside the mount: %s", r)
-	}
+	wantRefused(t, e.run(t, "prefetch", "--mount", m.dir, "train", "no-such-split"), 1, "no-such-split does not exist")
+	wantRefused(t, e.run(t, "prefetch", "--mount", m.dir), 2, "at least one PATH")
+	wantRefused(t, e.run(t, "prefetch", "--mount", m.dir, "/somewhere/else"), 2, "not under the mount")
 	if c := e.proxy.Counts(); c.GetObject != 0 {
 		t.Errorf("refused prefetches made %d GETs", c.GetObject)
 	}

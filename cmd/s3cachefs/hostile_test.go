@@ -67,7 +67,7 @@ func TestControlRefusesMalformedRequests(t *testing.T) {
 			}
 			var e api.Error
 			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
-				t.Errorf("body is not an apiError: %q", rec.Body)
+				t.Errorf("body is not an api.Error: %q", rec.Body)
 			}
 		})
 	}
