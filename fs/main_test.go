@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"testing"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // TestMain fails the run if a test leaves one of its mounts behind. Only
@@ -35,23 +36,16 @@ func TestMain(m *testing.M) {
 // testSource is the FsName of this process's test mounts.
 func testSource() string { return fmt.Sprintf("s3://fs-test-%d/prefix", os.Getpid()) }
 
-// ourMounts returns the mount points of fuse.s3cachefs mounts from source
-// in /proc/self/mountinfo.
+// ourMounts returns the mount points of fuse.s3cachefs mounts from source.
 func ourMounts(source string) ([]string, error) {
-	raw, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mounttab.Read()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for line := range strings.Lines(string(raw)) {
-		// "id parent maj:min root mountpoint opts [optional...] - type source superopts"
-		fields := strings.Fields(line)
-		sep := slices.Index(fields, "-")
-		if sep < 5 || sep+2 >= len(fields) {
-			continue
-		}
-		if fields[sep+1] == "fuse."+fsType && fields[sep+2] == source {
-			out = append(out, fields[4])
+	for _, m := range ms {
+		if m.FSType == mounttab.FSType && m.Source == source {
+			out = append(out, m.Point)
 		}
 	}
 	return out, nil

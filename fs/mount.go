@@ -12,6 +12,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // MountOptions configure Mount.
@@ -39,9 +41,6 @@ type MountOptions struct {
 	HandedOver bool
 	Logger     *slog.Logger
 }
-
-// fsType is the subtype of the mount: /proc/mounts shows fuse.s3cachefs.
-const fsType = "s3cachefs"
 
 // Mount mounts root read-only at mountpoint and returns the serving server
 // once the kernel has answered. It mounts with mount(2) directly, which
@@ -71,7 +70,7 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		Logger:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		MountOptions: fuse.MountOptions{
 			FsName:     opts.FsName,
-			Name:       fsType,
+			Name:       mounttab.Subtype,
 			AllowOther: opts.AllowOther,
 			Debug:      opts.Debug,
 			Logger:     slog.NewLogLogger(log.Handler(), traceLevel),

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -165,7 +164,7 @@ func crashRound(t *testing.T, e *env, m *mounted, files map[string][]byte, rng *
 		t.Fatalf("%d bytes still cached after evict", st.CachedBytes)
 	}
 	e.proxy.SetRate(crashRate)
-	job := crashStartJob(t, e, m)
+	job := e.startJob(t, m, crashDir).ID
 	stop := make(chan struct{})
 	var readers sync.WaitGroup
 	for i := range crashReaders {
@@ -207,17 +206,6 @@ func crashRound(t *testing.T, e *env, m *mounted, files map[string][]byte, rng *
 	}
 	tally.midJob.Add(1)
 	return job
-}
-
-// crashStartJob starts a detached prefetch of crashDir and returns its ID.
-func crashStartJob(t *testing.T, e *env, m *mounted) string {
-	t.Helper()
-	r := e.run(t, "prefetch", "--mount", m.dir, "--detach", "--json", crashDir)
-	var job jobProgress
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &job) != nil || job.ID == "" {
-		t.Fatalf("prefetch --detach --json: %s", r)
-	}
-	return job.ID
 }
 
 // crashReader reads random ranges of random files until stop, or until
@@ -285,18 +273,9 @@ func crashAfterKill(t *testing.T, e *env, m *mounted, job string, files map[stri
 // listed (a remount resumes it, nobody starts it again).
 func crashJobState(t *testing.T, e *env, m *mounted, job string) string {
 	t.Helper()
-	var st struct {
-		Prefetch []jobProgress `json:"prefetch"`
+	state := e.jobState(t, m, job)
+	if state == "" {
+		t.Fatalf("job %s is not listed after the remount", job)
 	}
-	r := e.run(t, "status", "--mount", m.dir, "--json")
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, r)
-	}
-	for _, p := range st.Prefetch {
-		if p.ID == job {
-			return p.State
-		}
-	}
-	t.Fatalf("job %s is not listed after the remount: %s", job, r.stdout)
-	return ""
+	return state
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"s3cachefs/blockcache"
 )
 
 // duBytes is what du says the files under dir take on disk.
@@ -40,25 +42,16 @@ func TestCacheLimit(t *testing.T) {
 		readAll(t, m.dir, map[string][]byte{name: files[name]})
 		e.waitNoOpenFiles(t, m) // closed files may be evicted
 		// The folder's own blocks (4 KiB a level) are not cache data.
-		if du := duBytes(t, filepath.Join(m.cache, "objects")) - 64<<10; du > limit {
+		if du := duBytes(t, blockcache.FilesDir(m.cache)) - 64<<10; du > limit {
 			t.Fatalf("after reading %s the cache takes %d bytes on disk, over its %d limit", name, du, limit)
 		}
 	}
 	if total < 3*limit {
 		t.Fatalf("the dataset (%d bytes) is too small to test a %d-byte limit", total, limit)
 	}
-	st := e.status(t, m)
-	var s struct {
-		UsedBytes  int64 `json:"used_bytes"`
-		CacheLimit int64 `json:"cache_limit"`
-		Evictions  int64 `json:"evictions"`
-	}
-	r := e.run(t, "status", "--mount", m.dir, "--json")
-	if err := jsonUnmarshal(r.stdout, &s); err != nil {
-		t.Fatal(err)
-	}
-	if s.Evictions == 0 || s.UsedBytes > limit || s.CacheLimit != limit || st.CachedBytes > limit {
-		t.Fatalf("status after reading %d bytes through a %d-byte cache: %+v, cached %d", total, limit, s, st.CachedBytes)
+	s := e.status(t, m)
+	if s.Evictions == 0 || s.UsedBytes > limit || s.CacheLimit != limit || s.CachedBytes > limit {
+		t.Fatalf("status after reading %d bytes through a %d-byte cache: %+v, cached %d", total, limit, s, s.CachedBytes)
 	}
 }
 
@@ -99,15 +92,7 @@ func TestMinFreeAndFullCache(t *testing.T) {
 			t.Fatalf("after reading %s only %d bytes are free, below --min-free %d", name, free, minFree)
 		}
 	}
-	var s struct {
-		UncachedReads int64 `json:"uncached_reads"`
-		Evictions     int64 `json:"evictions"`
-	}
-	r := e.run(t, "status", "--mount", m.dir, "--json")
-	if err := jsonUnmarshal(r.stdout, &s); err != nil {
-		t.Fatal(err)
-	}
-	if s.UncachedReads == 0 || s.Evictions == 0 {
+	if s := e.status(t, m); s.UncachedReads == 0 || s.Evictions == 0 {
 		t.Fatalf("status after reading past a small cache: %+v", s)
 	}
 }

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,7 +79,7 @@ func faultTransient(t *testing.T, e *env, files map[string][]byte, f s3server.Fa
 	before := e.proxy.Faults().Total()
 	e.proxy.SetFaults(f)
 	defer e.proxy.SetFaults(s3server.Faults{})
-	job := faultPrefetch(t, e, m, "dev")
+	job := e.startJob(t, m, "dev").ID
 	names := faultNames(files, "train/")
 	errs := faultReadAll(t, m.dir, names, files, tally)
 	for _, err := range errs {
@@ -117,7 +116,7 @@ func faultOutlasting(t *testing.T, e *env, files map[string][]byte, tally *fault
 		f.Keys = bad
 		before := e.proxy.Faults().Total()
 		e.proxy.SetFaults(f)
-		job := faultPrefetch(t, e, m, "dev")
+		job := e.startJob(t, m, "dev").ID
 		var wg sync.WaitGroup
 		var otherErrs []error
 		wg.Go(func() { otherErrs = faultReadAll(t, m.dir, others, files, tally) })
@@ -323,38 +322,13 @@ func faultCheck(got, want []byte, off int, tally *faultTally) error {
 	return nil
 }
 
-// faultPrefetch starts a detached prefetch of path and returns its job ID.
-func faultPrefetch(t *testing.T, e *env, m *mounted, path string) string {
-	t.Helper()
-	r := e.run(t, "prefetch", "--mount", m.dir, "--detach", "--json", path)
-	if r.code != 0 {
-		t.Fatalf("prefetch --detach %s: %s", path, r)
-	}
-	var job jobProgress
-	if err := json.Unmarshal([]byte(r.stdout), &job); err != nil {
-		t.Fatalf("prefetch --detach --json: %v\n%s", err, r.stdout)
-	}
-	return job.ID
-}
-
 // faultWaitJob waits until job is no longer queued or running, and
 // returns the state it ended in.
 func faultWaitJob(t *testing.T, e *env, m *mounted, id string) string {
 	t.Helper()
 	var state string
 	waitFor(t, faultRunLimit, "prefetch job "+id+" to end", func() bool {
-		var st struct {
-			Prefetch []jobProgress `json:"prefetch"`
-		}
-		r := e.run(t, "status", "--mount", m.dir, "--json")
-		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
-			t.Fatalf("status --json: %v\n%s", err, r.stdout)
-		}
-		for _, p := range st.Prefetch {
-			if p.ID == id {
-				state = p.State
-			}
-		}
+		state = e.jobState(t, m, id)
 		return state != "" && state != "running" && state != "queued"
 	})
 	return state

@@ -1,17 +1,17 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // TestFdMount plays the privileged helper of a Kubernetes CSI driver: it
@@ -70,30 +70,11 @@ func TestFdMount(t *testing.T) {
 		fuse := helperMount(t, u, mnt)
 		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 		defer cancel()
-		fg := u.command(ctx, env, suite.bin, "mount", "--foreground", source, "/dev/fd/3", "--cache-dir", cache,
+		cmd := u.command(ctx, env, suite.bin, "mount", "--foreground", source, "/dev/fd/3", "--cache-dir", cache,
 			"--endpoint-url", e.proxy.Endpoint, "--force-path-style", "--mountpoint-name", mnt)
-		fg.ExtraFiles = []*os.File{fuse}
-		var log bytes.Buffer
-		fg.Stdout, fg.Stderr = &log, &log
-		if err := fg.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var fgErr error
-		exited := make(chan struct{})
-		go func() {
-			fgErr = fg.Wait()
-			close(exited)
-		}()
+		cmd.ExtraFiles = []*os.File{fuse}
+		fg := startForegroundCmd(t, cmd, cancel, nil)
 		fuse.Close()
-		t.Cleanup(func() {
-			cancel() // kills it if it still runs
-			<-exited
-			if strings.Contains(log.String(), "WARNING: DATA RACE") {
-				t.Errorf("data race in the foreground daemon:\n%s", log.String())
-			} else if t.Failed() {
-				t.Logf("foreground daemon's log:\n%s", log.String())
-			}
-		})
 		// It answers on its socket once it serves the mount.
 		waitFor(t, exitTimeout, "the daemon of "+mnt, func() bool {
 			return u.run(t, env, "status", "--mount", mnt).code == 0
@@ -108,9 +89,9 @@ func TestFdMount(t *testing.T) {
 			t.Errorf("drop %s as %s: %s\nwant stdout %q", mnt, u.name, r, want)
 		}
 		select {
-		case <-exited:
-			if fgErr != nil {
-				t.Errorf("mount --foreground exited with %v after drop, want 0", fgErr)
+		case <-fg.done:
+			if fg.err != nil {
+				t.Errorf("mount --foreground exited with %v after drop, want 0", fg.err)
 			}
 		case <-time.After(exitTimeout):
 			t.Fatalf("mount --foreground still runs %v after drop", exitTimeout)
@@ -167,9 +148,9 @@ func helperMount(t *testing.T, u *testUser, mnt string) *os.File {
 	}
 	fuse := os.NewFile(uintptr(fd), "/dev/fuse")
 	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=%d,group_id=%d", fd, u.uid, u.gid)
-	if err := unix.Mount(source, mnt, "fuse.s3cachefs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+	if err := unix.Mount(source, mnt, mounttab.FSType, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		fuse.Close()
-		t.Fatalf("mount -t fuse.s3cachefs -o %s %s: %v", opts, mnt, err)
+		t.Fatalf("mount -t %s -o %s %s: %v", mounttab.FSType, opts, mnt, err)
 	}
 	t.Cleanup(func() {
 		if isMounted(t, mnt) {

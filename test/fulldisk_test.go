@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"s3cachefs/blockcache"
 	"s3cachefs/index"
 )
 
@@ -24,17 +25,6 @@ const (
 	fullDiskMin   = 4 << 20 // --min-free of the first mount
 	fullDiskBlock = 1 << 20 // the daemon's default block size
 )
-
-// fullDiskStatus is the part of `status --json` these tests read.
-type fullDiskStatus struct {
-	CachedBytes   int64 `json:"cached_bytes"`
-	FreeBytes     int64 `json:"free_bytes"`
-	CacheFull     bool  `json:"cache_full"`
-	Evictions     int64 `json:"evictions"`
-	UncachedReads int64 `json:"uncached_reads"`
-	FetchErrors   int64 `json:"fetch_errors"`
-	CorruptBlocks int64 `json:"corrupt_blocks"`
-}
 
 // TestFullDisk puts the cache on a small ext4 filesystem of its own (a
 // loop-mounted image) and reads more than fits: first with --min-free,
@@ -60,7 +50,7 @@ func TestFullDisk(t *testing.T) {
 				t.Fatalf("after reading %s only %d bytes are free, below --min-free %d", name, free, fullDiskMin)
 			}
 		}
-		if st := fullDiskState(t, e, m); st.Evictions == 0 {
+		if st := e.status(t, m); st.Evictions == 0 {
 			t.Fatalf("reading %d bytes through a %d-byte filesystem evicted nothing: %+v",
 				fullDiskFiles*fullDiskSize, fullDiskImage, st)
 		}
@@ -84,7 +74,7 @@ func TestFullDisk(t *testing.T) {
 				t.Errorf("read %s with every file open: wrong bytes (err %v)", names[i], err)
 			}
 		}
-		st := fullDiskState(t, e, m)
+		st := e.status(t, m)
 		for _, f := range held {
 			f.Close()
 		}
@@ -105,7 +95,7 @@ func TestFullDisk(t *testing.T) {
 		// midway through its first block.
 		filler := fullDiskFill(t, fs, fullDiskBlock/4)
 		readAll(t, m.dir, files)
-		st := fullDiskState(t, e, m)
+		st := e.status(t, m)
 		if !st.CacheFull || st.UncachedReads == 0 || st.FetchErrors != 0 || st.CorruptBlocks != 0 {
 			t.Fatalf("status after reads on a filesystem filled from outside: %+v; want cache_full, uncached reads, no fetch or corrupt blocks", st)
 		}
@@ -118,7 +108,7 @@ func TestFullDisk(t *testing.T) {
 		}
 		dropKernelCaches(t)
 		readAll(t, m.dir, files)
-		if st := fullDiskState(t, e, m); st.CachedBytes < fullDiskSize || st.FetchErrors != 0 {
+		if st := e.status(t, m); st.CachedBytes < fullDiskSize || st.FetchErrors != 0 {
 			t.Fatalf("status after the filesystem got room again: %+v; want blocks cached", st)
 		}
 		e.waitNoOpenFiles(t, m)
@@ -178,17 +168,6 @@ func fullDiskDataset(t *testing.T, e *env) (files, byKey map[string][]byte) {
 	return files, byKey
 }
 
-// fullDiskState reads m's status.
-func fullDiskState(t *testing.T, e *env, m *mounted) fullDiskStatus {
-	t.Helper()
-	r := e.run(t, "status", "--mount", m.dir, "--json")
-	var s fullDiskStatus
-	if r.code != 0 || jsonUnmarshal(r.stdout, &s) != nil {
-		t.Fatalf("status --json: %s", r)
-	}
-	return s
-}
-
 // fullDiskFill writes a file into the filesystem at root until it is full,
 // then gives back leave bytes, and returns the file's path.
 func fullDiskFill(t *testing.T, root string, leave int64) string {
@@ -244,7 +223,7 @@ func fullDiskCheckIndex(t *testing.T, cache string, byKey map[string][]byte) {
 			t.Errorf("record of a key never uploaded: %q", r.Key)
 			return true
 		}
-		f, err := os.Open(filepath.Join(cache, "objects", r.ID[:2], r.ID))
+		f, err := os.Open(filepath.Join(blockcache.FilesDir(cache), r.ID[:2], r.ID))
 		if err != nil {
 			t.Errorf("cache file of %s with %d blocks recorded: %v", r.Key, r.Present.Count(), err)
 			return true

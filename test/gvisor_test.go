@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"s3cachefs/cmd/s3cachefs/api"
 	"s3cachefs/test/s3server"
 )
 
@@ -54,7 +55,7 @@ func runscBuilds(t *testing.T) []runscBuild {
 type sandboxRun struct {
 	results map[string]int // RESULT name code
 	checks  []gvisorCheck  // CHECK lines, in order
-	status  []statusJSON   // STATUS lines, in order
+	status  []api.Status   // STATUS lines, in order
 	log     string         // the daemon's log
 	output  string         // everything, for failures
 }
@@ -74,16 +75,6 @@ type gvisorCheck struct {
 	WrongNPZ    int      `json:"wrong_npz"`
 	BadSeekEnd  int      `json:"seek_end_wrong"`
 	Mmap        string   `json:"mmap"`
-}
-
-// statusJSON is the part of `status --json` the sandbox test looks at.
-type statusJSON struct {
-	ReadMode      string   `json:"read_mode"`
-	FUSE          string   `json:"fuse"`
-	Fallbacks     []string `json:"fallbacks"`
-	S3Gets        int64    `json:"s3_get_requests"`
-	BlocksChecked int64    `json:"blocks_checked"`
-	Complete      int      `json:"complete_objects"`
 }
 
 // TestGVisor runs the whole life of a mount inside gVisor sandboxes, as on
@@ -114,11 +105,11 @@ func TestGVisor(t *testing.T) {
 				wantCheck(t, c, files, rounds, b.badSeek)
 			}
 			first, second := run.status[0], run.status[1]
-			if first.ReadMode != "daemon" || first.BlocksChecked == 0 || first.S3Gets == 0 {
+			if first.ReadMode != "daemon" || first.BlocksChecked == 0 || first.S3GetRequests == 0 {
 				t.Errorf("status in the sandbox: %+v, want daemon mode, checked blocks and GETs", first)
 			}
-			if second.S3Gets != 0 {
-				t.Errorf("after the remount, reading everything made %d GETs, want 0", second.S3Gets)
+			if second.S3GetRequests != 0 {
+				t.Errorf("after the remount, reading everything made %d GETs, want 0", second.S3GetRequests)
 			}
 			if strings.Contains(run.log, "WARNING: DATA RACE") {
 				t.Errorf("data race in the daemon:\n%s", run.log)
@@ -233,7 +224,7 @@ func parseSandbox(output string) sandboxRun {
 				run.checks = append(run.checks, c)
 			}
 		case strings.HasPrefix(line, "STATUS "):
-			var s statusJSON
+			var s api.Status
 			if json.Unmarshal([]byte(strings.TrimPrefix(line, "STATUS ")), &s) == nil {
 				run.status = append(run.status, s)
 			}

@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"s3cachefs/cmd/s3cachefs/api"
 	"s3cachefs/test/s3server"
 )
 
@@ -135,6 +137,65 @@ func runCmd(t *testing.T, ctx context.Context, cmd *exec.Cmd, what string) resul
 	return r
 }
 
+// wantRefused checks that r is a refusal: exit status code, nothing on
+// stdout, and one line on stderr that starts with "s3cachefs: " and says
+// each of want (in any case).
+func wantRefused(t *testing.T, r result, code int, want ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("exit status %d, want %d\n%s", r.code, code, r)
+	}
+	msg, ok := strings.CutSuffix(r.stderr, "\n")
+	if !ok || !strings.HasPrefix(msg, "s3cachefs: ") || strings.Contains(msg, "\n") || r.stdout != "" {
+		t.Errorf("want exactly one \"s3cachefs: \" line on stderr and nothing on stdout:\n%s", r)
+	}
+	for _, w := range want {
+		if !strings.Contains(strings.ToLower(msg), strings.ToLower(w)) {
+			t.Errorf("message %q does not say %q", msg, w)
+		}
+	}
+}
+
+// runRefused runs s3cachefs args with extra environment variables and
+// checks, with wantRefused, that it refuses them, and that it left the
+// mounts under dir or at point, the daemons and the runtime dir as they
+// were. (Only mounts where the command could mount count: other packages'
+// tests may mount and unmount meanwhile.)
+func (e *env) runRefused(t *testing.T, extraEnv, args []string, dir, point string, code int, want ...string) {
+	t.Helper()
+	mountsBefore, daemonsBefore, runtimeBefore := mountsWhere(t, dir, point), daemonPIDs(), e.runtimeEntries(t)
+	wantRefused(t, e.runWith(t, extraEnv, args...), code, want...)
+	if after := mountsWhere(t, dir, point); !slices.Equal(after, mountsBefore) {
+		t.Errorf("the mount table changed:\nbefore %v\nafter  %v", mountsBefore, after)
+	}
+	if after := daemonPIDs(); !slices.Equal(after, daemonsBefore) {
+		t.Errorf("s3cachefs processes changed from %v to %v", daemonsBefore, after)
+	}
+	if after := e.runtimeEntries(t); !slices.Equal(after, runtimeBefore) {
+		t.Errorf("the runtime dir changed from %v to %v", runtimeBefore, after)
+	}
+}
+
+// emptyDir makes an empty folder name in parent.
+func emptyDir(t *testing.T, parent, name string) string {
+	t.Helper()
+	p := filepath.Join(parent, name)
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// regularFile makes a small file name in parent.
+func regularFile(t *testing.T, parent, name string) string {
+	t.Helper()
+	p := filepath.Join(parent, name)
+	if err := os.WriteFile(p, []byte("not a folder\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // mounted is one mounted s3cachefs.
 type mounted struct {
 	dir   string // the mountpoint
@@ -237,44 +298,47 @@ func (e *env) drop(t *testing.T, m *mounted, flags ...string) {
 	}
 }
 
-// statusReport is the JSON of `s3cachefs status --json`.
-type statusReport struct {
-	Source           string `json:"source"`
-	Mountpoint       string `json:"mountpoint"`
-	CacheDir         string `json:"cache_dir"`
-	FuseFD           int    `json:"fuse_fd"`
-	PID              int    `json:"pid"`
-	Objects          int64  `json:"objects"`
-	CompleteObjects  int64  `json:"complete_objects"`
-	CachedBytes      int64  `json:"cached_bytes"`
-	Hits             int64  `json:"hits"`
-	Misses           int64  `json:"misses"`
-	BytesFromS3      int64  `json:"bytes_from_s3"`
-	BytesFromSSD     int64  `json:"bytes_from_ssd"`
-	OpenFiles        int64  `json:"open_files"`
-	S3GetRequests    int64  `json:"s3_get_requests"`
-	S3ListRequests   int64  `json:"s3_list_requests"`
-	ReadMode         string `json:"read_mode"`
-	PassthroughOff   string `json:"passthrough_off"`
-	PassthroughOpens int64  `json:"passthrough_opens"`
-	DaemonOpens      int64  `json:"daemon_opens"`
-	BlocksChecked    int64  `json:"blocks_checked"`
-	BlocksFresh      int64  `json:"blocks_fresh"`
-	CorruptBlocks    int64  `json:"corrupt_blocks"`
+// status asks m's daemon for its status.
+func (e *env) status(t *testing.T, m *mounted) api.Status {
+	t.Helper()
+	return parseStatus(t, e.run(t, "status", "--mount", m.dir, "--json"))
 }
 
-// status asks m's daemon for its status.
-func (e *env) status(t *testing.T, m *mounted) statusReport {
+// parseStatus decodes what `status --json` printed; r must have succeeded.
+func parseStatus(t *testing.T, r result) api.Status {
 	t.Helper()
-	r := e.run(t, "status", "--mount", m.dir, "--json")
 	if r.code != 0 {
-		t.Fatalf("status --mount %s --json: %s", m.dir, r)
+		t.Fatalf("status --json: %s", r)
 	}
-	var s statusReport
+	var s api.Status
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
 		t.Fatalf("status --json printed something that is not JSON: %v\n%s", err, r.stdout)
 	}
 	return s
+}
+
+// startJob starts a detached prefetch of paths on m and returns the job
+// as `prefetch --detach --json` printed it.
+func (e *env) startJob(t *testing.T, m *mounted, paths ...string) api.Job {
+	t.Helper()
+	r := e.run(t, append([]string{"prefetch", "--mount", m.dir, "--detach", "--json"}, paths...)...)
+	var job api.Job
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &job) != nil || job.ID == "" {
+		t.Fatalf("prefetch --detach --json %v: %s", paths, r)
+	}
+	return job
+}
+
+// jobState returns the state status shows for the job id of m, or "" if
+// status does not list it.
+func (e *env) jobState(t *testing.T, m *mounted, id string) string {
+	t.Helper()
+	for _, p := range e.status(t, m).Prefetch {
+		if p.ID == id {
+			return p.State
+		}
+	}
+	return ""
 }
 
 // waitNoOpenFiles waits until m's daemon has no open files. The kernel

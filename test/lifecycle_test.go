@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // TestStatus checks that status --json names the mount and that its
@@ -32,7 +34,7 @@ func TestStatus(t *testing.T) {
 		s.BytesFromSSD != 0 || s.OpenFiles != 0 || s.S3GetRequests != 0 {
 		t.Errorf("status of a fresh mount with an empty cache: %+v, want zero counters", s)
 	}
-	if mi := mountsAt(t, m.dir); len(mi) != 1 || mi[0].FSType != "fuse.s3cachefs" || strings.TrimSuffix(mi[0].Source, "/") != source {
+	if mi := mountsAt(t, m.dir); len(mi) != 1 || mi[0].FSType != mounttab.FSType || strings.TrimSuffix(mi[0].Source, "/") != source {
 		t.Errorf("mount table at %s: %+v, want one fuse.s3cachefs mount of %s", m.dir, mi, source)
 	}
 
@@ -216,9 +218,9 @@ func TestForegroundSignals(t *testing.T) {
 				t.Fatal(err)
 			}
 			select {
-			case err := <-fg.exited:
-				if err != nil {
-					t.Errorf("daemon exited with %v after %v, want exit 0\n%s", err, sig, fg.log())
+			case <-fg.done:
+				if fg.err != nil {
+					t.Errorf("daemon exited with %v after %v, want exit 0\n%s", fg.err, sig, fg.log())
 				}
 			case <-time.After(exitTimeout):
 				t.Fatalf("daemon still runs %v after %v", exitTimeout, sig)
@@ -233,58 +235,23 @@ func TestForegroundSignals(t *testing.T) {
 	}
 }
 
-// foreground is a `mount --foreground` process.
-type foreground struct {
-	cmd     *exec.Cmd
-	exited  chan error // receives Wait's result once
-	logPath string
-}
-
-func (f *foreground) log() string {
-	b, _ := os.ReadFile(f.logPath)
-	return string(b)
-}
-
 // startForeground starts a --foreground daemon and waits until its mount
 // appears. In t.Cleanup it is unmounted and killed if still there.
 func (e *env) startForeground(t *testing.T, dir, cache string) *foreground {
 	t.Helper()
-	fg := &foreground{exited: make(chan error, 1), logPath: filepath.Join(t.TempDir(), "daemon.log")}
-	logFile, err := os.Create(fg.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	fg.cmd = exec.CommandContext(ctx, suite.bin, "mount", "--foreground", source, dir, "--cache-dir", cache,
+	cmd := exec.CommandContext(ctx, suite.bin, "mount", "--foreground", source, dir, "--cache-dir", cache,
 		"--endpoint-url", e.proxy.Endpoint, "--force-path-style")
-	fg.cmd.Env = e.childEnv()
-	fg.cmd.Dir = "/"
-	fg.cmd.Stdout, fg.cmd.Stderr = logFile, logFile
-	if err := fg.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		err := fg.cmd.Wait()
-		fg.exited <- err
-		close(done)
-	}()
-	t.Cleanup(func() {
+	cmd.Env = e.childEnv()
+	cmd.Dir = "/"
+	fg := startForegroundCmd(t, cmd, cancel, func() {
 		if isMounted(t, dir) {
 			_ = exec.Command("umount", "-l", dir).Run()
-		}
-		cancel() // kills the process if it still runs
-		<-done
-		if log := fg.log(); strings.Contains(log, "WARNING: DATA RACE") {
-			t.Errorf("data race in the foreground daemon:\n%s", log)
-		} else if t.Failed() {
-			t.Logf("foreground daemon log:\n%s", log)
 		}
 	})
 	waitFor(t, 30*time.Second, dir+" to be mounted", func() bool {
 		select {
-		case <-done:
+		case <-fg.done:
 			t.Fatalf("mount --foreground exited before mounting:\n%s", fg.log())
 		default:
 		}

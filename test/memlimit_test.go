@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 // The memory-limit test runs the daemon in a real cgroup (v1, as on this
@@ -197,32 +199,6 @@ func (e *env) mountIn(t *testing.T, cg *memCgroup, bin string, env []string, ext
 	return m
 }
 
-// memStatus is the memory part of `status --json`.
-type memStatus struct {
-	PID    int `json:"pid"`
-	Memory struct {
-		CgroupLimit         int64  `json:"cgroup_limit"`
-		CgroupLimitFile     string `json:"cgroup_limit_file"`
-		GoMemoryLimit       int64  `json:"go_memory_limit"`
-		GoMemoryLimitFrom   string `json:"go_memory_limit_from"`
-		MaxFetches          int    `json:"max_fetches"`
-		MaxFetchesFrom      string `json:"max_fetches_from"`
-		PrefetchObjects     int    `json:"prefetch_objects"`
-		PrefetchObjectsFrom string `json:"prefetch_objects_from"`
-	} `json:"memory"`
-}
-
-// memStatusOf runs `status --json` on m.
-func (e *env) memStatusOf(t *testing.T, m *mounted) memStatus {
-	t.Helper()
-	var st memStatus
-	r := e.run(t, "status", "--mount", m.dir, "--json")
-	if err := jsonUnmarshal(r.stdout, &st); err != nil || r.code != 0 {
-		t.Fatalf("status --json: %v\n%s", err, r)
-	}
-	return st
-}
-
 // memDataset is many times the limits' size: large files (whose parts keep
 // every GET the daemon allows in flight) and many small ones (objects,
 // index records, listings).
@@ -291,7 +267,7 @@ func TestMemoryLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cg := newMemCgroup(t, tc.limit)
 			m := e.mountIn(t, cg, bin, nil, tc.flags...)
-			mem := e.memStatusOf(t, m).Memory
+			mem := e.status(t, m).Memory
 			limitFile := filepath.Join(cg.dir, "memory.limit_in_bytes")
 			if mem.CgroupLimit != tc.limit || mem.CgroupLimitFile != limitFile ||
 				mem.GoMemoryLimit != tc.limit*3/4 || mem.GoMemoryLimitFrom != "cgroup" ||
@@ -310,7 +286,7 @@ func TestMemoryLimit(t *testing.T) {
 			r := e.run(t, "prefetch", "--mount", m.dir, "--json", "--interval", "100ms", "train", "meta")
 			took := time.Since(start)
 			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-			var last jobProgress
+			var last api.Job
 			if err := jsonUnmarshal(lines[len(lines)-1], &last); err != nil || r.code != 0 {
 				t.Errorf("prefetch in %s: %v\n%s\ndaemon log:\n%s", tc.name, err, r, logTail(m.cache))
 			}
@@ -368,7 +344,7 @@ func TestMemoryLimit(t *testing.T) {
 	t.Run("explicit", func(t *testing.T) {
 		cg := newMemCgroup(t, 64<<20)
 		m := e.mountIn(t, cg, bin, []string{"GOMEMLIMIT=40MiB"}, "-o", "max_fetches=6")
-		mem := e.memStatusOf(t, m).Memory
+		mem := e.status(t, m).Memory
 		if mem.CgroupLimit != 64<<20 || mem.GoMemoryLimit != 40<<20 || mem.GoMemoryLimitFrom != "GOMEMLIMIT" ||
 			mem.MaxFetches != 6 || mem.MaxFetchesFrom != "flag" || mem.PrefetchObjects != 4 || mem.PrefetchObjectsFrom != "cgroup" {
 			t.Errorf("status memory: %+v; want the 64 MiB limit, GOMEMLIMIT's 40 MiB, the option's 6 GETs, 4 objects sized", mem)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // helperLink is where TestMountHelper puts the binary under test for
@@ -47,12 +49,12 @@ func TestMountHelper(t *testing.T) {
 
 	t.Run("mount -t", func(t *testing.T) {
 		dir, cache := newMountpoint(t), filepath.Join(t.TempDir(), "cache")
-		r := runMountCmd(t, env, "mount", "-t", "fuse.s3cachefs", source, dir, "-o",
+		r := runMountCmd(t, env, "mount", "-t", mounttab.FSType, source, dir, "-o",
 			"cache_dir="+cache+",endpoint_url="+e.proxy.Endpoint+",force_path_style,profile=fstab-test,"+
 				"metadata_ttl=1h,max_cache_size=1GiB,noexec,noatime,nodev,nofail")
 		m := helperMounted(t, e, r, dir, cache)
-		if opts := procMountOptions(t, dir); !slices.Contains(opts, "ro") || !slices.Contains(opts, "noexec") {
-			t.Errorf("/proc/mounts options %v; want ro and noexec", opts)
+		if opts := mountOptions(t, dir); !slices.Contains(opts, "ro") || !slices.Contains(opts, "noexec") {
+			t.Errorf("mount options %v; want ro and noexec", opts)
 		}
 		// What the README says of the helper's environment: mount(8)
 		// dropped PATH and HOME, mount.fuse3 set HOME=/root, the rest
@@ -72,16 +74,16 @@ func TestMountHelper(t *testing.T) {
 		// The shape of the README's line: SOURCE is the device field;
 		// a comma inside a value needs double quotes.
 		fstab := filepath.Join(t.TempDir(), "fstab")
-		line := fmt.Sprintf("%s %s fuse.s3cachefs _netdev,nofail,x-systemd.requires=network-online.target,"+
+		line := fmt.Sprintf("%s %s %s _netdev,nofail,x-systemd.requires=network-online.target,"+
 			"cache_dir=%s,max_cache_size=400GiB,endpoint_url=%s,force_path_style,profile=fstab-test,"+
-			"prefetch=\"train,dev\" 0 0\n", source, dir, cache, e.proxy.Endpoint)
+			"prefetch=\"train,dev\" 0 0\n", source, dir, mounttab.FSType, cache, e.proxy.Endpoint)
 		if err := os.WriteFile(fstab, []byte("# s3cachefs e2e\n"+line), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		r := runMountCmd(t, env, "mount", "-T", fstab, dir)
 		m := helperMounted(t, e, r, dir, cache)
-		if opts := procMountOptions(t, dir); !slices.Contains(opts, "ro") || slices.Contains(opts, "noexec") {
-			t.Errorf("/proc/mounts options %v; want ro and not noexec", opts)
+		if opts := mountOptions(t, dir); !slices.Contains(opts, "ro") || slices.Contains(opts, "noexec") {
+			t.Errorf("mount options %v; want ro and not noexec", opts)
 		}
 		waitPrefetched(t, e, m, []string{"dev", "train"})
 		readAll(t, dir, files)
@@ -91,22 +93,22 @@ func TestMountHelper(t *testing.T) {
 
 	t.Run("bad input", func(t *testing.T) {
 		good := "cache_dir=%s,endpoint_url=" + e.proxy.Endpoint + ",force_path_style,profile=fstab-test"
+		// mount(8) exits with the status of the helper it ran.
 		for _, tc := range []struct {
-			name, source, opts, want string
+			name, source, opts string
+			code               int
+			want               string
 		}{
-			{"unknown option", source, good + ",bogus_option=1", `s3cachefs: unknown mount option "bogus_option=1"`},
-			{"option without its value", source, good + ",metadata_ttl", "s3cachefs: mount option metadata_ttl needs a value"},
-			{"bad value", source, good + ",max_cache_size=lots", "s3cachefs: --max-cache-size"},
-			{"missing bucket", "s3://no-such-bucket-e2e/x", good, "s3cachefs: "},
+			{"unknown option", source, good + ",bogus_option=1", 2, `s3cachefs: unknown mount option "bogus_option=1"`},
+			{"option without its value", source, good + ",metadata_ttl", 2, "s3cachefs: mount option metadata_ttl needs a value"},
+			{"bad value", source, good + ",max_cache_size=lots", 2, "s3cachefs: mount option max_cache_size: invalid value \"lots\": --max-cache-size"},
+			{"missing bucket", "s3://no-such-bucket-e2e/x", good, 1, "no-such-bucket-e2e"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				dir, cache := newMountpoint(t), filepath.Join(t.TempDir(), "cache")
-				r := runMountCmd(t, env, "mount", "-t", "fuse.s3cachefs", tc.source, dir, "-o", fmt.Sprintf(tc.opts, cache))
+				r := runMountCmd(t, env, "mount", "-t", mounttab.FSType, tc.source, dir, "-o", fmt.Sprintf(tc.opts, cache))
 				t.Logf("mount: %s", r)
-				lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
-				if r.code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], tc.want) || r.stdout != "" {
-					t.Errorf("mount: %s\nwant a non-zero exit and one line starting %q", r, tc.want)
-				}
+				wantRefused(t, r, tc.code, tc.want)
 				if isMounted(t, dir) {
 					t.Errorf("%s is mounted after a failed mount", dir)
 					_ = exec.Command("umount", dir).Run()
@@ -237,8 +239,8 @@ func helperMounted(t *testing.T, e *env, r result, dir, cache string) *mounted {
 		}
 		e.cleanup(t, m)
 	})
-	if src, fstype := procMount(t, dir); src != source || fstype != "fuse.s3cachefs" {
-		t.Fatalf("/proc/mounts has %q %q at %s; want %s fuse.s3cachefs", src, fstype, dir, source)
+	if mt := mountOf(t, dir); mt.Source != source || mt.FSType != mounttab.FSType {
+		t.Fatalf("the mount table has %q %q at %s; want %s %s", mt.Source, mt.FSType, dir, source, mounttab.FSType)
 	}
 	st := e.status(t, m)
 	if st.Source != source || st.PID <= 0 {
@@ -267,18 +269,7 @@ func helperUnmount(t *testing.T, env []string, m *mounted) {
 func waitPrefetched(t *testing.T, e *env, m *mounted, paths []string) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the prefetch job of the mount options", func() bool {
-		r := e.run(t, "status", "--mount", m.dir, "--json")
-		var s struct {
-			Prefetch []struct {
-				State   string `json:"state"`
-				Folders []struct {
-					Path string `json:"path"`
-				} `json:"folders"`
-			} `json:"prefetch"`
-		}
-		if r.code != 0 || jsonUnmarshal(r.stdout, &s) != nil {
-			t.Fatalf("status: %s", r)
-		}
+		s := e.status(t, m)
 		if len(s.Prefetch) != 1 {
 			return false
 		}
@@ -292,35 +283,6 @@ func waitPrefetched(t *testing.T, e *env, m *mounted, paths []string) {
 		}
 		return s.Prefetch[0].State == "done"
 	})
-}
-
-// procMount returns the source and type /proc/mounts gives for dir.
-func procMount(t *testing.T, dir string) (source, fstype string) {
-	t.Helper()
-	f := procMountFields(t, dir)
-	return unescape(f[0]), f[2]
-}
-
-// procMountOptions returns the options /proc/mounts gives for dir.
-func procMountOptions(t *testing.T, dir string) []string {
-	t.Helper()
-	return strings.Split(procMountFields(t, dir)[3], ",")
-}
-
-// procMountFields returns the fields of dir's line in /proc/mounts.
-func procMountFields(t *testing.T, dir string) []string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 4 && unescape(f[1]) == dir {
-			return f
-		}
-	}
-	t.Fatalf("%s is not in /proc/mounts", dir)
-	return nil
 }
 
 // procEnviron returns the environment of process pid.

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 // TestNonRoot runs s3cachefs as a real unprivileged user (nobody): it
@@ -45,7 +47,7 @@ func TestNonRoot(t *testing.T) {
 		}
 		wantPrivateSocket(t, u, runtime)
 		wantDaemonUID(t, m.pid, u.uid)
-		if opts := hostileMountOptions(t, m.dir); !slices.Contains(opts, "user_id="+strconv.Itoa(int(u.uid))) {
+		if opts := mountOptions(t, m.dir); !slices.Contains(opts, "user_id="+strconv.Itoa(int(u.uid))) {
 			t.Errorf("mount options of %s: %v, want user_id=%d", m.dir, opts, u.uid)
 		}
 
@@ -53,7 +55,7 @@ func TestNonRoot(t *testing.T) {
 			t.Fatalf("prefetch train as %s: %s", u.name, r)
 		}
 		s := u.status(t, env, m.dir)
-		if train := int64(len(npzNames(files, "train"))); s.CompleteObjects < train {
+		if train := len(npzNames(files, "train")); s.CompleteObjects < train {
 			t.Errorf("after prefetch train: %d complete objects, want >= %d", s.CompleteObjects, train)
 		}
 		u.compare(t, env, m.dir, files) // train from SSD, the rest from S3
@@ -367,17 +369,9 @@ func (u *testUser) run(t *testing.T, env []string, args ...string) result {
 }
 
 // status runs `status --json --mount mp` as u.
-func (u *testUser) status(t *testing.T, env []string, mp string) statusReport {
+func (u *testUser) status(t *testing.T, env []string, mp string) api.Status {
 	t.Helper()
-	r := u.run(t, env, "status", "--mount", mp, "--json")
-	if r.code != 0 {
-		t.Fatalf("status --mount %s as %s: %s", mp, u.name, r)
-	}
-	var s statusReport
-	if err := jsonUnmarshal(r.stdout, &s); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, r.stdout)
-	}
-	return s
+	return parseStatus(t, u.run(t, env, "status", "--mount", mp, "--json"))
 }
 
 // waitNoOpenFiles waits until the daemon of mp has no open files (the

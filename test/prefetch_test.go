@@ -11,34 +11,21 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
-// jobProgress is one line of `prefetch --json`.
-type jobProgress struct {
-	ID      string `json:"id"`
-	State   string `json:"state"`
-	Failed  []string
-	Folders []struct {
-		Path          string `json:"path"`
-		Files         int64  `json:"files"`
-		FilesDone     int64  `json:"files_done"`
-		Bytes         int64  `json:"bytes"`
-		BytesDone     int64  `json:"bytes_done"`
-		CachedAtStart int64  `json:"cached_at_start"`
-	} `json:"folders"`
-}
-
 // prefetchJSON runs `prefetch --json PATHS` on m and returns every line.
-func (e *env) prefetchJSON(t *testing.T, m *mounted, paths ...string) []jobProgress {
+func (e *env) prefetchJSON(t *testing.T, m *mounted, paths ...string) []api.Job {
 	t.Helper()
 	r := e.run(t, append([]string{"prefetch", "--mount", m.dir, "--json", "--interval", "50ms"}, paths...)...)
 	if r.code != 0 {
 		t.Fatalf("prefetch --json %v: %s", paths, r)
 	}
-	var out []jobProgress
+	var out []api.Job
 	sc := bufio.NewScanner(strings.NewReader(r.stdout))
 	for sc.Scan() {
-		var p jobProgress
+		var p api.Job
 		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
 			t.Fatalf("prefetch --json printed a line that is not JSON: %v\n%q", err, sc.Text())
 		}
@@ -80,7 +67,7 @@ func TestPrefetch(t *testing.T) {
 		}
 	}
 	st := e.status(t, m)
-	if st.CompleteObjects != int64(len(files)) {
+	if st.CompleteObjects != len(files) {
 		t.Errorf("status: %d complete objects, want %d", st.CompleteObjects, len(files))
 	}
 
@@ -145,18 +132,9 @@ func TestPrefetchRefusals(t *testing.T) {
 	e.uploadDataset(t)
 	m := e.mount(t)
 	e.proxy.Reset()
-	r := e.run(t, "prefetch", "--mount", m.dir, "train", "no-such-split")
-	if r.code == 0 || !strings.Contains(r.stderr, "no-such-split does not exist") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
-		t.Errorf("prefetch of a missing path: %s", r)
-	}
-	r = e.run(t, "prefetch", "--mount", m.dir)
-	if r.code != 2 {
-		t.Errorf("prefetch without paths: %s", r)
-	}
-	r = e.run(t, "prefetch", "--mount", m.dir, "/somewhere/else")
-	if r.code == 0 || !strings.Contains(r.stderr, "not under the mount") {
-		t.Errorf("prefetch of a path outside the mount: %s", r)
-	}
+	wantRefused(t, e.run(t, "prefetch", "--mount", m.dir, "train", "no-such-split"), 1, "no-such-split does not exist")
+	wantRefused(t, e.run(t, "prefetch", "--mount", m.dir), 2, "at least one PATH")
+	wantRefused(t, e.run(t, "prefetch", "--mount", m.dir, "/somewhere/else"), 2, "not under the mount")
 	if c := e.proxy.Counts(); c.GetObject != 0 {
 		t.Errorf("refused prefetches made %d GETs", c.GetObject)
 	}
@@ -178,7 +156,7 @@ func TestPrefetchSurvivesKill(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("prefetch --detach: %s", r)
 	}
-	var before statusReport
+	var before api.Status
 	waitFor(t, time.Minute, "some blocks cached", func() bool {
 		before = e.status(t, m)
 		return before.CachedBytes >= 2<<20
@@ -200,13 +178,7 @@ func TestPrefetchSurvivesKill(t *testing.T) {
 	e.proxy.Reset()
 	m2 := e.mountAt(t, newMountpoint(t), m.cache)
 	waitFor(t, 2*time.Minute, "the resumed job to finish", func() bool {
-		r := e.run(t, "status", "--mount", m2.dir, "--json")
-		var s struct {
-			Prefetch []jobProgress `json:"prefetch"`
-		}
-		if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
-			t.Fatalf("status --json: %v\n%s", err, r.stdout)
-		}
+		s := e.status(t, m2)
 		for _, p := range s.Prefetch {
 			if p.State == "failed" || p.State == "cancelled" {
 				t.Fatalf("resumed job ended %s: %+v", p.State, p)
@@ -230,7 +202,7 @@ func TestPrefetchSurvivesKill(t *testing.T) {
 		t.Errorf("reading the resumed split made %d GETs", c.GetObject)
 	}
 	st := e.status(t, m2)
-	if st.CompleteObjects < int64(len(train)) {
+	if st.CompleteObjects < len(train) {
 		t.Errorf("%d complete objects after the resumed job, want %d", st.CompleteObjects, len(train))
 	}
 }
@@ -248,30 +220,20 @@ func TestReadDuringPrefetch(t *testing.T) {
 	// The job crawls; the reader of the last file does not.
 	e.proxy.SetRate(1 << 20)
 	e.proxy.Exempt(last)
-	r := e.run(t, "prefetch", "--mount", m.dir, "--detach", "--json", "train")
-	if r.code != 0 {
-		t.Fatalf("prefetch --detach: %s", r)
-	}
-	var job jobProgress
-	if err := json.Unmarshal([]byte(r.stdout), &job); err != nil {
-		t.Fatalf("prefetch --detach --json: %v\n%s", err, r.stdout)
-	}
+	job := e.startJob(t, m, "train")
 	got, err := os.ReadFile(filepath.Join(m.dir, last))
 	if err != nil || !bytes.Equal(got, files[last]) {
 		t.Fatalf("read during prefetch: wrong bytes (err %v)", err)
 	}
 	// The job cannot have reached the last file yet.
-	var st struct {
-		Prefetch []jobProgress `json:"prefetch"`
-	}
-	r = e.run(t, "status", "--mount", m.dir, "--json")
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Prefetch) != 1 {
-		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	st := e.status(t, m)
+	if len(st.Prefetch) != 1 {
+		t.Fatalf("status lists %d jobs, want 1: %+v", len(st.Prefetch), st.Prefetch)
 	}
 	if p := st.Prefetch[0]; p.State != "running" || p.Folders[0].FilesDone >= int64(len(names))-1 {
 		t.Fatalf("the job was not behind the reader: %+v", p)
 	}
-	r = e.run(t, "prefetch", "--mount", m.dir, "--cancel", job.ID)
+	r := e.run(t, "prefetch", "--mount", m.dir, "--cancel", job.ID)
 	if r.code != 0 {
 		t.Fatalf("prefetch --cancel: %s", r)
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"s3cachefs/blockcache"
 )
 
 // TestChangedAndDeletedObjects changes one object and deletes another in
@@ -57,7 +59,7 @@ func TestChangedAndDeletedObjects(t *testing.T) {
 		t.Fatalf("cache after the change: %d objects, %d bytes; want only the new version (%d bytes)",
 			st.Objects, st.CachedBytes, len(newBytes))
 	}
-	cacheFiles, _ := filepath.Glob(filepath.Join(m.cache, "objects", "*", "*"))
+	cacheFiles, _ := filepath.Glob(filepath.Join(blockcache.FilesDir(m.cache), "*", "*"))
 	if len(cacheFiles) != 1 {
 		t.Fatalf("%d cache files left, want 1: %v", len(cacheFiles), cacheFiles)
 	}

@@ -6,24 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"s3cachefs/blockcache"
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
-// verifyReport is one folder of `verify --json`.
-type verifyReport struct {
-	Path    string   `json:"path"`
-	InS3    int64    `json:"in_s3"`
-	Cached  int64    `json:"cached"`
-	Partial int64    `json:"partial"`
-	Stale   int64    `json:"stale"`
-	Missing int64    `json:"missing"`
-	Checked int64    `json:"checked"`
-	Corrupt []string `json:"corrupt"`
-}
-
-func (e *env) verify(t *testing.T, m *mounted, args ...string) ([]verifyReport, result) {
+func (e *env) verify(t *testing.T, m *mounted, args ...string) ([]api.FolderReport, result) {
 	t.Helper()
 	r := e.run(t, append([]string{"verify", "--mount", m.dir, "--json"}, args...)...)
-	var out []verifyReport
+	var out []api.FolderReport
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		t.Fatalf("verify --json: %v\n%s", err, r)
 	}
@@ -101,12 +92,7 @@ func TestDamagedBlockOnRead(t *testing.T) {
 		dev[name] = files[name]
 	}
 	readAll(t, m2.dir, dev)
-	var s struct {
-		CorruptBlocks int64 `json:"corrupt_blocks"`
-	}
-	if err := jsonUnmarshal(e.run(t, "status", "--mount", m2.dir, "--json").stdout, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := e.status(t, m2)
 	if s.CorruptBlocks < int64(len(dev)) || e.proxy.Counts().GetObject == 0 {
 		t.Fatalf("damaged blocks found: %d (want %d), GETs to refetch them: %d",
 			s.CorruptBlocks, len(dev), e.proxy.Counts().GetObject)
@@ -117,7 +103,7 @@ func TestDamagedBlockOnRead(t *testing.T) {
 // cacheDir, as a failing SSD might.
 func damageCacheFiles(t *testing.T, cacheDir string, off int64) {
 	t.Helper()
-	objects, _ := filepath.Glob(filepath.Join(cacheDir, "objects", "*", "*"))
+	objects, _ := filepath.Glob(filepath.Join(blockcache.FilesDir(cacheDir), "*", "*"))
 	if len(objects) == 0 {
 		t.Fatal("no cache files")
 	}

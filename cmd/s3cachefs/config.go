@@ -24,10 +24,11 @@ func (s source) String() string {
 }
 
 // parseSource parses SOURCE. The prefix is normalised: no leading slash,
-// one trailing slash, no empty, "." or ".." segments.
+// one trailing slash, no empty, "." or ".." segments. Its errors are
+// usageErrors.
 func parseSource(raw string) (source, error) {
 	bad := func(why string) (source, error) {
-		return source{}, fmt.Errorf("SOURCE must look like s3://bucket[/prefix]: %q %s", raw, why)
+		return source{}, usagef("SOURCE must look like s3://bucket[/prefix]: %q %s", raw, why)
 	}
 	rest, ok := strings.CutPrefix(raw, "s3://")
 	if !ok {

@@ -80,24 +80,6 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
-func TestParseMountinfoLine(t *testing.T) {
-	line := `36 35 0:45 / /mnt/with\040space rw,nosuid,nodev,relatime shared:1 - fuse.s3cachefs s3://bucket/p/ ro,user_id=0,group_id=0`
-	e, ok := parseMountinfoLine(line)
-	if !ok || e.Point != "/mnt/with space" || e.FSType != fsType || e.Source != "s3://bucket/p/" || e.Owner != 0 {
-		t.Fatalf("parsed %+v, %v", e, ok)
-	}
-	e, ok = parseMountinfoLine(`36 35 0:45 / /m rw - fuse.s3cachefs s3://b ro,user_id=65534,group_id=65534`)
-	if !ok || e.Owner != 65534 {
-		t.Fatalf("parsed %+v, %v; want owner 65534", e, ok)
-	}
-	if e, ok = parseMountinfoLine(`36 35 0:45 / /m rw - ext4 /dev/sda1 rw`); !ok || e.Owner != -1 {
-		t.Fatalf("parsed %+v, %v; want owner -1", e, ok)
-	}
-	if _, ok := parseMountinfoLine("garbage"); ok {
-		t.Fatal("parsed garbage")
-	}
-}
-
 func TestHumanBytes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 30: "3.0 GiB"} {
 		if got := humanBytes(n); got != want {

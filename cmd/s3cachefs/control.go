@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 // controlPaths returns the socket and state file of the mount at mountpoint.
@@ -43,26 +42,23 @@ type mountState struct {
 }
 
 // control is the daemon's side of the control socket: HTTP over a unix
-// socket, mode 0600.
+// socket, mode 0600. The requests and their JSON are those of package api.
 type control struct {
-	d       *daemon
-	log     *slog.Logger
-	srv     *http.Server
-	ln      net.Listener
-	sock    string
-	state   string
-	started bool          // serve was called; set before any request
-	served  chan struct{} // closed when Serve returns
+	// Set once in listenControl.
+	d     *daemon
+	log   *slog.Logger
+	http  *httpServer
+	sock  string
+	state string
 }
 
-// listenControl creates the socket and state file and starts serving.
+// listenControl creates the socket and state file; serve starts answering.
 func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, error) {
 	if _, err := makeRuntimeDir(); err != nil {
 		return nil, err
 	}
 	sock, state := controlPaths(cfg.Name)
-	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-		c.Close()
+	if daemonAnswers(sock) {
 		return nil, fmt.Errorf("mountpoint %s is already served by a running s3cachefs daemon", cfg.Name)
 	}
 	os.Remove(sock) // left by a daemon that died
@@ -79,101 +75,113 @@ func listenControl(cfg mountConfig, d *daemon, log *slog.Logger) (*control, erro
 		ln.Close()
 		return nil, fmt.Errorf("write state file: %w", err)
 	}
-	c := &control{d: d, log: log, sock: sock, state: state, ln: ln, served: make(chan struct{})}
-	c.srv = &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	c := &control{d: d, log: log, sock: sock, state: state}
+	c.http = newHTTPServer("control socket", ln, c.handler(), log)
 	return c, nil
 }
 
 // serve starts answering requests; the daemon calls it once the mount is
 // up, so no request ever sees a half-started daemon.
-func (c *control) serve() {
-	c.started = true
-	go func() {
-		defer close(c.served)
-		if err := c.srv.Serve(c.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			c.log.Error("control socket", "err", err)
-		}
-	}()
-}
+func (c *control) serve() { c.http.serve() }
 
 // close waits for requests in progress, stops serving and removes the
 // socket and state file.
 func (c *control) close(ctx context.Context) error {
-	var err error
-	if c.started {
-		err = c.srv.Shutdown(ctx)
-		<-c.served
-	} else {
-		err = c.ln.Close()
-	}
+	err := c.http.close(ctx)
 	os.Remove(c.sock)
 	os.Remove(c.state)
 	return err
 }
 
-// ServeHTTP answers the control requests:
-//
-//	GET  /status                 statusReport
-//	POST /shutdown[?force=1]     unmount and stop
-//	POST /prefetch               start a job: prefetchRequest → blockcache.Progress
-//	GET  /jobs, /jobs/ID         job progress
-//	POST /jobs/ID/cancel         cancel a job
-func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id, action, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/jobs/"), "/")
-	isJob := strings.HasPrefix(r.URL.Path, "/jobs/") && id != ""
-	switch {
-	case r.URL.Path == "/status" && r.Method == http.MethodGet:
-		c.writeJSON(w, http.StatusOK, c.d.status())
-	case r.URL.Path == "/shutdown" && r.Method == http.MethodPost:
-		c.shutdown(w, r.URL.Query().Get("force") == "1")
-	case r.URL.Path == "/prefetch" && r.Method == http.MethodPost:
-		c.prefetch(w, r)
-	case r.URL.Path == "/verify" && r.Method == http.MethodPost:
-		c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
-			return c.d.jobs.Verify(ctx, req.Paths, req.Deep)
-		})
-	case r.URL.Path == "/evict" && r.Method == http.MethodPost:
-		c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
+// handler routes the requests package api lists. A path that is known
+// with another method answers 405, any other 404, both with an api.Error
+// (the mux's own answers are plain text).
+func (c *control) handler() http.Handler {
+	mux := http.NewServeMux()
+	routes := []struct {
+		method, path string
+		h            http.HandlerFunc
+	}{
+		{"GET", "/status", func(w http.ResponseWriter, r *http.Request) { c.writeJSON(w, http.StatusOK, c.d.status()) }},
+		{"POST", "/shutdown", func(w http.ResponseWriter, r *http.Request) { c.shutdown(w, r.URL.Query().Get("force") == "1") }},
+		{"POST", "/prefetch", c.withPaths(func(ctx context.Context, req api.PathsRequest) (any, error) {
+			p, err := c.d.jobs.Start(ctx, req.Paths)
+			return jobWire(p), err
+		})},
+		{"POST", "/verify", c.withPaths(func(ctx context.Context, req api.PathsRequest) (any, error) {
+			rs, err := c.d.jobs.Verify(ctx, req.Paths, req.Deep)
+			return reportsWire(rs), err
+		})},
+		{"POST", "/evict", c.withPaths(func(ctx context.Context, req api.PathsRequest) (any, error) {
 			dropped, busy, err := c.d.jobs.Evict(ctx, req.Paths)
-			return evictReply{Dropped: dropped, Busy: busy}, err
-		})
-	case r.URL.Path == "/unpin" && r.Method == http.MethodPost:
-		c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
+			return api.EvictReply{Dropped: dropped, Busy: busy}, err
+		})},
+		{"POST", "/unpin", c.withPaths(func(ctx context.Context, req api.PathsRequest) (any, error) {
 			n, err := c.d.jobs.Unpin(ctx, req.Paths)
-			return map[string]int{"objects": n}, err
+			return api.UnpinReply{Objects: n}, err
+		})},
+		{"GET", "/jobs", func(w http.ResponseWriter, r *http.Request) { c.writeJSON(w, http.StatusOK, jobsWire(c.d.jobs.List())) }},
+		{"GET", "/jobs/{id}", c.withJob(func(id string) (any, error) {
+			p, err := c.d.jobs.Get(id)
+			return jobWire(p), err
+		})},
+		{"POST", "/jobs/{id}/cancel", c.withJob(func(id string) (any, error) {
+			return api.Result{Result: "cancelled"}, c.d.jobs.Cancel(id)
+		})},
+	}
+	for _, rt := range routes {
+		mux.HandleFunc(rt.method+" "+rt.path, rt.h)
+		// Less specific than the method's pattern: every other method.
+		mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
+			c.writeJSON(w, http.StatusMethodNotAllowed, api.Error{Error: fmt.Sprintf("%s does not take %s", r.URL.Path, r.Method)})
 		})
-	case r.URL.Path == "/jobs" && r.Method == http.MethodGet:
-		c.writeJSON(w, http.StatusOK, c.d.jobs.List())
-	case isJob && !validJobID(id):
-		c.writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed job id"})
-	case isJob && action == "" && r.Method == http.MethodGet:
-		p, err := c.d.jobs.Get(id)
-		c.reply(w, p, err)
-	case isJob && action == "cancel" && r.Method == http.MethodPost:
-		c.reply(w, map[string]string{"result": "cancelled"}, c.d.jobs.Cancel(id))
-	case knownPath(r.URL.Path, isJob, action):
-		c.writeJSON(w, http.StatusMethodNotAllowed, apiError{Error: fmt.Sprintf("%s does not take %s", r.URL.Path, r.Method)})
-	default:
-		c.writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no such request: %s %s", r.Method, r.URL.Path)})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c.writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such request: %s %s", r.Method, r.URL.Path)})
+	})
+	return c.refuseUnclean(mux)
+}
+
+// refuseUnclean answers paths the mux would redirect (".", ".." or empty
+// segments) itself: a job ID that cannot be one with 400, anything else
+// with 404. No command sends such a path, and a redirect would send a
+// client following it to another request.
+func (c *control) refuseUnclean(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if rest, ok := strings.CutPrefix(p, "/jobs/"); ok {
+			if id, _, _ := strings.Cut(rest, "/"); id != "" && !validJobID(id) {
+				c.writeJSON(w, http.StatusBadRequest, api.Error{Error: "malformed job id"})
+				return
+			}
+		}
+		if path.Clean(p) != p {
+			c.writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such request: %s %s", r.Method, p)})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withJob checks the {id} of a job request, runs fn on it and replies.
+func (c *control) withJob(fn func(id string) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if !validJobID(id) {
+			c.writeJSON(w, http.StatusBadRequest, api.Error{Error: "malformed job id"})
+			return
+		}
+		v, err := fn(id)
+		c.reply(w, v, err)
 	}
 }
 
-// knownPath reports whether path names a control request (with some
-// method), so that a wrong method gets 405 rather than 404.
-func knownPath(path string, isJob bool, action string) bool {
-	switch path {
-	case "/status", "/shutdown", "/prefetch", "/verify", "/evict", "/unpin", "/jobs":
-		return true
-	}
-	return isJob && (action == "" || action == "cancel")
-}
-
-// validJobID reports whether id (non-empty) looks like an ID Jobs.Start
-// makes, a UTC time and a sequence number: letters, digits, '.', '-' and
-// '_', starting with a letter or digit. Anything else cannot name a job
-// and is refused before it reaches the job table.
+// validJobID reports whether id looks like an ID Jobs.Start makes, a UTC
+// time and a sequence number: letters, digits, '.', '-' and '_', starting
+// with a letter or digit, at most 64 bytes. Anything else cannot name a
+// job and is refused before it reaches the job table.
 func validJobID(id string) bool {
-	if len(id) > 64 || !isAlnum(id[0]) && !(id[0] >= 'A' && id[0] <= 'Z') {
+	if id == "" || len(id) > 64 || !isAlnum(id[0]) && !(id[0] >= 'A' && id[0] <= 'Z') {
 		return false
 	}
 	for _, r := range id {
@@ -184,32 +192,28 @@ func validJobID(id string) bool {
 	return true
 }
 
-// prefetch starts a job from the request body.
-func (c *control) prefetch(w http.ResponseWriter, r *http.Request) {
-	c.withPaths(w, r, func(ctx context.Context, req pathsRequest) (any, error) {
-		return c.d.jobs.Start(ctx, req.Paths)
-	})
-}
-
 // maxRequestBody bounds a control request's body: a list of paths is far
 // smaller, and anything bigger is refused unread rather than buffered.
 const maxRequestBody = 1 << 20
 
-// withPaths decodes a pathsRequest, runs fn on it and replies.
-func (c *control) withPaths(w http.ResponseWriter, r *http.Request, fn func(context.Context, pathsRequest) (any, error)) {
-	req, code, err := decodePaths(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	if err != nil {
-		c.writeJSON(w, code, apiError{Error: err.Error()})
-		return
+// withPaths decodes an api.PathsRequest, runs fn on it and replies.
+func (c *control) withPaths(fn func(context.Context, api.PathsRequest) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, code, err := decodePaths(http.MaxBytesReader(w, r.Body, maxRequestBody))
+		if err != nil {
+			c.writeJSON(w, code, api.Error{Error: err.Error()})
+			return
+		}
+		v, err := fn(r.Context(), req)
+		c.reply(w, v, err)
 	}
-	v, err := fn(r.Context(), req)
-	c.reply(w, v, err)
 }
 
-// decodePaths reads exactly one pathsRequest with known fields and clean
-// paths from body, or returns the HTTP status and error to refuse it with.
-func decodePaths(body io.Reader) (pathsRequest, int, error) {
-	var req pathsRequest
+// decodePaths reads exactly one api.PathsRequest with known fields and
+// clean paths from body, or returns the HTTP status and error to refuse it
+// with.
+func decodePaths(body io.Reader) (api.PathsRequest, int, error) {
+	var req api.PathsRequest
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&req)
@@ -250,29 +254,24 @@ func cleanRelative(p string) bool {
 		!strings.HasPrefix(p, "../") && !strings.ContainsRune(p, 0)
 }
 
-// reply writes v, or err as an apiError with a status that fits it.
+// reply writes v, or err as an api.Error with a status that fits it.
 func (c *control) reply(w http.ResponseWriter, v any, err error) {
 	switch {
 	case err == nil:
 		c.writeJSON(w, http.StatusOK, v)
 	case errors.Is(err, iofs.ErrInvalid):
-		c.writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		c.writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrNoJob), errors.Is(err, iofs.ErrNotExist):
-		c.writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
+		c.writeJSON(w, http.StatusNotFound, api.Error{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrNoSpace):
-		c.writeJSON(w, http.StatusInsufficientStorage, apiError{Error: err.Error()})
+		c.writeJSON(w, http.StatusInsufficientStorage, api.Error{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrJobEnded):
-		c.writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+		c.writeJSON(w, http.StatusConflict, api.Error{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrClosed):
-		c.writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the daemon is stopping"})
+		c.writeJSON(w, http.StatusServiceUnavailable, api.Error{Error: "the daemon is stopping"})
 	default:
-		c.writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+		c.writeJSON(w, http.StatusInternalServerError, api.Error{Error: err.Error()})
 	}
-}
-
-// apiError is the body of every failed control request.
-type apiError struct {
-	Error string `json:"error"`
 }
 
 func (c *control) writeJSON(w http.ResponseWriter, code int, v any) {
@@ -287,17 +286,17 @@ func (c *control) writeJSON(w http.ResponseWriter, code int, v any) {
 // replies once the cache and index are closed.
 func (c *control) shutdown(w http.ResponseWriter, force bool) {
 	if n := c.d.waitClosed(closeGrace); n > 0 && !force {
-		c.writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf(
+		c.writeJSON(w, http.StatusConflict, api.Error{Error: fmt.Sprintf(
 			"%d file(s) are open under %s; close them or use --force", n, c.d.cfg.Mountpoint)})
 		return
 	}
 	if err := c.d.unmount(force); err != nil {
-		c.writeJSON(w, http.StatusConflict, apiError{Error: fmt.Sprintf(
+		c.writeJSON(w, http.StatusConflict, api.Error{Error: fmt.Sprintf(
 			"%s is busy (a process has a file or its working directory inside it); use --force: %v", c.d.cfg.Mountpoint, err)})
 		return
 	}
 	<-c.d.stopped
-	c.writeJSON(w, http.StatusOK, map[string]string{"result": "stopped"})
+	c.writeJSON(w, http.StatusOK, api.Result{Result: "stopped"})
 }
 
 // closeGrace is how long drop waits for files to close: the kernel tells
@@ -317,111 +316,4 @@ func (d *daemon) waitClosed(grace time.Duration) int64 {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// client talks to the daemon of one mountpoint.
-type client struct {
-	mountpoint string
-	sock       string
-	state      string
-	http       *http.Client
-}
-
-func newClient(mountpoint string) *client {
-	sock, state := controlPaths(mountpoint)
-	return &client{
-		mountpoint: mountpoint, sock: sock, state: state,
-		http: &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				if err := privateRuntimeDir(filepath.Dir(sock)); err != nil {
-					return nil, err
-				}
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
-			},
-		}},
-	}
-}
-
-// errNoDaemon means no daemon answers on the mountpoint's socket.
-var errNoDaemon = errors.New("no s3cachefs daemon answers")
-
-// noDaemon is the error for a mountpoint whose socket nobody answers on.
-// A mount of another user has its socket in that user's runtime dir:
-// that is said rather than taken for a daemon that died.
-func (c *client) noDaemon() error {
-	if m, ok, err := mountAt(c.mountpoint); err == nil && ok && m.Owner >= 0 && m.Owner != os.Geteuid() {
-		return fmt.Errorf("%s is a mount of uid %d, whose daemon is found through that user's runtime dir: run the command as uid %d",
-			c.mountpoint, m.Owner, m.Owner)
-	}
-	return fmt.Errorf("%w for %s", errNoDaemon, c.mountpoint)
-}
-
-// do sends one request and decodes a JSON reply into out.
-func (c *client) do(ctx context.Context, method, path string, out any) error {
-	return c.send(ctx, method, path, nil, out)
-}
-
-// post sends in as JSON and decodes the reply into out.
-func (c *client) post(ctx context.Context, path string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	return c.send(ctx, http.MethodPost, path, bytes.NewReader(b), out)
-}
-
-func (c *client) send(ctx context.Context, method, path string, in io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://s3cachefs"+path, in)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if ue := (*url.Error)(nil); errors.As(err, &ue) && errors.Is(err, errRuntimeDir) {
-			return ue.Err
-		}
-		return c.noDaemon()
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("read reply: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e apiError
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("daemon replied %s", resp.Status)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decode reply: %w", err)
-	}
-	return nil
-}
-
-// readState reads the state file a daemon left for the mountpoint.
-func (c *client) readState() (mountState, error) {
-	var st mountState
-	b, err := os.ReadFile(c.state)
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("state file %s: %w", c.state, err)
-	}
-	return st, nil
-}
-
-// isOurs reports whether the mount table has an s3cachefs mount at path.
-func isOurs(path string) (bool, error) {
-	m, ok, err := mountAt(path)
-	return ok && m.ours(), err
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"s3cachefs/blockcache"
 	"s3cachefs/blockcache/s3store"
 	s3fs "s3cachefs/fs"
+	"s3cachefs/fs/mounttab"
 	"s3cachefs/index"
 )
 
@@ -177,7 +177,7 @@ func (d *daemon) watchMount() {
 	// The newest mount at the mountpoint is the one just made; gVisor
 	// shows it as plain "fuse".
 	m, found, err := mountAt(d.cfg.Mountpoint)
-	found = found && (m.FSType == fsType || m.FSType == "fuse")
+	found = found && (m.FSType == mounttab.FSType || m.FSType == "fuse")
 	var st unix.Stat_t
 	if err == nil && found {
 		err = unix.Stat(d.cfg.Mountpoint, &st)
@@ -383,8 +383,6 @@ func (f cacheFiles) Open(ctx context.Context, obj index.Object) (s3fs.File, erro
 	}
 	return h, nil
 }
-
-var _ http.Handler = (*control)(nil)
 
 // readAhead maps --read-ahead to blockcache's option, where 0 means the
 // default and a negative window none.

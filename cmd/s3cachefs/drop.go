@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"s3cachefs/blockcache"
 )
 
 const dropHelp = `usage: s3cachefs drop [--purge] [--force] MOUNTPOINT
@@ -39,8 +41,7 @@ func cmdDrop(args []string, stdout io.Writer) error {
 	c := newClient(mp)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var r statusReport
-	err = c.do(ctx, "GET", "/status", &r)
+	r, err := c.status(ctx)
 	cacheDir, fuseFD, dead := r.CacheDir, r.FuseFD, false
 	switch {
 	case errors.Is(err, errNoDaemon):
@@ -53,11 +54,7 @@ func cmdDrop(args []string, stdout io.Writer) error {
 	case err != nil:
 		return err
 	default:
-		path := "/shutdown"
-		if *force {
-			path += "?force=1"
-		}
-		if err := c.do(ctx, "POST", path, nil); err != nil {
+		if err := c.shutdown(ctx, *force); err != nil {
 			return err
 		}
 	}
@@ -118,8 +115,8 @@ func dropDead(c *client, notice io.Writer) (string, error) {
 // purgeCache deletes what s3cachefs keeps in dir, then dir itself if that
 // leaves it empty. Other files in dir are left alone.
 func purgeCache(dir string) error {
-	for _, name := range []string{"objects", indexFileName, logFileName} {
-		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+	for _, path := range []string{blockcache.FilesDir(dir), filepath.Join(dir, indexFileName), filepath.Join(dir, logFileName)} {
+		if err := os.RemoveAll(path); err != nil {
 			return fmt.Errorf("purge %s: %w", dir, err)
 		}
 	}

@@ -19,6 +19,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // fuseFDPath returns N if p is /dev/fd/N with N >= 1, the form go-fuse
@@ -89,7 +91,7 @@ func checkFuseFD(n int) error {
 			continue
 		}
 		if err == nil && fds[0].Revents&unix.POLLERR != 0 {
-			return fmt.Errorf("/dev/fd/%d is a /dev/fuse that no mount uses: the process that mounts must mount it (mount -t fuse.s3cachefs -o fd=N,...) before handing it over", n)
+			return fmt.Errorf("/dev/fd/%d is a /dev/fuse that no mount uses: the process that mounts must mount it (mount -t %s -o fd=N,...) before handing it over", n, mounttab.FSType)
 		}
 		return nil
 	}

@@ -8,12 +8,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 // Requests the control socket must refuse before they reach the daemon:
 // the control here has no daemon, so any that got through would panic.
 func TestControlRefusesMalformedRequests(t *testing.T) {
-	c := &control{log: slog.New(slog.DiscardHandler)}
+	h := (&control{log: slog.New(slog.DiscardHandler)}).handler()
 	huge := `{"paths":["` + strings.Repeat("a", maxRequestBody) + `"]}`
 	cases := []struct {
 		method, path, body string
@@ -31,6 +33,11 @@ func TestControlRefusesMalformedRequests(t *testing.T) {
 		{"GET", "/jobs/" + strings.Repeat("9", 65), "", http.StatusBadRequest},
 		{"POST", "/jobs/a%20b/cancel", "", http.StatusBadRequest},
 		{"GET", "/jobs/a%00b", "", http.StatusBadRequest},
+		{"POST", "/jobs/a%2Fb/cancel", "", http.StatusBadRequest},
+		{"GET", "/jobs/%2e%2e", "", http.StatusBadRequest},
+		{"GET", "/jobs/", "", http.StatusNotFound},
+		{"GET", "/status/../status", "", http.StatusNotFound},
+		{"GET", "//status", "", http.StatusNotFound},
 		{"POST", "/prefetch", "", http.StatusBadRequest},
 		{"POST", "/prefetch", "{", http.StatusBadRequest},
 		{"POST", "/prefetch", `{"paths":"train"}`, http.StatusBadRequest},
@@ -54,13 +61,13 @@ func TestControlRefusesMalformedRequests(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			c.ServeHTTP(rec, httptest.NewRequest(tc.method, "http://s3cachefs"+tc.path, strings.NewReader(tc.body)))
+			h.ServeHTTP(rec, httptest.NewRequest(tc.method, "http://s3cachefs"+tc.path, strings.NewReader(tc.body)))
 			if rec.Code != tc.want {
 				t.Errorf("status %d, want %d: %s", rec.Code, tc.want, rec.Body)
 			}
-			var e apiError
+			var e api.Error
 			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
-				t.Errorf("body is not an apiError: %q", rec.Body)
+				t.Errorf("body is not an api.Error: %q", rec.Body)
 			}
 		})
 	}

@@ -117,6 +117,9 @@ func parseArgs(fs *flag.FlagSet, args []string, help string) ([]string, error) {
 				fs.PrintDefaults()
 				return nil, err
 			}
+			if refused := refusedValue(fs); refused != nil {
+				return nil, usageError{refused.Error()}
+			}
 			return nil, usagef("%s: %v", fs.Name(), err)
 		}
 		args = fs.Args()

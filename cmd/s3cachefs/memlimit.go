@@ -21,6 +21,9 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"s3cachefs/cmd/s3cachefs/api"
+	"s3cachefs/fs/mounttab"
 )
 
 // cgroupLimit is the memory limit found for this process's cgroup.
@@ -124,11 +127,9 @@ func parseProcCgroup(data []byte) (v1, v2 string) {
 // of the memory controller in /proc/self/mountinfo.
 func parseCgroupMounts(data []byte) []cgroupMount {
 	var out []cgroupMount
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		e, ok := parseMountinfoLine(sc.Text())
-		if !ok || !path.IsAbs(e.Root) || !path.IsAbs(e.Point) {
+	entries, _ := mounttab.Parse(bytes.NewReader(data)) // what was read before an error counts
+	for _, e := range entries {
+		if !path.IsAbs(e.Root) || !path.IsAbs(e.Point) {
 			continue
 		}
 		m := cgroupMount{Root: path.Clean(e.Root), Mountpoint: path.Clean(e.Point)}
@@ -230,21 +231,9 @@ const (
 	minFetches = 4
 )
 
-// memPlan is what the daemon sized from the memory limit; status shows it.
-type memPlan struct {
-	CgroupLimit     int64  `json:"cgroup_limit"` // bytes; 0: none found
-	CgroupLimitFile string `json:"cgroup_limit_file,omitempty"`
-	// GoMemoryLimit is Go's memory limit, in bytes (0: none), set from
-	// the cgroup limit ("cgroup") or by $GOMEMLIMIT ("GOMEMLIMIT").
-	GoMemoryLimit     int64  `json:"go_memory_limit"`
-	GoMemoryLimitFrom string `json:"go_memory_limit_from,omitempty"`
-	// MaxFetches and PrefetchObjects as used, and where each came
-	// from: "flag", "default", or "cgroup" when the limit lowered it.
-	MaxFetches          int    `json:"max_fetches"`
-	MaxFetchesFrom      string `json:"max_fetches_from"`
-	PrefetchObjects     int    `json:"prefetch_objects"`
-	PrefetchObjectsFrom string `json:"prefetch_objects_from"`
-}
+// memPlan is what the daemon sized from the memory limit; status shows it
+// as it is.
+type memPlan = api.Memory
 
 // planMemory sizes cfg's buffers in flight to limit, except those whose
 // flags were given (set), and decides Go's memory limit: current is the
@@ -319,7 +308,7 @@ func sizeToMemory(cfg mountConfig, log *slog.Logger) mountConfig {
 const minMemory = 48 << 20
 
 // printMemory writes status's memory line.
-func printMemory(w io.Writer, p memPlan) {
+func printMemory(w io.Writer, p api.Memory) {
 	from := map[string]string{"cgroup": "sized to the limit", "flag": "as set", "default": "default"}
 	buffers := fmt.Sprintf("%d GETs in flight (%s), %d objects per prefetch job (%s)",
 		p.MaxFetches, from[p.MaxFetchesFrom], p.PrefetchObjects, from[p.PrefetchObjectsFrom])

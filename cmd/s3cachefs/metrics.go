@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 // metrics serves a daemon's figures to Prometheus at http://ADDR/metrics.
@@ -21,14 +23,9 @@ import (
 // global. A nil *metrics (no --metrics-addr) does nothing.
 type metrics struct {
 	// Set once in listenMetrics.
-	log        *slog.Logger
-	ln         net.Listener
-	srv        *http.Server
+	http       *httpServer
 	getSeconds prometheus.Histogram // ranged GETs that fill the cache
 	fetchBytes prometheus.Histogram // bytes each of those GETs wrote
-
-	started bool          // set by serve, before close; same goroutine
-	served  chan struct{} // closed when the server goroutine returns
 }
 
 // parseMetricsAddr checks a --metrics-addr value: "" (off) or HOST:PORT
@@ -51,7 +48,7 @@ func parseMetricsAddr(s string) (string, error) {
 // listenMetrics opens the metrics listener on addr, so that a port in use
 // fails the mount before anything is mounted. status is called at every
 // scrape, once serve has been called. It returns nil when addr is "".
-func listenMetrics(addr string, status func() statusReport, log *slog.Logger) (*metrics, error) {
+func listenMetrics(addr string, status func() api.Status, log *slog.Logger) (*metrics, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -59,7 +56,7 @@ func listenMetrics(addr string, status func() statusReport, log *slog.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, listenCause(err))
 	}
-	m := &metrics{log: log, ln: ln, served: make(chan struct{}),
+	m := &metrics{
 		getSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "s3cachefs_s3_get_duration_seconds",
 			Help: "Time from sending a ranged S3 GET that fills the cache to the end of its body (or its failure).",
@@ -69,8 +66,9 @@ func listenMetrics(addr string, status func() statusReport, log *slog.Logger) (*
 		fetchBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "s3cachefs_s3_get_size_bytes",
 			Help: "Bytes written to the cache by each ranged S3 GET.",
-			// 4KiB … 64MiB: a GET asks for at most one part (8 MiB by
-			// default), less at the ends of objects and of gaps.
+			// 4KiB … 64MiB: a GET asks for at most one part (--part-size:
+			// 4 MiB by default, 64 MiB at most), less at the ends of
+			// objects and of gaps.
 			Buckets: prometheus.ExponentialBuckets(4<<10, 4, 8),
 		}),
 	}
@@ -78,14 +76,13 @@ func listenMetrics(addr string, status func() statusReport, log *slog.Logger) (*
 	reg.MustRegister(newStatusCollector(status), m.getSeconds, m.fetchBytes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:      errLog,
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError, // a failed figure must not hide the rest
 		Registry:      reg,
 	}))
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	m.http = newHTTPServer("metrics listener", ln, mux, log)
 	return m, nil
 }
 
@@ -119,16 +116,9 @@ func (m *metrics) observeFetch(bytes int64, d time.Duration, err error) {
 
 // serve starts answering scrapes; called once the mount is up.
 func (m *metrics) serve() {
-	if m == nil {
-		return
+	if m != nil {
+		m.http.serve()
 	}
-	m.started = true
-	go func() {
-		defer close(m.served)
-		if err := m.srv.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.log.Error("metrics listener", "err", err)
-		}
-	}()
 }
 
 // close stops serving, waiting (within ctx) for scrapes in progress:
@@ -137,37 +127,29 @@ func (m *metrics) close(ctx context.Context) error {
 	if m == nil {
 		return nil
 	}
-	if !m.started {
-		return m.ln.Close()
-	}
-	err := m.srv.Shutdown(ctx)
-	if err != nil {
-		m.srv.Close() // ctx ran out: cut the slow scrapes off
-	}
-	<-m.served
-	return err
+	return m.http.close(ctx)
 }
 
 // statusCollector exposes the figures of `status` at scrape time, so a
 // scrape and `status` never disagree.
 type statusCollector struct {
-	status  func() statusReport
+	status  func() api.Status
 	metrics []statusMetric
 }
 
-// statusMetric is one figure of statusReport.
+// statusMetric is one figure of api.Status.
 type statusMetric struct {
 	desc      *prometheus.Desc
 	kind      prometheus.ValueType
 	fromIndex bool // left out when the index could not be read: unknown, not 0
-	value     func(r *statusReport) float64
+	value     func(r *api.Status) float64
 }
 
 var _ prometheus.Collector = (*statusCollector)(nil)
 
-func newStatusCollector(status func() statusReport) *statusCollector {
+func newStatusCollector(status func() api.Status) *statusCollector {
 	c := &statusCollector{status: status}
-	add := func(name, help string, kind prometheus.ValueType, fromIndex bool, value func(r *statusReport) float64) {
+	add := func(name, help string, kind prometheus.ValueType, fromIndex bool, value func(r *api.Status) float64) {
 		c.metrics = append(c.metrics, statusMetric{
 			desc: prometheus.NewDesc("s3cachefs_"+name, help, nil, nil),
 			kind: kind, fromIndex: fromIndex, value: value,
@@ -175,49 +157,49 @@ func newStatusCollector(status func() statusReport) *statusCollector {
 	}
 	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
 	add("cache_hits_total", "Reads served entirely from blocks already on SSD.", counter, false,
-		func(r *statusReport) float64 { return float64(r.Hits) })
+		func(r *api.Status) float64 { return float64(r.Hits) })
 	add("cache_misses_total", "Reads that waited for at least one fetch from S3.", counter, false,
-		func(r *statusReport) float64 { return float64(r.Misses) })
+		func(r *api.Status) float64 { return float64(r.Misses) })
 	add("bytes_from_s3_total", "Bytes downloaded from S3 into the cache.", counter, false,
-		func(r *statusReport) float64 { return float64(r.BytesFromS3) })
+		func(r *api.Status) float64 { return float64(r.BytesFromS3) })
 	add("bytes_from_ssd_total", "Bytes the daemon returned from SSD (passthrough reads are not counted).", counter, false,
-		func(r *statusReport) float64 { return float64(r.BytesFromSSD) })
+		func(r *api.Status) float64 { return float64(r.BytesFromSSD) })
 	add("fetch_errors_total", "Fetches from S3 that failed after retries.", counter, false,
-		func(r *statusReport) float64 { return float64(r.FetchErrors) })
+		func(r *api.Status) float64 { return float64(r.FetchErrors) })
 	add("evictions_total", "Objects evicted to make room.", counter, false,
-		func(r *statusReport) float64 { return float64(r.Evictions) })
+		func(r *api.Status) float64 { return float64(r.Evictions) })
 	add("uncached_reads_total", "Reads served straight from S3 because the cache was full.", counter, false,
-		func(r *statusReport) float64 { return float64(r.UncachedReads) })
+		func(r *api.Status) float64 { return float64(r.UncachedReads) })
 	add("corrupt_blocks_total", "Cached blocks found damaged on read and fetched again.", counter, false,
-		func(r *statusReport) float64 { return float64(r.CorruptBlocks) })
+		func(r *api.Status) float64 { return float64(r.CorruptBlocks) })
 	add("s3_get_requests_total", "S3 GET requests sent.", counter, false,
-		func(r *statusReport) float64 { return float64(r.S3GetRequests) })
+		func(r *api.Status) float64 { return float64(r.S3GetRequests) })
 	add("s3_list_requests_total", "S3 LIST requests sent.", counter, false,
-		func(r *statusReport) float64 { return float64(r.S3ListRequests) })
+		func(r *api.Status) float64 { return float64(r.S3ListRequests) })
 	add("cache_used_bytes", "SSD space taken by cached blocks, as --max-cache-size counts it.", gauge, false,
-		func(r *statusReport) float64 { return float64(r.UsedBytes) })
+		func(r *api.Status) float64 { return float64(r.UsedBytes) })
 	add("cache_limit_bytes", "The --max-cache-size limit; 0 means no limit but --min-free.", gauge, false,
-		func(r *statusReport) float64 { return float64(r.CacheLimit) })
+		func(r *api.Status) float64 { return float64(r.CacheLimit) })
 	add("cache_fs_free_bytes", "Space available on the cache directory's filesystem.", gauge, false,
-		func(r *statusReport) float64 { return float64(r.FreeBytes) })
+		func(r *api.Status) float64 { return float64(r.FreeBytes) })
 	add("cache_full", "1 when the cache could not make room for its last fetch, else 0.", gauge, false,
-		func(r *statusReport) float64 { return boolFloat(r.CacheFull) })
+		func(r *api.Status) float64 { return boolFloat(r.CacheFull) })
 	add("open_files", "Files open on the mount.", gauge, false,
-		func(r *statusReport) float64 { return float64(r.OpenFiles) })
+		func(r *api.Status) float64 { return float64(r.OpenFiles) })
 	add("cached_objects", "Object versions with cached data.", gauge, true,
-		func(r *statusReport) float64 { return float64(r.Objects) })
+		func(r *api.Status) float64 { return float64(r.Objects) })
 	add("cached_complete_objects", "Object versions cached in full.", gauge, true,
-		func(r *statusReport) float64 { return float64(r.CompleteObjects) })
+		func(r *api.Status) float64 { return float64(r.CompleteObjects) })
 	add("cached_bytes", "Logical bytes of object data cached.", gauge, true,
-		func(r *statusReport) float64 { return float64(r.CachedBytes) })
+		func(r *api.Status) float64 { return float64(r.CachedBytes) })
 	add("passthrough_opens_total", "Opens the kernel reads straight from the cache file (FUSE passthrough); their bytes pass no counter.", counter, false,
-		func(r *statusReport) float64 { return float64(r.PassthroughOpens) })
+		func(r *api.Status) float64 { return float64(r.PassthroughOpens) })
 	add("daemon_opens_total", "Opens whose reads go through the daemon.", counter, false,
-		func(r *statusReport) float64 { return float64(r.DaemonOpens) })
+		func(r *api.Status) float64 { return float64(r.DaemonOpens) })
 	add("passthrough", "1 when complete files are opened in FUSE passthrough mode, else 0.", gauge, false,
-		func(r *statusReport) float64 { return boolFloat(r.ReadMode == "passthrough") })
+		func(r *api.Status) float64 { return boolFloat(r.ReadMode == "passthrough") })
 	add("pinned_objects", "Objects pinned by prefetch, never evicted.", gauge, false,
-		func(r *statusReport) float64 { return float64(r.PinnedObjects) })
+		func(r *api.Status) float64 { return float64(r.PinnedObjects) })
 	return c
 }
 

@@ -14,12 +14,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 // fakeStatus has a distinct value in every figure, so a figure wired to
 // the wrong field shows.
-func fakeStatus() statusReport {
-	return statusReport{
+func fakeStatus() api.Status {
+	return api.Status{
 		Hits: 1, Misses: 2, BytesFromS3: 3, BytesFromSSD: 4, FetchErrors: 5,
 		Evictions: 6, UncachedReads: 7, CorruptBlocks: 8, S3GetRequests: 9,
 		S3ListRequests: 10, UsedBytes: 11, CacheLimit: 12, FreeBytes: 13,
@@ -78,7 +80,7 @@ func TestStatusCollectorValues(t *testing.T) {
 }
 
 func TestStatusCollectorLeavesOutUnreadIndex(t *testing.T) {
-	c := newStatusCollector(func() statusReport {
+	c := newStatusCollector(func() api.Status {
 		r := fakeStatus()
 		r.Error = "read index: broken"
 		return r
@@ -127,7 +129,7 @@ func TestMetricsServesScrapes(t *testing.T) {
 	hook(8<<20, 30*time.Millisecond, nil)
 	hook(0, 2*time.Second, errors.New("failed GET"))
 	m.serve()
-	addr := m.ln.Addr().String()
+	addr := m.http.ln.Addr().String()
 	body := get(t, "http://"+addr+"/metrics")
 	for _, want := range []string{
 		"s3cachefs_bytes_from_s3_total 3\n",
@@ -172,7 +174,7 @@ func TestMetricsCloseWithoutServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := m.ln.Addr().String()
+	addr := m.http.ln.Addr().String()
 	if err := m.close(t.Context()); err != nil {
 		t.Fatal(err)
 	}

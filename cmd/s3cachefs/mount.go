@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,33 +78,39 @@ Every flag is also a mount option, with _ for -: -o cache_dir=DIR,force_path_sty
 flags:
 `
 
+// parseMountArgs parses and checks mount's command line. Every error it
+// returns is a usageError but those of resolving paths (the working
+// directory gone).
 func parseMountArgs(args []string) (mountConfig, error) {
 	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
 	cacheDir := fs.String("cache-dir", "", "folder for cached data and the index (required)")
-	endpoint := fs.String("endpoint-url", "", "S3 endpoint URL (default: AWS, or $AWS_ENDPOINT_URL)")
+	endpoint := typedFlag(fs, "endpoint-url", "", "S3 endpoint `URL` (default: AWS, or $AWS_ENDPOINT_URL)", parseEndpoint)
 	region := fs.String("region", "", "AWS region (default: from the AWS config chain)")
 	profile := fs.String("profile", "", "AWS shared-config profile")
 	pathStyle := fs.Bool("force-path-style", false, "address buckets as ENDPOINT/bucket instead of bucket.ENDPOINT")
-	ttl := fs.String("metadata-ttl", "5m", "how long a folder listing is trusted: a duration or \"indefinite\"")
+	ttl := typedFlag(fs, "metadata-ttl", "5m", "how long a folder listing is trusted: a `duration` or \"indefinite\"", parseTTL)
 	fg := fs.Bool("foreground", false, "stay attached; unmount on SIGINT/SIGTERM")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	level := typedFlag(fs, "log-level", "info", "`level`: debug, info, warn or error", parseLevel)
 	allowOther := fs.Bool("allow-other", false, "let users other than the mounting one read the mount")
-	uid := fs.Int("uid", os.Getuid(), "owner uid of every file")
-	gid := fs.Int("gid", os.Getgid(), "owner gid of every file")
-	fileMode := fs.String("file-mode", "0444", "permission bits of files")
-	dirMode := fs.String("dir-mode", "0555", "permission bits of folders")
+	uid := intFlag(fs, "uid", int64(os.Getuid()), 0, math.MaxUint32, "owner `uid` of every file")
+	gid := intFlag(fs, "gid", int64(os.Getgid()), 0, math.MaxUint32, "owner `gid` of every file")
+	fileMode := typedFlag(fs, "file-mode", "0444", "permission bits of files, an octal `mode`", modeIn("--file-mode"))
+	dirMode := typedFlag(fs, "dir-mode", "0555", "permission bits of folders, an octal `mode`", modeIn("--dir-mode"))
 	prefetch := fs.String("prefetch", "", "comma-separated folders to prefetch once mounted, e.g. train,dev")
-	prefetchObjects := fs.Int("prefetch-objects", 8, "objects a prefetch job fetches at once")
-	maxFetches := fs.Int("max-fetches", 32, "ranged GETs in flight (reads go before prefetch)")
-	maxCache := fs.String("max-cache-size", "0", "most SSD space the cache may take, e.g. 400GiB (0: no limit but --min-free)")
-	minFreeFlag := fs.String("min-free", "5%", "space kept free on the cache filesystem: a size or a percentage")
+	prefetchObjects := intFlag(fs, "prefetch-objects", 8, 1, 1024, "`objects` a prefetch job fetches at once (1 to 1024)")
+	maxFetches := intFlag(fs, "max-fetches", 32, 1, 1024, "ranged `GETs` in flight (reads go before prefetch; 1 to 1024)")
+	maxCache := typedFlag(fs, "max-cache-size", "0", "most SSD space the cache may take, a `size` like 400GiB (0: no limit but --min-free)",
+		func(s string) (int64, error) { return parseSize("--max-cache-size", s) })
+	minFreeFlag := typedFlag(fs, "min-free", "5%", "space kept free on the cache filesystem: a `size` or a percentage", parseMinFree)
 	passthrough := fs.Bool("passthrough", true, "let the kernel read complete cached files straight from SSD (FUSE passthrough; Linux 6.9+, root); false serves every read through the daemon")
-	partSize := fs.String("part-size", "4MiB", "bytes one ranged GET asks for (1MiB to 64MiB)")
-	readAhead := fs.String("read-ahead", "64MiB", "largest read-ahead window of a sequential reader (0 to 1GiB)")
-	kernelReadAhead := fs.String("kernel-read-ahead", "4MiB", "the kernel's read-ahead window for the mount, which sets how much one FUSE read asks of the daemon (at most 1MiB per read); 0 leaves the kernel's 128KiB (0, or 4KiB to 256MiB)")
-	s3Timeout := fs.Duration("s3-timeout", s3store.DefaultTimeout, "how long an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)")
-	s3Attempts := fs.Int("s3-max-attempts", s3store.DefaultMaxAttempts, "attempts per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
-	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9100 (default: off)")
+	partSize := typedFlag(fs, "part-size", "4MiB", "`bytes` one ranged GET asks for (1MiB to 64MiB)", sizeIn("--part-size", 1<<20, 64<<20))
+	readAhead := typedFlag(fs, "read-ahead", "64MiB", "largest read-ahead window of a sequential reader, in `bytes` (0 to 1GiB)", sizeIn("--read-ahead", 0, 1<<30))
+	kernelReadAhead := typedFlag(fs, "kernel-read-ahead", "4MiB", "the kernel's read-ahead window for the mount, in `bytes`, which sets how much one FUSE read asks of the daemon (at most 1MiB per read); 0 leaves the kernel's 128KiB (0, or 4KiB to 256MiB)",
+		sizeIn("--kernel-read-ahead", 0, 256<<20))
+	s3Timeout := typedFlag(fs, "s3-timeout", s3store.DefaultTimeout.String(), "how long (a `duration`) an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)",
+		durationIn("--s3-timeout", time.Second, 10*time.Minute, "1s to 10m"))
+	s3Attempts := intFlag(fs, "s3-max-attempts", s3store.DefaultMaxAttempts, 1, 100, "`attempts` per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
+	metricsAddr := typedFlag(fs, "metrics-addr", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics, e.g. 127.0.0.1:9100 (default: off)", parseMetricsAddr)
 	args, opts, err := applyMountOptions(fs, args)
 	if err != nil {
 		return mountConfig{}, err
@@ -120,8 +127,14 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		return mountConfig{}, usagef("mount needs --cache-dir DIR (as a mount option: -o cache_dir=DIR)")
 	}
 	cfg := mountConfig{
-		Region: *region, Profile: *profile, ForcePathStyle: *pathStyle,
-		Foreground: *fg, AllowOther: *allowOther, NoExec: opts.NoExec,
+		Endpoint: *endpoint, Region: *region, Profile: *profile, ForcePathStyle: *pathStyle,
+		TTL: *ttl, Foreground: *fg, LogLevel: *level, AllowOther: *allowOther,
+		UID: uint32(*uid), GID: uint32(*gid), FileMode: *fileMode, DirMode: *dirMode,
+		PrefetchObjects: int(*prefetchObjects), MaxFetches: int(*maxFetches),
+		MaxCacheSize: *maxCache, MinFree: *minFreeFlag, Passthrough: *passthrough,
+		PartSize: *partSize, ReadAhead: *readAhead, KernelReadAhead: *kernelReadAhead,
+		S3Timeout: *s3Timeout, S3MaxAttempts: int(*s3Attempts), MetricsAddr: *metricsAddr,
+		NoExec:   opts.NoExec,
 		setFlags: map[string]bool{},
 	}
 	fs.Visit(func(f *flag.Flag) { cfg.setFlags[f.Name] = true })
@@ -139,66 +152,12 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.CacheDir, err = absPath(*cacheDir); err != nil {
 		return cfg, err
 	}
-	if cfg.Endpoint, err = parseEndpoint(*endpoint); err != nil {
-		return cfg, err
-	}
-	if cfg.TTL, err = parseTTL(*ttl); err != nil {
-		return cfg, err
-	}
-	if cfg.LogLevel, err = parseLevel(*level); err != nil {
-		return cfg, err
-	}
-	if *uid < 0 || *gid < 0 {
-		return cfg, fmt.Errorf("--uid and --gid must not be negative")
-	}
-	cfg.UID, cfg.GID = uint32(*uid), uint32(*gid)
-	if cfg.FileMode, err = parseMode("--file-mode", *fileMode); err != nil {
-		return cfg, err
-	}
-	if cfg.DirMode, err = parseMode("--dir-mode", *dirMode); err != nil {
-		return cfg, err
-	}
-	if *prefetchObjects < 1 || *prefetchObjects > 1024 {
-		return cfg, fmt.Errorf("--prefetch-objects must be 1 to 1024, got %d", *prefetchObjects)
-	}
-	cfg.PrefetchObjects = *prefetchObjects
-	if *maxFetches < 1 || *maxFetches > 1024 {
-		return cfg, fmt.Errorf("--max-fetches must be 1 to 1024, got %d", *maxFetches)
-	}
-	cfg.MaxFetches = *maxFetches
-	if cfg.MaxCacheSize, err = parseSize("--max-cache-size", *maxCache); err != nil {
-		return cfg, err
-	}
-	if cfg.MinFree, err = parseMinFree(*minFreeFlag); err != nil {
-		return cfg, err
-	}
-	cfg.Passthrough = *passthrough
-	if cfg.PartSize, err = parseSizeIn("--part-size", *partSize, 1<<20, 64<<20); err != nil {
-		return cfg, err
-	}
-	if cfg.ReadAhead, err = parseSizeIn("--read-ahead", *readAhead, 0, 1<<30); err != nil {
-		return cfg, err
-	}
-	if cfg.KernelReadAhead, err = parseSizeIn("--kernel-read-ahead", *kernelReadAhead, 0, 256<<20); err != nil {
-		return cfg, err
-	}
 	if cfg.FuseFD > 0 {
 		cfg.KernelReadAhead = 0 // the daemon cannot tell which mount is its own
 	}
 	if cfg.KernelReadAhead > 0 && cfg.KernelReadAhead < 4<<10 {
 		// The kernel counts it in KiB: less would turn read-ahead off.
-		return cfg, fmt.Errorf("--kernel-read-ahead must be 0 or at least 4KiB, got %s", *kernelReadAhead)
-	}
-	if *s3Timeout < time.Second || *s3Timeout > 10*time.Minute {
-		return cfg, fmt.Errorf("--s3-timeout must be 1s to 10m, got %v", *s3Timeout)
-	}
-	cfg.S3Timeout = *s3Timeout
-	if *s3Attempts < 1 || *s3Attempts > 100 {
-		return cfg, fmt.Errorf("--s3-max-attempts must be 1 to 100, got %d", *s3Attempts)
-	}
-	cfg.S3MaxAttempts = *s3Attempts
-	if cfg.MetricsAddr, err = parseMetricsAddr(*metricsAddr); err != nil {
-		return cfg, err
+		return cfg, usagef("--kernel-read-ahead must be 0 or at least 4KiB, got %s", fs.Lookup("kernel-read-ahead").Value)
 	}
 	if *prefetch != "" {
 		if cfg.Prefetch, err = mountRelative(cfg.Name, strings.Split(*prefetch, ",")); err != nil {
@@ -206,7 +165,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		}
 	}
 	if cfg.CacheDir == cfg.Name || strings.HasPrefix(cfg.CacheDir, cfg.Name+"/") {
-		return cfg, fmt.Errorf("cache dir %s must not lie inside the mountpoint", cfg.CacheDir)
+		return cfg, usagef("cache dir %s must not lie inside the mountpoint", cfg.CacheDir)
 	}
 	return cfg, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,20 +8,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
-)
 
-// fsType is the filesystem type our mounts show in /proc/mounts.
-const fsType = "fuse.s3cachefs"
+	"s3cachefs/fs/mounttab"
+)
 
 // ours reports whether m is an s3cachefs mount: its type says so, or
 // (gVisor shows every FUSE mount as plain "fuse", without our subtype or
 // source) it is a FUSE mount that a daemon of ours has a control socket
 // for.
-func (m mountEntry) ours() bool {
-	if m.FSType == fsType {
+func ours(m mounttab.Entry) bool {
+	if m.FSType == mounttab.FSType {
 		return true
 	}
 	if m.FSType != "fuse" {
@@ -33,123 +30,25 @@ func (m mountEntry) ours() bool {
 	return err == nil
 }
 
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	ID     string // the mount's ID, unique among mounts present at once
-	Point  string // mount point, unescaped
-	FSType string
-	Source string
-	Owner  int    // the user_id= of a FUSE mount: the uid of its daemon; -1 if none
-	Root   string // the folder of the filesystem mounted there, unescaped
-	Super  string // the superblock's options ("" if the line has none)
-}
-
-// readMounts parses /proc/self/mountinfo.
-func readMounts() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+// mountAt returns the mount whose mount point is path, if any.
+func mountAt(path string) (mounttab.Entry, bool, error) {
+	ms, err := mounttab.Read()
 	if err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
+		return mounttab.Entry{}, false, err
 	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if e, ok := parseMountinfoLine(sc.Text()); ok {
-			out = append(out, e)
-		}
-	}
-	return out, sc.Err()
-}
-
-// parseMountinfoLine parses "id parent maj:min root point opts... - type source superopts".
-func parseMountinfoLine(line string) (mountEntry, bool) {
-	fields := strings.Fields(line)
-	sep := -1
-	for i, f := range fields {
-		if f == "-" && i >= 6 {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || len(fields) < sep+3 {
-		return mountEntry{}, false
-	}
-	e := mountEntry{
-		ID:     fields[0],
-		Point:  unescapeMount(fields[4]),
-		FSType: fields[sep+1],
-		Source: unescapeMount(fields[sep+2]),
-		Owner:  -1,
-		Root:   unescapeMount(fields[3]),
-	}
-	if len(fields) > sep+3 {
-		e.Super = fields[sep+3]
-		for _, o := range strings.Split(fields[sep+3], ",") {
-			if v, ok := strings.CutPrefix(o, "user_id="); ok {
-				if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-					e.Owner = n
-				}
-			}
-		}
-	}
-	return e, true
-}
-
-// unescapeMount undoes the kernel's octal escapes (\040 for space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1:i+4]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(s string) bool {
-	if len(s) != 3 {
-		return false
-	}
-	for i := 0; i < 3; i++ {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
-}
-
-// mountAt returns the mount whose mount point is path, if any. The last
-// entry wins, as mounts stack.
-func mountAt(path string) (mountEntry, bool, error) {
-	ms, err := readMounts()
-	if err != nil {
-		return mountEntry{}, false, err
-	}
-	var found mountEntry
-	ok := false
-	for _, m := range ms {
-		if m.Point == path {
-			found, ok = m, true
-		}
-	}
-	return found, ok, nil
+	m, ok := mounttab.At(ms, path)
+	return m, ok, nil
 }
 
 // ourMounts returns the s3cachefs mounts on this machine.
-func ourMounts() ([]mountEntry, error) {
-	ms, err := readMounts()
+func ourMounts() ([]mounttab.Entry, error) {
+	ms, err := mounttab.Read()
 	if err != nil {
 		return nil, err
 	}
-	var out []mountEntry
+	var out []mounttab.Entry
 	for _, m := range ms {
-		if m.ours() {
+		if ours(m) {
 			out = append(out, m)
 		}
 	}
@@ -157,8 +56,8 @@ func ourMounts() ([]mountEntry, error) {
 }
 
 // ownedBy returns the mounts of ms whose daemon runs as uid.
-func ownedBy(ms []mountEntry, uid int) []mountEntry {
-	var out []mountEntry
+func ownedBy(ms []mounttab.Entry, uid int) []mounttab.Entry {
+	var out []mounttab.Entry
 	for _, m := range ms {
 		if m.Owner == uid {
 			out = append(out, m)
@@ -268,4 +167,10 @@ func daemonAnswers(sock string) bool {
 	}
 	conn.Close()
 	return true
+}
+
+// isOurs reports whether the mount table has an s3cachefs mount at path.
+func isOurs(path string) (bool, error) {
+	m, ok, err := mountAt(path)
+	return ok && ours(m), err
 }

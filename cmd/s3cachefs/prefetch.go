@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"s3cachefs/blockcache"
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 const prefetchHelp = `usage: s3cachefs prefetch [--mount M] [--detach] [--json] PATH...
@@ -40,13 +39,10 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print progress as one JSON object per line")
 	cancel := fs.String("cancel", "", "cancel the job with this ID")
 	unpin := fs.Bool("unpin", false, "release the pins on PATHs instead of fetching them")
-	interval := fs.Duration("interval", time.Second, "how often progress is shown")
+	interval := typedFlag(fs, "interval", "1s", "how often progress is shown (a `duration`)", durationIn("--interval", time.Nanosecond, 0, "positive"))
 	pos, err := parseArgs(fs, args, prefetchHelp)
 	if err != nil {
 		return err
-	}
-	if *interval <= 0 {
-		return usagef("--interval must be positive")
 	}
 	// --cancel and --unpin are their own actions: the display flags mean
 	// nothing to them, and --cancel with --unpin would be two actions.
@@ -60,6 +56,14 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 			}
 		}
 	}
+	switch {
+	case *cancel != "" && len(pos) > 0:
+		return usagef("--cancel takes no PATHs")
+	case *cancel != "" && !validJobID(*cancel):
+		return usagef("--cancel %q is not a job id (status lists the jobs)", *cancel)
+	case *cancel == "" && len(pos) == 0:
+		return usagef("prefetch needs at least one PATH")
+	}
 	mp, err := resolveMount(*mount)
 	if err != nil {
 		return err
@@ -67,32 +71,26 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	c := newClient(mp)
 	ctx := context.Background()
 	if *cancel != "" {
-		if len(pos) > 0 {
-			return usagef("--cancel takes no PATHs")
-		}
-		if err := c.do(ctx, "POST", "/jobs/"+url.PathEscape(*cancel)+"/cancel", nil); err != nil {
+		if err := c.cancel(ctx, *cancel); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "cancelled prefetch job %s\n", *cancel)
 		return nil
 	}
-	if len(pos) == 0 {
-		return usagef("prefetch needs at least one PATH")
-	}
 	paths, err := mountRelative(mp, pos)
 	if err != nil {
 		return err
 	}
-	var p blockcache.Progress
 	if *unpin {
-		var r map[string]int
-		if err := c.post(ctx, "/unpin", pathsRequest{Paths: paths}, &r); err != nil {
+		r, err := c.unpin(ctx, paths)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "unpinned %d objects; eviction may remove them now\n", r["objects"])
+		fmt.Fprintf(stdout, "unpinned %d objects; eviction may remove them now\n", r.Objects)
 		return nil
 	}
-	if err := c.post(ctx, "/prefetch", pathsRequest{Paths: paths}, &p); err != nil {
+	p, err := c.prefetch(ctx, paths)
+	if err != nil {
 		return err
 	}
 	if !*asJSON {
@@ -109,14 +107,15 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 }
 
 // mountRelative turns PATHs into paths relative to the mount root.
-// Absolute paths must lie under the mountpoint.
+// Absolute paths must lie under the mountpoint: one that does not is a
+// usageError.
 func mountRelative(mp string, in []string) ([]string, error) {
 	out := make([]string, 0, len(in))
 	for _, p := range in {
 		if filepath.IsAbs(p) {
 			rel, err := filepath.Rel(mp, filepath.Clean(p))
 			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-				return nil, fmt.Errorf("%s is not under the mount %s", p, mp)
+				return nil, usagef("%s is not under the mount %s", p, mp)
 			}
 			p = rel
 		}
@@ -127,7 +126,7 @@ func mountRelative(mp string, in []string) ([]string, error) {
 }
 
 // printPlan says what the job will fetch.
-func printPlan(w io.Writer, p blockcache.Progress) {
+func printPlan(w io.Writer, p api.Job) {
 	for _, f := range p.Folders {
 		fmt.Fprintf(w, "%s: %d files, %s (%s already cached)\n", displayPath(f.Path), f.Files, humanBytes(f.Bytes), humanBytes(f.CachedAtStart))
 	}
@@ -152,8 +151,8 @@ func followJob(c *client, id string, w io.Writer, asJSON bool, every time.Durati
 	defer tick.Stop()
 	drawn := 0
 	for {
-		var p blockcache.Progress
-		if err := c.do(ctx, "GET", "/jobs/"+url.PathEscape(id), &p); err != nil {
+		p, err := c.job(ctx, id)
+		if err != nil {
 			if ctx.Err() != nil {
 				return interrupted(w, id)
 			}
@@ -188,7 +187,7 @@ func interrupted(w io.Writer, id string) error {
 }
 
 // jobResult reports how a job ended; anything but done is an error.
-func jobResult(w io.Writer, p blockcache.Progress, asJSON bool) error {
+func jobResult(w io.Writer, p api.Job, asJSON bool) error {
 	t := p.Totals()
 	switch p.State {
 	case "done":
@@ -206,7 +205,7 @@ func jobResult(w io.Writer, p blockcache.Progress, asJSON bool) error {
 // progressLine is the plain (non-terminal) progress form, one folder:
 //
 //	train: 1204/4667 files, 85197321/341985937 bytes, 1.9 GiB/s, ETA 2m05s
-func progressLine(f blockcache.FolderProgress, elapsed float64) string {
+func progressLine(f api.Folder, elapsed float64) string {
 	rate, eta := rateETA(f, elapsed)
 	return fmt.Sprintf("%s: %d/%d files, %d/%d bytes, %s/s, ETA %s",
 		displayPath(f.Path), f.FilesDone, f.Files, f.BytesDone, f.Bytes, humanBytes(int64(rate)), eta)
@@ -214,7 +213,7 @@ func progressLine(f blockcache.FolderProgress, elapsed float64) string {
 
 // rateETA is the download rate (bytes not cached at the start, per second)
 // and the time left at that rate.
-func rateETA(f blockcache.FolderProgress, elapsed float64) (float64, string) {
+func rateETA(f api.Folder, elapsed float64) (float64, string) {
 	fetched := f.BytesDone - f.CachedAtStart
 	if elapsed <= 0 || fetched <= 0 {
 		return 0, "-"
@@ -225,7 +224,7 @@ func rateETA(f blockcache.FolderProgress, elapsed float64) (float64, string) {
 }
 
 // drawBars redraws one bar per folder over the previous drawing.
-func drawBars(w io.Writer, p blockcache.Progress, drawn int) int {
+func drawBars(w io.Writer, p api.Job, drawn int) int {
 	if drawn > 0 {
 		fmt.Fprintf(w, "\033[%dA", drawn)
 	}

@@ -12,61 +12,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"s3cachefs/blockcache"
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
-// statusReport is what `status` shows; --json prints it as is.
-type statusReport struct {
-	Source          string `json:"source"`
-	Mountpoint      string `json:"mountpoint"`
-	CacheDir        string `json:"cache_dir"`
-	FuseFD          int    `json:"fuse_fd,omitempty"` // N of a handed-over /dev/fd/N
-	PID             int    `json:"pid"`
-	UptimeSeconds   int64  `json:"uptime_seconds"`
-	Objects         int    `json:"objects"`
-	CompleteObjects int    `json:"complete_objects"`
-	CachedBytes     int64  `json:"cached_bytes"`
-	UsedBytes       int64  `json:"used_bytes"`
-	CacheLimit      int64  `json:"cache_limit"`
-	FreeBytes       int64  `json:"free_bytes"`
-	CacheFull       bool   `json:"cache_full"`
-	Evictions       int64  `json:"evictions"`
-	UncachedReads   int64  `json:"uncached_reads"`
-	CorruptBlocks   int64  `json:"corrupt_blocks"`
-	Hits            int64  `json:"hits"`
-	Misses          int64  `json:"misses"`
-	BytesFromS3     int64  `json:"bytes_from_s3"`
-	BytesFromSSD    int64  `json:"bytes_from_ssd"`
-	FetchErrors     int64  `json:"fetch_errors"`
-	OpenFiles       int64  `json:"open_files"`
-	S3GetRequests   int64  `json:"s3_get_requests"`
-	S3ListRequests  int64  `json:"s3_list_requests"`
-	PinnedObjects   int    `json:"pinned_objects"`
-	// ReadMode is "passthrough" when complete files are read by the
-	// kernel straight from SSD, else "daemon".
-	ReadMode         string `json:"read_mode"`
-	PassthroughOff   string `json:"passthrough_off,omitempty"` // why ReadMode is "daemon"
-	PassthroughOpens int64  `json:"passthrough_opens"`
-	DaemonOpens      int64  `json:"daemon_opens"`
-	// BlocksChecked counts blocks read back from SSD and compared with
-	// their CRC-32C: every read through the daemon checks its blocks.
-	BlocksChecked int64 `json:"blocks_checked"`
-	// BlocksFresh counts blocks served from memory right after their
-	// fetch, to a reader that had the file open meanwhile.
-	BlocksFresh int64 `json:"blocks_fresh"`
-	// FUSE is what the FUSE side announced at INIT; Fallbacks what the
-	// mount's self-check found it does unlike Linux, and how the mount
-	// answers instead.
-	FUSE      string                `json:"fuse"`
-	Fallbacks []string              `json:"fallbacks,omitempty"`
-	Prefetch  []blockcache.Progress `json:"prefetch"`
-	Memory    memPlan               `json:"memory"` // memlimit.go
-	Error     string                `json:"error,omitempty"`
-}
-
 // status gathers the daemon's figures.
-func (d *daemon) status() statusReport {
-	r := statusReport{
+func (d *daemon) status() api.Status {
+	r := api.Status{
 		Source: d.cfg.Source.String(), Mountpoint: d.cfg.Name, CacheDir: d.cfg.CacheDir, FuseFD: d.cfg.FuseFD,
 		PID: os.Getpid(), UptimeSeconds: int64(time.Since(d.started).Seconds()),
 		OpenFiles: d.root.OpenFiles(), Memory: d.cfg.Memory,
@@ -84,7 +35,7 @@ func (d *daemon) status() statusReport {
 	if err := unix.Statfs(d.cfg.CacheDir, &st); err == nil {
 		r.FreeBytes = int64(st.Bavail) * int64(st.Bsize)
 	}
-	r.Prefetch = d.jobs.List()
+	r.Prefetch = jobsWire(d.jobs.List())
 	if n, err := d.db.PinnedCount(); err == nil {
 		r.PinnedObjects = n
 	}
@@ -125,8 +76,8 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var r statusReport
-	if err := newClient(mp).do(ctx, "GET", "/status", &r); err != nil {
+	r, err := newClient(mp).status(ctx)
+	if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -138,7 +89,7 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func printStatus(w io.Writer, r statusReport) {
+func printStatus(w io.Writer, r api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	ratio := "-"
 	if n := r.Hits + r.Misses; n > 0 {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"s3cachefs/blockcache"
+	"s3cachefs/cmd/s3cachefs/api"
 )
 
 const verifyHelp = `usage: s3cachefs verify [--mount M] [--deep] [--complete] [--json] [PATH...]
@@ -24,12 +24,6 @@ everything is cached.
 
 flags:
 `
-
-// pathsRequest is the body of the control requests that act on paths.
-type pathsRequest struct {
-	Paths []string `json:"paths"`
-	Deep  bool     `json:"deep,omitempty"`
-}
 
 // errMismatch ends a verify that found what the user asked to be told of.
 var errMismatch = errors.New("verify found mismatches")
@@ -55,8 +49,8 @@ func cmdVerify(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var reports []blockcache.FolderReport
-	if err := newClient(mp).post(context.Background(), "/verify", pathsRequest{Paths: paths, Deep: *deep}, &reports); err != nil {
+	reports, err := newClient(mp).verify(context.Background(), paths, *deep)
+	if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -71,7 +65,7 @@ func cmdVerify(args []string, stdout io.Writer) error {
 	return verdict(stdout, reports, *complete, !*asJSON)
 }
 
-func printVerify(w io.Writer, reports []blockcache.FolderReport, deep bool) {
+func printVerify(w io.Writer, reports []api.FolderReport, deep bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	for _, r := range reports {
 		fmt.Fprintf(tw, "%s\t%d in S3\t%d cached\t%d partial\t%d stale\t%d missing\t%s", displayPath(r.Path),
@@ -91,7 +85,7 @@ func printVerify(w io.Writer, reports []blockcache.FolderReport, deep bool) {
 
 // verdict says OK or what is wrong, and returns errMismatch when the exit
 // status must be 1.
-func verdict(w io.Writer, reports []blockcache.FolderReport, complete, say bool) error {
+func verdict(w io.Writer, reports []api.FolderReport, complete, say bool) error {
 	var problems []string
 	for _, r := range reports {
 		name := displayPath(r.Path)
@@ -122,12 +116,6 @@ their prefetch pins. Files open right now are kept.
 flags:
 `
 
-// evictReply is the answer to POST /evict.
-type evictReply struct {
-	Dropped int `json:"dropped"`
-	Busy    int `json:"busy"`
-}
-
 func cmdEvict(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("evict", flag.ContinueOnError)
 	mount := mountFlag(fs)
@@ -142,8 +130,8 @@ func cmdEvict(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var r evictReply
-	if err := newClient(mp).post(context.Background(), "/evict", pathsRequest{Paths: paths}, &r); err != nil {
+	r, err := newClient(mp).evict(context.Background(), paths)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "evicted %d objects", r.Dropped)

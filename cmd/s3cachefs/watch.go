@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // mountWatchInterval is how often the daemon looks for its own mount in
@@ -34,7 +36,7 @@ func watchMount(ctx context.Context, id, mountpoint string, dev uint64, gone cha
 			return
 		case <-tick.C:
 		}
-		ms, err := readMounts()
+		ms, err := mounttab.Read()
 		if err != nil {
 			log.Debug("watch mount table", "err", err)
 			continue

@@ -1,10 +1,11 @@
 package test
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,79 +13,40 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/fs/mounttab"
 )
 
-// mountInfo is one mount of the mount table.
-type mountInfo struct {
-	Point  string
-	FSType string
-	Source string
-}
-
-// mountTable parses /proc/self/mountinfo:
-// "id parent maj:min root point options [optional...] - type source superoptions".
-func mountTable() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []mountInfo
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i := 6; i+2 < len(fields); i++ {
-			if fields[i] == "-" {
-				out = append(out, mountInfo{
-					Point: unescape(fields[4]), FSType: fields[i+1], Source: unescape(fields[i+2]),
-				})
-				break
-			}
-		}
-	}
-	return out, sc.Err()
-}
-
-// unescape undoes the kernel's octal escapes (\040 is a space).
-func unescape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // fuseMounts returns the s3cachefs mounts of the machine.
-func fuseMounts() ([]mountInfo, error) {
-	all, err := mountTable()
+func fuseMounts() ([]mounttab.Entry, error) {
+	all, err := mounttab.Read()
 	if err != nil {
 		return nil, err
 	}
-	var out []mountInfo
+	var out []mounttab.Entry
 	for _, m := range all {
-		if m.FSType == "fuse.s3cachefs" {
+		if m.FSType == mounttab.FSType {
 			out = append(out, m)
 		}
 	}
 	return out, nil
 }
 
-// mountsAt returns every mount stacked at dir.
-func mountsAt(t *testing.T, dir string) []mountInfo {
+// mountTable reads the mount table.
+func mountTable(t *testing.T) []mounttab.Entry {
 	t.Helper()
-	all, err := mountTable()
+	all, err := mounttab.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []mountInfo
-	for _, m := range all {
+	return all
+}
+
+// mountsAt returns every mount stacked at dir.
+func mountsAt(t *testing.T, dir string) []mounttab.Entry {
+	t.Helper()
+	var out []mounttab.Entry
+	for _, m := range mountTable(t) {
 		if m.Point == dir {
 			out = append(out, m)
 		}
@@ -92,10 +54,89 @@ func mountsAt(t *testing.T, dir string) []mountInfo {
 	return out
 }
 
+// mountsWhere returns the mounts under dir or at point.
+func mountsWhere(t *testing.T, dir, point string) []mounttab.Entry {
+	t.Helper()
+	var out []mounttab.Entry
+	for _, m := range mountTable(t) {
+		if m.Point == point || strings.HasPrefix(m.Point, dir+"/") || m.Point == dir {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// mountOf returns the mount at dir, the one on top if several are.
+func mountOf(t *testing.T, dir string) mounttab.Entry {
+	t.Helper()
+	m, ok := mounttab.At(mountTable(t), dir)
+	if !ok {
+		t.Fatalf("nothing is mounted at %s", dir)
+	}
+	return m
+}
+
+// mountOptions returns the options of the mount at dir, its own and its
+// superblock's, as /proc/mounts lists them.
+func mountOptions(t *testing.T, dir string) []string {
+	t.Helper()
+	return mountOf(t, dir).AllOptions()
+}
+
 // isMounted reports whether anything is mounted at dir.
 func isMounted(t *testing.T, dir string) bool {
 	t.Helper()
 	return len(mountsAt(t, dir)) > 0
+}
+
+// foreground is a `mount --foreground` daemon a test runs itself.
+type foreground struct {
+	cmd     *exec.Cmd
+	logPath string        // its stdout and stderr
+	done    chan struct{} // closed once it has exited
+	err     error         // what Wait returned; read after done
+}
+
+func (f *foreground) log() string {
+	b, _ := os.ReadFile(f.logPath)
+	return string(b)
+}
+
+// startForegroundCmd starts cmd, made with exec.CommandContext on a
+// context that cancel ends, with its output in a log file. When t ends it
+// runs before (if not nil; to unmount, say), kills the process if it still
+// runs, and checks the log for data races.
+func startForegroundCmd(t *testing.T, cmd *exec.Cmd, cancel context.CancelFunc, before func()) *foreground {
+	t.Helper()
+	fg := &foreground{cmd: cmd, logPath: filepath.Join(t.TempDir(), "daemon.log"), done: make(chan struct{})}
+	logFile, err := os.Create(fg.logPath)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() {
+		fg.err = cmd.Wait()
+		close(fg.done)
+	}()
+	t.Cleanup(func() {
+		if before != nil {
+			before()
+		}
+		cancel()
+		<-fg.done
+		if log := fg.log(); strings.Contains(log, "WARNING: DATA RACE") {
+			t.Errorf("data race in the foreground daemon:\n%s", log)
+		} else if t.Failed() {
+			t.Logf("foreground daemon log:\n%s", log)
+		}
+	})
+	return fg
 }
 
 // daemonPIDs returns the live processes running the test's s3cachefs

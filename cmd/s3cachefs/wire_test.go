@@ -1,0 +1,40 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+
+	"s3cachefs/blockcache"
+)
+
+// TestWireSameJSON: the api types say on the socket exactly what
+// blockcache's types said when the daemon sent them as they were.
+func TestWireSameJSON(t *testing.T) {
+	same := func(what string, old, wire any) {
+		t.Helper()
+		a, errA := json.Marshal(old)
+		b, errB := json.Marshal(wire)
+		if errA != nil || errB != nil || string(a) != string(b) {
+			t.Errorf("%s:\nblockcache %s (%v)\nwire       %s (%v)", what, a, errA, b, errB)
+		}
+	}
+	running := blockcache.Progress{ID: "20250101T000000.000-1", State: "running", ElapsedSeconds: 1.5,
+		Folders: []blockcache.FolderProgress{{Path: "train", Files: 3, FilesDone: 1, Bytes: 300, BytesDone: 100, CachedAtStart: 50}, {Path: ""}}}
+	failed := blockcache.Progress{ID: "x", State: "failed", Error: "3 objects failed", Failed: []string{"a", "b"}}
+	for _, p := range []blockcache.Progress{running, failed, {}} {
+		same("job "+p.State, p, jobWire(p))
+	}
+	for _, ps := range [][]blockcache.Progress{nil, {}, {running, failed}} {
+		same("job list", ps, jobsWire(ps))
+	}
+	reports := []blockcache.FolderReport{
+		{Path: "dev", InS3: 4, Bytes: 400, Cached: 1, Partial: 1, Stale: 1, Missing: 1, Checked: 1, Unchecked: 0, Corrupt: []string{"dev/a@0"}},
+		{Path: ""},
+	}
+	for _, rs := range [][]blockcache.FolderReport{nil, {}, reports} {
+		same("verify reports", rs, reportsWire(rs))
+	}
+	if got, want := jobWire(running).Totals(), running.Totals(); got.Files != want.Files || got.BytesDone != want.BytesDone || got.CachedAtStart != want.CachedAtStart {
+		t.Errorf("Totals %+v, want %+v", got, want)
+	}
+}
