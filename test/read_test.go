@@ -182,18 +182,26 @@ with np.load(sys.argv[1]) as z:
 // npzDigest runs npzScript on path with the system's numpy.
 func npzDigest(t *testing.T, path string) string {
 	t.Helper()
+	out := runPython(t, "numpy.load "+path, npzScript, path)
+	if strings.Count(out, "\n") < 2 {
+		t.Fatalf("numpy.load %s printed too little:\n%s", path, out)
+	}
+	return out
+}
+
+// runPython runs script with args under the system's Python (what: for
+// the failure message) and returns its standard output.
+func runPython(t *testing.T, what, script string, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "-c", npzScript, path)
+	cmd := exec.CommandContext(ctx, python, append([]string{"-c", script}, args...)...)
 	cmd.Dir = "/"
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("numpy.load %s: %v\n%s", path, err, stderr.String())
-	}
-	if strings.Count(string(out), "\n") < 2 {
-		t.Fatalf("numpy.load %s printed too little:\n%s", path, out)
+		t.Fatalf("%s: %v\n%s", what, err, stderr.String())
 	}
 	return string(out)
 }

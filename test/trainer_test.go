@@ -2,9 +2,7 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,24 +31,15 @@ if __name__ == "__main__":
 // trainerDigests runs trainerScript on the files names under dir.
 func trainerDigests(t *testing.T, dir string, names []string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	args := []string{"-c", trainerScript}
-	for _, n := range names {
-		args = append(args, filepath.Join(dir, n))
+	paths := make([]string, len(names))
+	for i, n := range names {
+		paths[i] = filepath.Join(dir, n)
 	}
-	cmd := exec.CommandContext(ctx, python, args...)
-	cmd.Dir = "/"
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("numpy readers of %s: %v\n%s", dir, err, stderr.String())
-	}
-	if got := strings.Count(string(out), "\n"); got != len(names) {
+	out := runPython(t, "numpy readers of "+dir, trainerScript, paths...)
+	if got := strings.Count(out, "\n"); got != len(names) {
 		t.Fatalf("numpy readers of %s printed %d lines, want %d:\n%s", dir, got, len(names), out)
 	}
-	return string(out)
+	return out
 }
 
 // TestTrainerReadsWhilePrefetching: four numpy readers go through a split,
