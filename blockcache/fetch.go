@@ -449,15 +449,16 @@ func (c *Cache) makeCurrent(o *object) {
 		return
 	}
 	for _, id := range stale {
-		if err := c.dropVersion(id); err != nil {
+		if err := c.DropVersion(id); err != nil {
 			c.log.Warn("drop old version", "key", o.obj.Key, "err", err)
 		}
 	}
 }
 
-// dropVersion deletes the record, then the file, of object version id.
-// A version in use is marked and dropped by its last release instead.
-func (c *Cache) dropVersion(id string) error {
+// DropVersion deletes the record (and pins), then the file, of object
+// version id. A version in use is marked and dropped by its last release
+// instead.
+func (c *Cache) DropVersion(id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if o, busy := c.objs[id]; busy {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 )
 
 // controlPaths returns the socket and state file of the mount at mountpoint.
@@ -115,7 +116,7 @@ func (c *control) close(ctx context.Context) error {
 //
 //	GET  /status                 statusReport
 //	POST /shutdown[?force=1]     unmount and stop
-//	POST /prefetch               start a job: prefetchRequest → blockcache.Progress
+//	POST /prefetch               start a job: prefetchRequest → prefetch.Progress
 //	GET  /jobs, /jobs/ID         job progress
 //	POST /jobs/ID/cancel         cancel a job
 func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -257,11 +258,11 @@ func (c *control) reply(w http.ResponseWriter, v any, err error) {
 		c.writeJSON(w, http.StatusOK, v)
 	case errors.Is(err, iofs.ErrInvalid):
 		c.writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
-	case errors.Is(err, blockcache.ErrNoJob), errors.Is(err, iofs.ErrNotExist):
+	case errors.Is(err, prefetch.ErrNoJob), errors.Is(err, iofs.ErrNotExist):
 		c.writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
-	case errors.Is(err, blockcache.ErrNoSpace):
+	case errors.Is(err, prefetch.ErrNoSpace):
 		c.writeJSON(w, http.StatusInsufficientStorage, apiError{Error: err.Error()})
-	case errors.Is(err, blockcache.ErrJobEnded):
+	case errors.Is(err, prefetch.ErrJobEnded):
 		c.writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrClosed):
 		c.writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the daemon is stopping"})

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 	"s3cachefs/blockcache/s3store"
 	s3fs "s3cachefs/fs"
 	"s3cachefs/index"
@@ -33,7 +34,7 @@ type daemon struct {
 	store   *s3store.Store
 	catalog *index.Catalog
 	cache   *blockcache.Cache
-	jobs    *blockcache.Jobs
+	jobs    *prefetch.Jobs
 	root    *s3fs.Root
 	server  *fuse.Server
 	ctl     *control
@@ -129,7 +130,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
 	}
 	undo = append(undo, func() { d.cache.Close() })
-	d.jobs = blockcache.NewJobs(d.cache, d.catalog, d.db, blockcache.JobOptions{
+	d.jobs = prefetch.NewJobs(d.cache, d.catalog, d.db, prefetch.JobOptions{
 		Objects: cfg.PrefetchObjects, MaxBytes: cfg.MaxCacheSize, MinFree: minFree,
 		Prefix: cfg.Source.Prefix, Logger: log,
 	})

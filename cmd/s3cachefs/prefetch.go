@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 )
 
 const prefetchHelp = `usage: s3cachefs prefetch [--mount M] [--detach] [--json] PATH...
@@ -83,7 +83,7 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var p blockcache.Progress
+	var p prefetch.Progress
 	if *unpin {
 		var r map[string]int
 		if err := c.post(ctx, "/unpin", pathsRequest{Paths: paths}, &r); err != nil {
@@ -127,7 +127,7 @@ func mountRelative(mp string, in []string) ([]string, error) {
 }
 
 // printPlan says what the job will fetch.
-func printPlan(w io.Writer, p blockcache.Progress) {
+func printPlan(w io.Writer, p prefetch.Progress) {
 	for _, f := range p.Folders {
 		fmt.Fprintf(w, "%s: %d files, %s (%s already cached)\n", displayPath(f.Path), f.Files, humanBytes(f.Bytes), humanBytes(f.CachedAtStart))
 	}
@@ -152,7 +152,7 @@ func followJob(c *client, id string, w io.Writer, asJSON bool, every time.Durati
 	defer tick.Stop()
 	drawn := 0
 	for {
-		var p blockcache.Progress
+		var p prefetch.Progress
 		if err := c.do(ctx, "GET", "/jobs/"+url.PathEscape(id), &p); err != nil {
 			if ctx.Err() != nil {
 				return interrupted(w, id)
@@ -188,7 +188,7 @@ func interrupted(w io.Writer, id string) error {
 }
 
 // jobResult reports how a job ended; anything but done is an error.
-func jobResult(w io.Writer, p blockcache.Progress, asJSON bool) error {
+func jobResult(w io.Writer, p prefetch.Progress, asJSON bool) error {
 	t := p.Totals()
 	switch p.State {
 	case "done":
@@ -206,7 +206,7 @@ func jobResult(w io.Writer, p blockcache.Progress, asJSON bool) error {
 // progressLine is the plain (non-terminal) progress form, one folder:
 //
 //	train: 1204/4667 files, 85197321/341985937 bytes, 1.9 GiB/s, ETA 2m05s
-func progressLine(f blockcache.FolderProgress, elapsed float64) string {
+func progressLine(f prefetch.FolderProgress, elapsed float64) string {
 	rate, eta := rateETA(f, elapsed)
 	return fmt.Sprintf("%s: %d/%d files, %d/%d bytes, %s/s, ETA %s",
 		displayPath(f.Path), f.FilesDone, f.Files, f.BytesDone, f.Bytes, humanBytes(int64(rate)), eta)
@@ -214,7 +214,7 @@ func progressLine(f blockcache.FolderProgress, elapsed float64) string {
 
 // rateETA is the download rate (bytes not cached at the start, per second)
 // and the time left at that rate.
-func rateETA(f blockcache.FolderProgress, elapsed float64) (float64, string) {
+func rateETA(f prefetch.FolderProgress, elapsed float64) (float64, string) {
 	fetched := f.BytesDone - f.CachedAtStart
 	if elapsed <= 0 || fetched <= 0 {
 		return 0, "-"
@@ -225,7 +225,7 @@ func rateETA(f blockcache.FolderProgress, elapsed float64) (float64, string) {
 }
 
 // drawBars redraws one bar per folder over the previous drawing.
-func drawBars(w io.Writer, p blockcache.Progress, drawn int) int {
+func drawBars(w io.Writer, p prefetch.Progress, drawn int) int {
 	if drawn > 0 {
 		fmt.Fprintf(w, "\033[%dA", drawn)
 	}

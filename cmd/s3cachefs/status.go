@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 )
 
 // statusReport is what `status` shows; --json prints it as is.
@@ -57,11 +57,11 @@ type statusReport struct {
 	// FUSE is what the FUSE side announced at INIT; Fallbacks what the
 	// mount's self-check found it does unlike Linux, and how the mount
 	// answers instead.
-	FUSE      string                `json:"fuse"`
-	Fallbacks []string              `json:"fallbacks,omitempty"`
-	Prefetch  []blockcache.Progress `json:"prefetch"`
-	Memory    memPlan               `json:"memory"` // memlimit.go
-	Error     string                `json:"error,omitempty"`
+	FUSE      string              `json:"fuse"`
+	Fallbacks []string            `json:"fallbacks,omitempty"`
+	Prefetch  []prefetch.Progress `json:"prefetch"`
+	Memory    memPlan             `json:"memory"` // memlimit.go
+	Error     string              `json:"error,omitempty"`
 }
 
 // status gathers the daemon's figures.

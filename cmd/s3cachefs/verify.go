@@ -10,7 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 )
 
 const verifyHelp = `usage: s3cachefs verify [--mount M] [--deep] [--complete] [--json] [PATH...]
@@ -55,7 +55,7 @@ func cmdVerify(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var reports []blockcache.FolderReport
+	var reports []prefetch.FolderReport
 	if err := newClient(mp).post(context.Background(), "/verify", pathsRequest{Paths: paths, Deep: *deep}, &reports); err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func cmdVerify(args []string, stdout io.Writer) error {
 	return verdict(stdout, reports, *complete, !*asJSON)
 }
 
-func printVerify(w io.Writer, reports []blockcache.FolderReport, deep bool) {
+func printVerify(w io.Writer, reports []prefetch.FolderReport, deep bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	for _, r := range reports {
 		fmt.Fprintf(tw, "%s\t%d in S3\t%d cached\t%d partial\t%d stale\t%d missing\t%s", displayPath(r.Path),
@@ -91,7 +91,7 @@ func printVerify(w io.Writer, reports []blockcache.FolderReport, deep bool) {
 
 // verdict says OK or what is wrong, and returns errMismatch when the exit
 // status must be 1.
-func verdict(w io.Writer, reports []blockcache.FolderReport, complete, say bool) error {
+func verdict(w io.Writer, reports []prefetch.FolderReport, complete, say bool) error {
 	var problems []string
 	for _, r := range reports {
 		name := displayPath(r.Path)

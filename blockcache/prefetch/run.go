@@ -1,4 +1,4 @@
-package blockcache
+package prefetch
 
 import (
 	"context"
@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"s3cachefs/blockcache"
 	"s3cachefs/index"
 )
 
@@ -22,7 +22,7 @@ var ErrJobEnded = errors.New("prefetch job already ended")
 // run pins what jb planned (again, on a resume: an object may have a new
 // version now) and starts its downloads: a bounded pool over its objects.
 func (j *Jobs) run(jb *job) error {
-	if err := j.db.Pin(jb.rec.ID, jb.objectIDs(j.c.opts.Bucket)); err != nil {
+	if err := j.db.Pin(jb.rec.ID, jb.objectIDs(j.c.Bucket())); err != nil {
 		return fmt.Errorf("pin objects: %w", err)
 	}
 	ctx, cancel := context.WithCancel(j.ctx)
@@ -31,7 +31,7 @@ func (j *Jobs) run(jb *job) error {
 	if j.closed {
 		j.mu.Unlock()
 		cancel()
-		return ErrClosed
+		return blockcache.ErrClosed
 	}
 	j.jobs[jb.rec.ID] = jb
 	j.wg.Add(1)
@@ -92,7 +92,7 @@ func (j *Jobs) warmCurrent(ctx context.Context, jb *job, o index.Object) error {
 	if err != nil {
 		return err
 	}
-	if err := j.db.Pin(jb.rec.ID, []string{ObjectID(j.c.opts.Bucket, e.Object)}); err != nil {
+	if err := j.db.Pin(jb.rec.ID, []string{blockcache.ObjectID(j.c.Bucket(), e.Object)}); err != nil {
 		return err
 	}
 	return j.c.Warm(ctx, e.Object, nil)
@@ -164,77 +164,4 @@ func (j *Jobs) cancelQueued(id string) error {
 		return err
 	}
 	return j.db.Unpin(id)
-}
-
-// Get returns a snapshot of job id.
-func (j *Jobs) Get(id string) (Progress, error) {
-	j.mu.Lock()
-	jb, ok := j.jobs[id]
-	j.mu.Unlock()
-	if ok {
-		return jb.progress(), nil
-	}
-	rec, ok, err := j.db.Job(id)
-	if err != nil {
-		return Progress{}, err
-	}
-	if !ok {
-		return Progress{}, fmt.Errorf("%w: %s", ErrNoJob, id)
-	}
-	return recordProgress(rec), nil
-}
-
-// recordProgress is what the index knows of a job not run by this daemon
-// run: its state, not its counts.
-func recordProgress(rec index.Job) Progress {
-	p := Progress{ID: rec.ID, State: rec.State.String(), Error: rec.Error, Failed: rec.Failed}
-	for _, path := range rec.Paths {
-		p.Folders = append(p.Folders, FolderProgress{Path: path})
-	}
-	return p
-}
-
-// List returns snapshots of this run's jobs, oldest first.
-func (j *Jobs) List() []Progress {
-	j.mu.Lock()
-	jobs := make([]*job, 0, len(j.jobs))
-	for _, jb := range j.jobs {
-		jobs = append(jobs, jb)
-	}
-	j.mu.Unlock()
-	out := make([]Progress, 0, len(jobs))
-	seen := make(map[string]bool, len(jobs))
-	for _, jb := range jobs {
-		out = append(out, jb.progress())
-		seen[jb.rec.ID] = true
-	}
-	// Jobs of earlier runs that did not run now: failed, or still queued.
-	if recs, err := j.db.Jobs(); err == nil {
-		for _, rec := range recs {
-			if !seen[rec.ID] && rec.State != index.JobDone && rec.State != index.JobCancelled {
-				out = append(out, recordProgress(rec))
-			}
-		}
-	} else {
-		j.log.Warn("read jobs", "err", err)
-	}
-	sortProgress(out)
-	return out
-}
-
-func (jb *job) progress() Progress {
-	jb.mu.Lock()
-	p := Progress{
-		ID: jb.rec.ID, State: jb.state.String(), Error: jb.errMsg,
-		Failed: append([]string(nil), jb.failed...),
-	}
-	jb.mu.Unlock()
-	p.ElapsedSeconds = time.Since(jb.started).Seconds()
-	for _, f := range jb.folders {
-		p.Folders = append(p.Folders, FolderProgress{
-			Path: f.path, Files: int64(len(f.objects)), FilesDone: f.filesDone.Load(),
-			Bytes: f.bytes, BytesDone: f.bytesDone.Load(), CachedAtStart: f.cachedAtStart,
-		})
-	}
-	return p
 }
