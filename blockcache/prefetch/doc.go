@@ -45,6 +45,15 @@
 // failed; one that cannot be planned for now (S3 unreachable) stays queued
 // for the next start, and Cancel still stops it.
 //
+// # Goroutines
+//
+// Each running job is one goroutine, started by Start or Resume and
+// stopped by Cancel (which waits for it) or Close (which cancels every job
+// and waits for them with the Jobs' WaitGroup); it waits in turn for its
+// bounded pool (errgroup, JobOptions.Objects) of Warm calls before it
+// records how the job ended. Verify, Evict and Unpin run on the caller's
+// goroutine and context.
+//
 // # Verify, evict, unpin
 //
 // Verify lists paths afresh and compares each object with the cache:
