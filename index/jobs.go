@@ -71,6 +71,47 @@ func (db *DB) PutJob(j Job) error {
 	return nil
 }
 
+// CancelJob records the running job id as cancelled, with failed as its
+// failed keys when not nil, and drops every pin it holds, in one
+// transaction, so that no cancelled job keeps its objects from eviction.
+// A job that is not running is left alone. It returns the stored job's
+// state before; ok is false if no job id is stored.
+func (db *DB) CancelJob(id string, failed []string) (was JobState, ok bool, err error) {
+	if id == "" {
+		return 0, false, nil
+	}
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		j, err := decodeJob(id, v)
+		if err != nil {
+			return err
+		}
+		was, ok = j.State, true
+		if was != JobRunning {
+			return nil
+		}
+		j.State = JobCancelled
+		if failed != nil {
+			j.Failed = failed
+		}
+		if v, err = encodeJob(j); err != nil {
+			return err
+		}
+		if err := unpinJobTx(tx, id); err != nil {
+			return err
+		}
+		return b.Put([]byte(id), v)
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	return was, ok, nil
+}
+
 // Job returns the job stored under id; ok is false if there is none.
 func (db *DB) Job(id string) (j Job, ok bool, err error) {
 	if id == "" {

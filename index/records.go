@@ -230,6 +230,32 @@ func (db *DB) DeleteRecord(id string) error {
 	return nil
 }
 
+// ResetRecord removes record id but keeps its pins, in one transaction,
+// and returns what it removed (ok false: there was none): the object's
+// blocks are forgotten and fetched again, and it stays protected from
+// eviction meanwhile. A pin needs no record (see Pin).
+func (db *DB) ResetRecord(id string) (r Record, ok bool, err error) {
+	if id == "" {
+		return Record{}, false, nil
+	}
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		if r, err = decodeRecord(id, v); err != nil {
+			return err
+		}
+		ok = true
+		return b.Delete([]byte(id))
+	})
+	if err != nil {
+		return Record{}, false, fmt.Errorf("reset record %s: %w", id, err)
+	}
+	return r, ok, nil
+}
+
 // recordsChunk is how many records Records decodes per read transaction.
 const recordsChunk = 256
 

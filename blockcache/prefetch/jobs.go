@@ -99,10 +99,12 @@ type job struct {
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the job has finished
 
-	mu     sync.Mutex // guards state, errMsg and failed
+	mu     sync.Mutex // guards state, errMsg, failed and recordErr
 	state  index.JobState
 	errMsg string
 	failed []string
+	// recordErr is why recording the job's end failed, set by finish.
+	recordErr error
 }
 
 // folder is one path of a job and its objects.

@@ -116,9 +116,19 @@ func (j *Jobs) finish(jb *job) {
 	rec := jb.rec
 	rec.State, rec.Error, rec.Failed = jb.state, jb.errMsg, append([]string(nil), jb.failed...)
 	jb.mu.Unlock()
-	if err := j.db.PutJob(rec); err != nil {
+	var err error
+	if rec.State == index.JobCancelled {
+		// Recorded cancelled and unpinned at once: Cancel waits for this.
+		_, _, err = j.db.CancelJob(rec.ID, rec.Failed)
+	} else {
+		err = j.db.PutJob(rec)
+	}
+	if err != nil {
 		j.log.Error("record job", "job", rec.ID, "err", err)
 	}
+	jb.mu.Lock()
+	jb.recordErr = err
+	jb.mu.Unlock()
 	j.log.Info("prefetch job ended", "job", rec.ID, "state", rec.State.String(), "failed", len(rec.Failed))
 }
 
@@ -141,27 +151,22 @@ func (j *Jobs) Cancel(id string) error {
 	}
 	jb.cancel()
 	<-jb.done
-	if err := j.db.Unpin(id); err != nil {
-		return fmt.Errorf("unpin job %s: %w", id, err)
-	}
-	return nil
+	jb.mu.Lock()
+	defer jb.mu.Unlock()
+	return jb.recordErr
 }
 
 // cancelQueued cancels a job an earlier run left running that this run
 // has not resumed.
 func (j *Jobs) cancelQueued(id string) error {
-	rec, ok, err := j.db.Job(id)
+	was, ok, err := j.db.CancelJob(id, nil)
 	switch {
 	case err != nil:
 		return err
 	case !ok:
 		return fmt.Errorf("%w: %s", ErrNoJob, id)
-	case rec.State != index.JobRunning:
-		return fmt.Errorf("%w: %s is %s", ErrJobEnded, id, rec.State)
+	case was != index.JobRunning:
+		return fmt.Errorf("%w: %s is %s", ErrJobEnded, id, was)
 	}
-	rec.State = index.JobCancelled
-	if err := j.db.PutJob(rec); err != nil {
-		return err
-	}
-	return j.db.Unpin(id)
+	return nil
 }
