@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"time"
@@ -168,4 +169,43 @@ func (db *DB) DeleteJob(id string) error {
 		return fmt.Errorf("delete job %s: %w", id, err)
 	}
 	return nil
+}
+
+// PruneJobs deletes the ended jobs (done, failed, cancelled) older than
+// the newest keep of them, in one transaction, and returns their IDs. A
+// job that still holds pins is kept whatever its age: its pins are filed
+// under it, and deleting it would drop them (see DeleteJob). Running jobs
+// are never pruned.
+func (db *DB) PruneJobs(keep int) (pruned []string, err error) {
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		pruned = nil // Update may not run fn again, but keep it idempotent
+		var ended [][]byte
+		jobs := tx.Bucket(bucketJobs)
+		err := jobs.ForEach(func(k, v []byte) error {
+			j, err := decodeJob(string(k), v)
+			if err == nil && j.State != JobRunning {
+				ended = append(ended, bytes.Clone(k))
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		pins := tx.Bucket(bucketJobPins).Cursor()
+		for _, k := range ended[:max(len(ended)-keep, 0)] { // sorted by ID: oldest first
+			prefix := pinKey(string(k), "")
+			if p, _ := pins.Seek(prefix); p != nil && bytes.HasPrefix(p, prefix) {
+				continue
+			}
+			if err := jobs.Delete(k); err != nil {
+				return err
+			}
+			pruned = append(pruned, string(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prune jobs: %w", err)
+	}
+	return pruned, nil
 }

@@ -205,6 +205,34 @@ func TestResetRecordKeepsItsPins(t *testing.T) {
 	}
 }
 
+func TestPruneJobsKeepsNewestPinnedAndRunning(t *testing.T) {
+	db := openTest(t)
+	for _, j := range []Job{
+		{ID: "1", State: JobDone}, {ID: "2", State: JobFailed}, {ID: "3", State: JobRunning},
+		{ID: "4", State: JobCancelled}, {ID: "5", State: JobDone}, {ID: "6", State: JobDone},
+	} {
+		if err := db.PutJob(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Pin("2", []string{"r1"}); err != nil {
+		t.Fatal(err)
+	}
+	pruned, err := db.PruneJobs(2)
+	if err != nil || !slices.Equal(pruned, []string{"1", "4"}) {
+		t.Fatalf("PruneJobs(2) = %q, %v; want [1 4]", pruned, err)
+	}
+	var left []string
+	jobs, _ := db.Jobs()
+	for _, j := range jobs {
+		left = append(left, j.ID)
+	}
+	if !slices.Equal(left, []string{"2", "3", "5", "6"}) {
+		t.Fatalf("jobs left %q; want the pinned, the running and the newest two", left)
+	}
+	assertPinned(t, db, "r1", "2")
+}
+
 func TestCancelJobDropsItsPinsOnlyWhileRunning(t *testing.T) {
 	db := openTest(t)
 	putJobs(t, db, "run", "done")

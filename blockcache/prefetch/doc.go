@@ -36,7 +36,7 @@
 // Cancel releases the job's own pins. A pinned object's record can still
 // be dropped when S3 no longer holds that version (the pin goes with it).
 //
-// # Resume
+// # Resume and lifetimes
 //
 // Jobs.Close cancels the running jobs and waits for them; they stay
 // recorded as running, and Jobs.Resume, at the next start, plans and runs
@@ -44,6 +44,13 @@
 // job that can never run as asked (a path gone, too big now) is recorded
 // failed; one that cannot be planned for now (S3 unreachable) stays queued
 // for the next start, and Cancel still stops it.
+//
+// Ended jobs (done, failed, cancelled) are not kept for ever: List shows
+// every running job and the newest KeepEnded (16) ended ones. Each time a
+// job ends, older ended jobs are forgotten in memory (Get then answers
+// from the index's record, state only), and their records are deleted
+// from the index once no pin is left under their ID (the pins of a done
+// job are filed under it, so its record stays until they are released).
 //
 // # Goroutines
 //

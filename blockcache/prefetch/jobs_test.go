@@ -214,3 +214,39 @@ func TestPrefetchFetchesAnObjectReplacedMidJob(t *testing.T) {
 		t.Fatalf("the new version is pinned by %v", ids)
 	}
 }
+
+func TestEndedJobsArePruned(t *testing.T) {
+	f, j := jobFixture(t, JobOptions{})
+	f.src.Put("p/a", randBytes(80, testBlock))
+	var ids []string
+	for range KeepEnded + 4 {
+		p, err := j.Start(context.Background(), []string{"p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := waitJob(t, j, p.ID); p.State != "done" {
+			t.Fatalf("job %s ended %s", p.ID, p.State)
+		}
+		// Released, as `prefetch --unpin` does: the record may go then.
+		if _, err := j.Unpin(context.Background(), []string{"p"}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.ID)
+	}
+	ps := j.List()
+	if len(ps) != KeepEnded || ps[0].ID != ids[len(ids)-KeepEnded] || ps[len(ps)-1].ID != ids[len(ids)-1] {
+		t.Fatalf("List shows %d jobs from %s, want the newest %d from %s", len(ps), ps[0].ID, KeepEnded, ids[len(ids)-KeepEnded])
+	}
+	if _, err := j.Get(ids[0]); !errors.Is(err, ErrNoJob) {
+		t.Fatalf("Get of the oldest job: %v, want ErrNoJob", err)
+	}
+	if recs, _ := f.db.Jobs(); len(recs) > KeepEnded+1 {
+		t.Fatalf("the index keeps %d jobs", len(recs))
+	}
+	j.mu.Lock()
+	n := len(j.jobs)
+	j.mu.Unlock()
+	if n > KeepEnded+1 {
+		t.Fatalf("%d jobs kept in memory", n)
+	}
+}

@@ -72,7 +72,9 @@ func recordProgress(rec index.Job) Progress {
 	return p
 }
 
-// List returns snapshots of this run's jobs, oldest first.
+// List returns snapshots of this run's jobs, and of jobs of earlier runs
+// that failed or are still queued, oldest first: every running job, and
+// the newest KeepEnded of the ended ones.
 func (j *Jobs) List() []Progress {
 	j.mu.Lock()
 	jobs := make([]*job, 0, len(j.jobs))
@@ -97,6 +99,26 @@ func (j *Jobs) List() []Progress {
 		j.log.Warn("read jobs", "err", err)
 	}
 	sortProgress(out)
+	return keepNewestEnded(out)
+}
+
+// keepNewestEnded drops from ps, sorted oldest first, the ended jobs
+// older than the newest KeepEnded of them.
+func keepNewestEnded(ps []Progress) []Progress {
+	ended := 0
+	for _, p := range ps {
+		if p.State != index.JobRunning.String() {
+			ended++
+		}
+	}
+	out := ps[:0]
+	for _, p := range ps {
+		if p.State != index.JobRunning.String() && ended > KeepEnded {
+			ended--
+			continue
+		}
+		out = append(out, p)
+	}
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -42,6 +43,7 @@ func (j *Jobs) run(jb *job) error {
 		defer cancel()
 		j.fetchAll(ctx, jb)
 		j.finish(jb)
+		j.prune()
 	}()
 	return nil
 }
@@ -130,6 +132,48 @@ func (j *Jobs) finish(jb *job) {
 	jb.recordErr = err
 	jb.mu.Unlock()
 	j.log.Info("prefetch job ended", "job", rec.ID, "state", rec.State.String(), "failed", len(rec.Failed))
+}
+
+// KeepEnded is how many ended jobs (done, failed, cancelled) List shows
+// and Get knows, the newest ones; older ones are forgotten.
+const KeepEnded = 16
+
+// prune forgets the ended jobs past the newest KeepEnded: this run's from
+// memory (Get then answers from the index, while the record is there),
+// and their records, and those of earlier runs, from the index once they
+// hold no pins (the index keeps a job with pins: they are filed under it).
+func (j *Jobs) prune() {
+	if _, err := j.db.PruneJobs(KeepEnded); err != nil {
+		j.log.Warn("prune ended prefetch jobs", "err", err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var ended []string
+	for id, jb := range j.jobs {
+		jb.mu.Lock()
+		over := jb.state != index.JobRunning && isClosed(jb.done)
+		jb.mu.Unlock()
+		if over {
+			ended = append(ended, id)
+		}
+	}
+	if len(ended) <= KeepEnded {
+		return
+	}
+	slices.Sort(ended) // IDs sort by start time
+	for _, id := range ended[:len(ended)-KeepEnded] {
+		delete(j.jobs, id)
+	}
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // Cancel stops a running job and releases its pins.

@@ -135,6 +135,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		Prefix: cfg.Source.Prefix, Logger: log,
 	})
 	undo = append(undo, d.jobs.Close)
+	undo = append(undo, d.catalog.Close) // before the cache its OnGone calls, and the index
 	d.root = s3fs.NewRoot(s3fs.Options{
 		Tree: d.catalog, Files: cacheFiles{d.cache},
 		UID: cfg.UID, GID: cfg.GID, FileMode: cfg.FileMode, DirMode: cfg.DirMode,
@@ -368,6 +369,7 @@ func (d *daemon) close() error {
 	d.bgCancel()
 	d.bg.Wait()
 	d.jobs.Close()
+	d.catalog.Close() // its listings write to the index and call the cache
 	errs = append(errs, d.cache.Close(), d.db.Close())
 	close(d.stopped)
 	errs = append(errs, d.ctl.close(ctx))
