@@ -123,5 +123,5 @@
 // entries, evicted arbitrarily), so a Lookup in a folder of thousands of
 // files is a binary search rather than a decode. The memory copy stays
 // coherent because the file is locked to this DB and every listing write
-// goes through PutListing or DeleteListing.
+// goes through PutListing.
 package index

@@ -66,22 +66,17 @@ func (db *DB) Record(id string) (r Record, ok bool, err error) {
 	return r, ok, nil
 }
 
-// AddBlocks marks blocks [first, first+n) of rec.ID present and returns the
-// stored record after the change. If no record with rec.ID exists it is
-// created from rec's fields with an empty Present of the right length
-// (rec.Present is ignored). An existing record keeps its LastAccess; its
-// Key, Version, Size and BlockSize must match rec's (ErrInvalid otherwise),
-// as must the block range.
+// AddBlocksSums marks the len(sums) blocks from first of rec.ID present,
+// recording their checksums (see Record.Sums) in the same transaction, and
+// returns the stored record after the change. If no record with rec.ID
+// exists it is created from rec's fields with an empty Present of the
+// right length (rec.Present is ignored). An existing record keeps its
+// LastAccess; its Key, Version, Size and BlockSize must match rec's
+// (ErrInvalid otherwise), as must the block range.
 //
 // Callers must only add blocks whose bytes are already durable: after a
-// crash, a recorded block is trusted. AddBlocks commits through bbolt's
-// Batch, so concurrent calls share one fsync'd transaction.
-func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
-	return db.addBlocks(rec, first, n, nil)
-}
-
-// AddBlocksSums is AddBlocks for len(sums) blocks from first, recording
-// their checksums (see Record.Sums) in the same transaction.
+// crash, a recorded block is trusted. AddBlocksSums commits through
+// bbolt's Batch, so concurrent calls share one fsync'd transaction.
 func (db *DB) AddBlocksSums(rec Record, first int64, sums []uint32) (Record, error) {
 	return db.addBlocks(rec, first, int64(len(sums)), sums)
 }
