@@ -195,12 +195,8 @@ func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing,
 		return Listing{}, err
 	}
 	if !force {
-		l, ok, err := c.db.sharedListing(prefix)
-		if err != nil {
-			return Listing{}, err
-		}
-		if ok && c.fresh(l.ListedAt) {
-			return l, nil
+		if l, ok, err := c.stored(prefix); err != nil || ok {
+			return l, err
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -242,17 +238,22 @@ func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing,
 	}
 }
 
+// stored returns the stored listing of prefix if it is fresh (ok).
+func (c *Catalog) stored(prefix string) (l Listing, ok bool, err error) {
+	l, ok, err = c.db.sharedListing(prefix)
+	if err != nil || !ok || !c.fresh(l.ListedAt) {
+		return Listing{}, false, err
+	}
+	return l, true, nil
+}
+
 // list asks S3 for prefix and stores the result. Unless forced it first
 // re-checks the store: a flight that ended while this caller was reading
 // the stale listing has already done the work.
 func (c *Catalog) list(ctx context.Context, prefix string, force bool) (Listing, error) {
 	if !force {
-		l, ok, err := c.db.sharedListing(prefix)
-		if err != nil {
-			return Listing{}, err
-		}
-		if ok && c.fresh(l.ListedAt) {
-			return l, nil
+		if l, ok, err := c.stored(prefix); err != nil || ok {
+			return l, err
 		}
 	}
 	// The listing's time is taken before asking S3: anything S3 changes

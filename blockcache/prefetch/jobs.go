@@ -99,12 +99,14 @@ type job struct {
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the job has finished
 
-	mu     sync.Mutex // guards state, errMsg, failed and recordErr
+	mu     sync.Mutex // guards state, errMsg, failed, recordErr and ended
 	state  index.JobState
 	errMsg string
 	failed []string
-	// recordErr is why recording the job's end failed, set by finish.
+	// recordErr is why recording the job's end failed, and ended that
+	// the end is recorded (not stopped by Close): both set by finish.
 	recordErr error
+	ended     bool
 }
 
 // folder is one path of a job and its objects.

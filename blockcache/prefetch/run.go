@@ -129,7 +129,7 @@ func (j *Jobs) finish(jb *job) {
 		j.log.Error("record job", "job", rec.ID, "err", err)
 	}
 	jb.mu.Lock()
-	jb.recordErr = err
+	jb.recordErr, jb.ended = err, true
 	jb.mu.Unlock()
 	j.log.Info("prefetch job ended", "job", rec.ID, "state", rec.State.String(), "failed", len(rec.Failed))
 }
@@ -151,7 +151,7 @@ func (j *Jobs) prune() {
 	var ended []string
 	for id, jb := range j.jobs {
 		jb.mu.Lock()
-		over := jb.state != index.JobRunning && isClosed(jb.done)
+		over := jb.ended
 		jb.mu.Unlock()
 		if over {
 			ended = append(ended, id)
@@ -163,16 +163,6 @@ func (j *Jobs) prune() {
 	slices.Sort(ended) // IDs sort by start time
 	for _, id := range ended[:len(ended)-KeepEnded] {
 		delete(j.jobs, id)
-	}
-}
-
-// isClosed reports whether ch is closed.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
 	}
 }
 
