@@ -89,10 +89,10 @@
 // sparse file allocates them) is counted in memory, from the index once at
 // start, and every fetch reserves room for its blocks before its GET.
 // When a reservation would pass Options.MaxBytes or leave less than
-// Options.MinFree free, the fetch evicts, in the fetching goroutine and
-// under evictMu only (not under the locks readers need), least recently
-// opened objects that are neither pinned nor open, until there is room for
-// it and a margin beyond. Access times are noted on open at most once a
+// Options.MinFree free, the fetch evicts, in the fetching goroutine,
+// holding evictMu (and Cache.mu only while it drops one object), least
+// recently opened objects that are neither pinned nor open, until there is
+// room for it and a margin beyond. Access times are noted on open at most once a
 // minute per object and written to the index in one batch a second.
 //
 // # Versions

@@ -61,7 +61,7 @@ type Jobs struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex      // guards jobs, seq and closed
+	mu     sync.Mutex      // guards jobs, seq and closed; taken before a job's mu (prune)
 	jobs   map[string]*job // jobs of this daemon run, by ID
 	seq    int
 	closed bool // set by Close: no job starts afterwards
