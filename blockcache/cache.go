@@ -386,20 +386,11 @@ func (c *Cache) load(o *object) error {
 // resetRecord forgets every block of rec, keeping the pins on it: the
 // object is fetched again and stays protected from eviction.
 func (c *Cache) resetRecord(rec index.Record) error {
-	jobs, err := c.db.Pinned(rec.ID)
-	if err != nil {
-		return err
+	old, ok, err := c.db.ResetRecord(rec.ID)
+	if ok {
+		c.used.Add(-diskUsage(old))
 	}
-	if err := c.db.DeleteRecord(rec.ID); err != nil {
-		return err
-	}
-	c.used.Add(-diskUsage(rec))
-	for _, j := range jobs {
-		if err := c.db.Pin(j, []string{rec.ID}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }
 
 // maxChecked bounds Cache.checked: past it, the memory of some object is

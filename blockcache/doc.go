@@ -1,6 +1,8 @@
 // Package blockcache is s3cachefs's SSD store: it keeps the bytes of each S3
 // object version in one sparse cache file and fetches missing blocks from S3
-// on demand.
+// on demand. Folder-level operations on it (prefetch jobs, verify, evict,
+// unpin) are package blockcache/prefetch, which uses only what this
+// package exports.
 //
 // # On-disk layout
 //
@@ -30,8 +32,28 @@
 // read the whole file, and its parts then download in parallel); another
 // sequential reader (a read within a part of where the last one ended)
 // starts at two parts. Each sequential read quadruples the window up to
-// Options.ReadAhead; a random read resets it. At most Options.MaxFetches
-// GETs are in flight.
+// Options.ReadAhead; a random read resets it.
+//
+// # The gate
+//
+// At most Options.MaxFetches GETs are in flight: each fetch holds a token
+// of the gate (sem.go) while its request and body run, and lets go of it
+// before the fsync and index commit that follow, which need no connection.
+// The gate serves urgent waiters (reads, read-ahead) before background ones
+// (Warm, that is prefetch); a background fetch that a reader starts
+// waiting on becomes urgent, so a trainer's read jumps a prefetch's queue
+// even when the prefetch asked for the part first.
+//
+// # Uncached reads
+//
+// A fetch that cannot get room on SSD (everything evictable was, and the
+// rest is pinned or open; or the disk filled up under the write) fails
+// with ErrCacheFull, and the read that needed it is served straight from
+// S3 into the reader's buffer with a ranged GET of its own (handle.go):
+// nothing is written or recorded, the gate is not taken (it is the
+// reader's own request), and Stats.Uncached counts it. A body that breaks
+// off is asked for again from where it stopped, within the same budget as
+// a fetch's.
 //
 // A block fetched while a Handle has its object open is kept in the
 // fetch's buffer, up to half of Options.MaxFetches blocks across the cache,
@@ -61,12 +83,63 @@
 // and checked, because whoever reads it then (the kernel, in FUSE
 // passthrough) bypasses these checks.
 //
+// # Eviction
+//
+// The space cached blocks take (each rounded to filesystem blocks, as the
+// sparse file allocates them) is counted in memory, from the index once at
+// start, and every fetch reserves room for its blocks before its GET.
+// When a reservation would pass Options.MaxBytes or leave less than
+// Options.MinFree free, the fetch evicts, in the fetching goroutine,
+// holding evictMu (and Cache.mu only while it drops one object), least
+// recently opened objects that are neither pinned nor open, until there is
+// room for it and a margin beyond. Access times are noted on open at most once a
+// minute per object and written to the index in one batch a second.
+//
+// # Versions
+//
+// The first commit of a version records it as its key's current one
+// (index.SetCurrent) and drops the data of the version it replaces; a
+// version in use is marked superseded and dropped by its last release.
+// Forget drops versions the catalog found gone from S3.
+//
 // # Concurrency
 //
-// Cache and Handle methods may be called from many goroutines. Lock order:
-// object.mu before Cache.mu (startFetch takes a file reference while it
-// holds the object). Opening an object's file and reading its record run
-// without either lock, behind a placeholder that other openers wait on;
-// dropping an object (eviction, a replaced version) holds Cache.mu across
-// its index write and unlink, so that nobody opens it meanwhile.
+// Cache and Handle methods may be called from many goroutines. The locks,
+// outermost first:
+//
+//	Cache.evictMu   reservations and eviction (evict.go)
+//	object.mu       an object's record, checks, fetches in flight and
+//	                fresh blocks
+//	Cache.mu        the objects in use, their references, and checked
+//	index           bbolt's writer lock: taken under Cache.evictMu or
+//	                Cache.mu, never under object.mu
+//
+// object.mu before Cache.mu: startFetch takes a reference to the object
+// while it holds the object. Cache.mu is never held while object.mu is
+// taken: the last release of an object (and dropFreshLocked in it) runs
+// under Cache.mu alone, which is safe because nobody else holds the object
+// then. Cache.evictMu is taken with neither object.mu nor Cache.mu held;
+// eviction takes Cache.mu under it for each object it drops. Dropping an
+// object (eviction, a replaced version) holds Cache.mu across its index
+// write and unlink, so that nobody opens it meanwhile. Handle.mu, the
+// gate's mutex and Cache.touchMu are leaves: nothing else is taken while
+// one is held (and no index call is made). Opening an object's file and
+// reading its record run without any lock, behind a placeholder that other
+// openers wait on.
+//
+// # Goroutines
+//
+//	goroutine      started by                stopped by                     Close waits with
+//	flushTouches   New                       Close: cancels c.ctx; it       Cache.flusher
+//	                                         flushes once more and returns
+//	a part fetch   startFetch, from ReadAt,  its GET and commit ending, or  Cache.wg
+//	               its read-ahead, and Warm  Close: cancels c.ctx, which
+//	                                         ends the gate wait, the GET
+//	                                         and the wait between retries
+//
+// A fetch runs on after the reader that started it gives up; it holds a
+// reference to its object, so the object's file stays open until it ends.
+// Close marks the cache closed (no fetch starts afterwards), cancels, and
+// waits for both kinds before it closes the cache files. Nothing else in
+// the package starts a goroutine.
 package blockcache

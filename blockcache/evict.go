@@ -162,6 +162,16 @@ func (c *Cache) evictLocked(need int64) error {
 	return nil
 }
 
+// EvictObject drops the cached data of object version id (its record, its
+// pins and its file) unless it is in use, and reports whether it did. It
+// does not count as an eviction in Stats: it is asked for, not made room.
+func (c *Cache) EvictObject(id string) (bool, error) {
+	return c.evictOne(victim{id: id})
+}
+
+// FreeSpace is how many bytes the cache filesystem has free for us.
+func (c *Cache) FreeSpace() (int64, error) { return freeSpace(c.opts.Dir) }
+
 // evictOne deletes the record, then the file, of v unless it is in use.
 // Holding Cache.mu keeps it from being opened meanwhile.
 func (c *Cache) evictOne(v victim) (bool, error) {
@@ -180,7 +190,7 @@ func (c *Cache) evictOne(v victim) (bool, error) {
 // (deleted or replaced). A version in use is dropped on its last close.
 func (c *Cache) Forget(objs []index.Object) {
 	for _, o := range objs {
-		if err := c.dropVersion(ObjectID(c.opts.Bucket, o)); err != nil {
+		if err := c.DropVersion(ObjectID(c.opts.Bucket, o)); err != nil {
 			c.log.Warn("drop data of a changed object", "key", o.Key, "err", err)
 			continue
 		}

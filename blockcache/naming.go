@@ -24,3 +24,15 @@ func ObjectID(bucket string, obj index.Object) string {
 func objectPath(dir, id string) string {
 	return filepath.Join(dir, "objects", id[:2], id)
 }
+
+// Bucket is the bucket the cache's object IDs are of: ObjectID(c.Bucket(),
+// obj) names obj's cache file.
+func (c *Cache) Bucket() string { return c.opts.Bucket }
+
+// Dir is the cache directory (Options.Dir).
+func (c *Cache) Dir() string { return c.opts.Dir }
+
+// FilePath is where the cache file of object version id lives. Only blocks
+// its record lists hold valid bytes; a caller that reads it directly
+// checks them itself.
+func (c *Cache) FilePath(id string) string { return objectPath(c.opts.Dir, id) }

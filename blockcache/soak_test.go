@@ -1,4 +1,4 @@
-package blockcache
+package blockcache_test
 
 import (
 	"bytes"
@@ -19,6 +19,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 	"s3cachefs/blockcache/s3store/memstore"
 	"s3cachefs/index"
 )
@@ -34,6 +36,9 @@ const (
 	// soakLimit is the cache limit: the objects take several times as
 	// much, so eviction and uncached reads run all the time.
 	soakLimit = 40 * testPart
+
+	testBlock = blockcache.TestBlock
+	testPart  = blockcache.TestPart
 )
 
 // soakObject is one key of the soak and the two contents S3 flips it
@@ -76,9 +81,9 @@ func (v soakVersion) replaced() bool {
 // the rest is set before the goroutines start.
 type soak struct {
 	t    *testing.T
-	f    *fixture
+	f    *soakFixture
 	cat  *index.Catalog
-	jobs *Jobs
+	jobs *prefetch.Jobs
 	objs []*soakObject
 	hot  []*soakObject // the first soakHot of objs
 
@@ -105,8 +110,7 @@ func TestSoak(t *testing.T) {
 	// Registered first, so it runs after the fixture's own cleanups.
 	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 
-	f := &fixture{t: t, dir: soakDir(t), src: memstore.New()}
-	f.open(Options{MaxBytes: soakLimit, ReadAhead: 2 * testPart})
+	f := openSoakFixture(t, blockcache.Options{MaxBytes: soakLimit, ReadAhead: 2 * testPart})
 	s := &soak{t: t, f: f}
 	s.setup()
 	// A little latency per GET, as S3 has, so that fetches overlap.
@@ -136,7 +140,7 @@ func TestSoak(t *testing.T) {
 	s.jobs.Close()
 	// Read-ahead fetches run on after their handles closed; with every
 	// reader and job stopped nothing starts more, so this wait ends.
-	f.c.wg.Wait()
+	f.c.WaitFetches()
 	s.checkQuiet()
 	s.checkCachedBytes()
 
@@ -163,6 +167,45 @@ func TestSoak(t *testing.T) {
 	if fds := s.openCacheFiles(f.dir); len(fds) > 0 {
 		t.Errorf("files of the cache dir still open after Close: %v", fds)
 	}
+}
+
+// soakFixture is the cache over an in-memory store that the soak runs on.
+type soakFixture struct {
+	t   *testing.T
+	dir string
+	db  *index.DB
+	src *memstore.Store
+	c   *blockcache.Cache
+}
+
+func openSoakFixture(t *testing.T, opts blockcache.Options) *soakFixture {
+	f := &soakFixture{t: t, dir: soakDir(t), src: memstore.New()}
+	db, err := index.Open(filepath.Join(f.dir, "index.db"), index.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Dir, opts.Bucket = f.dir, "bucket"
+	opts.BlockSize, opts.PartSize = testBlock, testPart
+	c, err := blockcache.New(db, f.src, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.db, f.c = db, c
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *soakFixture) close() {
+	if f.c == nil {
+		return
+	}
+	if err := f.c.Close(); err != nil {
+		f.t.Error(err)
+	}
+	if err := f.db.Close(); err != nil {
+		f.t.Error(err)
+	}
+	f.c, f.db = nil, nil
 }
 
 // soakDir is the cache dir: on tmpfs where there is one, so that the run
@@ -193,7 +236,7 @@ func (s *soak) setup() {
 		}
 		for v := 1; v >= 0; v-- {
 			size := r.IntN(maxSize + 1) // sometimes 0, rarely block-aligned
-			o.data[v] = randBytes(uint64(1000*i+v), size)
+			o.data[v] = blockcache.RandBytes(uint64(1000*i+v), size)
 			o.meta[v] = s.f.src.Put(o.key, o.data[v])
 		}
 		s.objs = append(s.objs, o)
@@ -202,7 +245,7 @@ func (s *soak) setup() {
 	s.cat = index.NewCatalog(s.f.db, s.f.src, index.CatalogOptions{
 		TTL: time.Hour, OnGone: func(gone []index.Object) { s.f.c.Forget(gone) },
 	})
-	s.jobs = NewJobs(s.f.c, s.cat, s.f.db, JobOptions{Objects: 2, MaxBytes: soakLimit})
+	s.jobs = prefetch.NewJobs(s.f.c, s.cat, s.f.db, prefetch.JobOptions{Objects: 2, MaxBytes: soakLimit})
 	s.t.Cleanup(s.jobs.Close)
 }
 
@@ -237,7 +280,7 @@ func (s *soak) reader(ctx context.Context, seed uint64) {
 	}
 }
 
-func (s *soak) readSequential(ctx context.Context, h *Handle, v soakVersion, off int64, r *rand.Rand, buf []byte) {
+func (s *soak) readSequential(ctx context.Context, h *blockcache.Handle, v soakVersion, off int64, r *rand.Rand, buf []byte) {
 	const chunk = 128 << 10
 	for off < v.meta.Size && ctx.Err() == nil {
 		if !s.read(ctx, h, v, off, chunk, r.IntN(50) == 0, buf) {
@@ -247,7 +290,7 @@ func (s *soak) readSequential(ctx context.Context, h *Handle, v soakVersion, off
 	}
 }
 
-func (s *soak) readRandom(ctx context.Context, h *Handle, v soakVersion, r *rand.Rand, buf []byte) {
+func (s *soak) readRandom(ctx context.Context, h *blockcache.Handle, v soakVersion, r *rand.Rand, buf []byte) {
 	for range 1 + r.IntN(16) {
 		off := r.Int64N(v.meta.Size + 1)
 		if !s.read(ctx, h, v, off, 1+r.IntN(len(buf)), r.IntN(50) == 0, buf) || ctx.Err() != nil {
@@ -261,7 +304,7 @@ func (s *soak) readRandom(ctx context.Context, h *Handle, v soakVersion, r *rand
 // up does: it must get the right bytes or context.Canceled, and the
 // fetches it started must still serve the others. It reports whether the
 // handle is worth reading on.
-func (s *soak) read(ctx context.Context, h *Handle, v soakVersion, off int64, n int, giveUp bool, buf []byte) bool {
+func (s *soak) read(ctx context.Context, h *blockcache.Handle, v soakVersion, off int64, n int, giveUp bool, buf []byte) bool {
 	rctx := context.Background()
 	if giveUp {
 		c, cancel := context.WithCancel(rctx)
@@ -309,17 +352,13 @@ func (s *soak) prefetcher(ctx context.Context) map[string]int {
 			return states
 		}
 		if n%3 == 2 {
-			if err := s.jobs.Cancel(p.ID); err != nil && !errors.Is(err, ErrJobEnded) {
+			if err := s.jobs.Cancel(p.ID); err != nil && !errors.Is(err, prefetch.ErrJobEnded) {
 				s.errorf("cancel job %s: %v", p.ID, err)
 			}
 		}
-		s.jobs.mu.Lock()
-		done := s.jobs.jobs[p.ID].done
-		s.jobs.mu.Unlock()
-		<-done
-		end, err := s.jobs.Get(p.ID)
-		if err != nil {
-			s.errorf("job %s: %v", p.ID, err)
+		end, ok := s.jobEnd(ctx, p.ID, tick.C)
+		if !ok {
+			return states
 		}
 		states[end.State]++
 		if end.State == "failed" {
@@ -330,10 +369,26 @@ func (s *soak) prefetcher(ctx context.Context) map[string]int {
 			s.errorf("unpin job %s: %v", prev, err)
 		}
 		prev = p.ID
+	}
+}
+
+// jobEnd looks at job id at every tick, as `s3cachefs prefetch` does,
+// until it has ended (ok) or the run is over (a job of hot/, a few parts
+// in memory, ends long before that unless something hangs).
+func (s *soak) jobEnd(ctx context.Context, id string, tick <-chan time.Time) (prefetch.Progress, bool) {
+	for {
+		p, err := s.jobs.Get(id)
+		if err != nil {
+			s.errorf("job %s: %v", id, err)
+			return p, false
+		}
+		if p.State != "running" {
+			return p, true
+		}
 		select {
 		case <-ctx.Done():
-			return states
-		case <-tick.C:
+			return p, false
+		case <-tick:
 		}
 	}
 }
@@ -416,13 +471,13 @@ func (s *soak) checkQuiet() {
 		t.Errorf("cache files still open with every handle closed: %v", fds)
 	}
 	var recorded int64
-	if err := s.f.db.Records(func(r index.Record) bool { recorded += diskUsage(r); return true }); err != nil {
+	if err := s.f.db.Records(func(r index.Record) bool { recorded += blockcache.DiskUsage(r); return true }); err != nil {
 		t.Fatal(err)
 	}
-	if used := c.used.Load(); used != recorded {
+	if used := c.Stats().UsedBytes; used != recorded {
 		t.Errorf("the cache counts %d bytes in use but its records take %d: a reservation leaked", used, recorded)
 	}
-	if du := s.f.diskUsed(); du > soakLimit {
+	if du := blockcache.DiskUsed(s.f.dir); du > soakLimit {
 		t.Errorf("the cache files take %d bytes on disk, over the %d limit", du, soakLimit)
 	}
 }
@@ -448,7 +503,7 @@ func (s *soak) checkCachedBytes() {
 			t.Errorf("record %s of %s has version %s, which S3 never held", r.ID, r.Key, r.Version)
 			continue
 		}
-		file, err := os.ReadFile(objectPath(s.f.dir, r.ID))
+		file, err := os.ReadFile(s.f.c.FilePath(r.ID))
 		if err != nil {
 			t.Errorf("cache file of %s: %v", r.Key, err)
 			continue

@@ -2,12 +2,14 @@ package index
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,9 +45,22 @@ type Catalog struct {
 	lister Lister         // set once in NewCatalog
 	opts   CatalogOptions // set once in NewCatalog; Logger and Now not nil
 
+	// ctx is the listings' lifetime: the flights run on it (with the
+	// first caller's values), and Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	flights singleflight.Group // one S3 listing per prefix at a time
 	calls   atomic.Int64       // Lister.List calls made
+
+	mu     sync.Mutex     // guards closed and the Adds of wg
+	closed bool           // set by Close: no listing starts afterwards
+	wg     sync.WaitGroup // listings in flight
 }
+
+// ErrCatalogClosed is returned by a Catalog that would have to list S3
+// after Close.
+var ErrCatalogClosed = errors.New("catalog is closed")
 
 // Entry is one name in a folder of the mount.
 type Entry struct {
@@ -66,7 +81,19 @@ func NewCatalog(db *DB, l Lister, opts CatalogOptions) *Catalog {
 	// A folder is listed again after every TTL: warn about a skipped key
 	// once per run.
 	opts.Logger = newWarnOnce(opts.Logger)
-	return &Catalog{db: db, lister: l, opts: opts}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Catalog{db: db, lister: l, opts: opts, ctx: ctx, cancel: cancel}
+}
+
+// Close cancels the listings in flight and waits for them; afterwards a
+// read that needs S3 fails with ErrCatalogClosed (stored fresh listings
+// still answer while the DB is open). Call it before closing the DB.
+func (c *Catalog) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
 }
 
 // ReadDir returns the entries of dir, sorted by name. dir is relative to
@@ -133,9 +160,6 @@ func (c *Catalog) Refresh(ctx context.Context, dir string) error {
 	return err
 }
 
-// ListCalls returns how many Lister.List calls this catalog has made.
-func (c *Catalog) ListCalls() int64 { return c.calls.Load() }
-
 // prefix returns the S3 prefix of dir, or an error wrapping
 // io/fs.ErrInvalid if dir is not a clean relative folder path.
 func (c *Catalog) prefix(dir string) (string, error) {
@@ -171,12 +195,8 @@ func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing,
 		return Listing{}, err
 	}
 	if !force {
-		l, ok, err := c.db.sharedListing(prefix)
-		if err != nil {
-			return Listing{}, err
-		}
-		if ok && c.fresh(l.ListedAt) {
-			return l, nil
+		if l, ok, err := c.stored(prefix); err != nil || ok {
+			return l, err
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -191,9 +211,21 @@ func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing,
 	}
 	// The shared listing runs detached from ctx, so one caller giving up
 	// does not fail it for the others who joined; it ends when the
-	// Lister returns, and the Lister bounds its own requests.
+	// Lister returns (the Lister bounds its own requests) or Close
+	// cancels it.
 	ch := c.flights.DoChan(key, func() (any, error) {
-		return c.list(context.WithoutCancel(ctx), prefix, force)
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return Listing{}, fmt.Errorf("list %q: %w", prefix, ErrCatalogClosed)
+		}
+		c.wg.Add(1)
+		c.mu.Unlock()
+		defer c.wg.Done()
+		lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		defer stop()
+		defer context.AfterFunc(c.ctx, stop)()
+		return c.list(lctx, prefix, force)
 	})
 	select {
 	case res := <-ch:
@@ -206,17 +238,22 @@ func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing,
 	}
 }
 
+// stored returns the stored listing of prefix if it is fresh (ok).
+func (c *Catalog) stored(prefix string) (l Listing, ok bool, err error) {
+	l, ok, err = c.db.sharedListing(prefix)
+	if err != nil || !ok || !c.fresh(l.ListedAt) {
+		return Listing{}, false, err
+	}
+	return l, true, nil
+}
+
 // list asks S3 for prefix and stores the result. Unless forced it first
 // re-checks the store: a flight that ended while this caller was reading
 // the stale listing has already done the work.
 func (c *Catalog) list(ctx context.Context, prefix string, force bool) (Listing, error) {
 	if !force {
-		l, ok, err := c.db.sharedListing(prefix)
-		if err != nil {
-			return Listing{}, err
-		}
-		if ok && c.fresh(l.ListedAt) {
-			return l, nil
+		if l, ok, err := c.stored(prefix); err != nil || ok {
+			return l, err
 		}
 	}
 	// The listing's time is taken before asking S3: anything S3 changes

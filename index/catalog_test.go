@@ -24,6 +24,9 @@ type fakeLister struct {
 	gate    chan struct{} // nil, or closed to let calls finish
 }
 
+// ListCalls returns how many Lister.List calls c has made.
+func (c *Catalog) ListCalls() int64 { return c.calls.Load() }
+
 func (f *fakeLister) List(ctx context.Context, prefix string) (ListResult, error) {
 	f.calls.Add(1)
 	if f.entered != nil {
@@ -383,5 +386,36 @@ func TestCatalogReportsGoneObjects(t *testing.T) {
 	}
 	if len(gone) != 2 || gone[0].ETag != "a1" || gone[1].Key != "ds/train/b.npz" {
 		t.Fatalf("gone = %+v, want old a.npz and b.npz", gone)
+	}
+}
+
+// ctxLister blocks every List until its context ends.
+type ctxLister struct{ entered chan struct{} }
+
+func (l ctxLister) List(ctx context.Context, prefix string) (ListResult, error) {
+	l.entered <- struct{}{}
+	<-ctx.Done()
+	return ListResult{}, ctx.Err()
+}
+
+func TestCatalogCloseCancelsAndJoinsListings(t *testing.T) {
+	l := ctxLister{entered: make(chan struct{}, 1)}
+	c, _ := newTestCatalog(t, l, time.Hour)
+	done := make(chan error, 1)
+	go func() { _, err := c.ReadDir(context.Background(), ""); done <- err }()
+	<-l.entered
+	// The listing ignores its caller's context; only Close can end it,
+	// and Close returns only once it has.
+	c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("ReadDir during Close: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadDir still waiting after Close")
+	}
+	if _, err := c.ReadDir(context.Background(), "sub"); !errors.Is(err, ErrCatalogClosed) {
+		t.Errorf("ReadDir after Close: %v, want ErrCatalogClosed", err)
 	}
 }

@@ -7,14 +7,15 @@ import (
 	"time"
 )
 
-// codecV1 is the first byte of every value this version writes. A value
-// starting with any other byte is refused as corrupt: a future format gets a
-// new codec version (and, if old code must not read the file, a new
-// SchemaVersion).
+// codecV1 is the first byte of every listing, job and current value, and
+// of a record without checksums. A value starting with a byte its decoder
+// does not know is refused as corrupt: a future format gets a new codec
+// version (and, if old code must not read the file, a new SchemaVersion).
 const codecV1 = 1
 
-// codecV2 is a record with block checksums after its bitmap. Records
-// without checksums are still written as version 1.
+// codecV2 is the first byte of a record with block checksums (Record.Sums
+// not nil): version 1's fields, then one CRC-32C per block. Only records
+// have a version 2; they are read in both versions.
 const codecV2 = 2
 
 // Stored times are limited to the years 1..9999: time.Unix overflows for
@@ -255,7 +256,7 @@ func decodeListing(prefix string, b []byte) (Listing, error) {
 
 // encodeRecord encodes r (without its ID, which is the bbolt key):
 //
-//	byte     codec version (1)
+//	byte     codec version (1; 2 when r.Sums is not nil)
 //	string   Key
 //	string   Version
 //	varint   Size (>= 0)
@@ -264,6 +265,8 @@ func decodeListing(prefix string, b []byte) (Listing, error) {
 //	uvarint  number of blocks, which must equal NumBlocks(Size, BlockSize)
 //	bytes    presence bitmap, ceil(blocks/8) bytes, block i is bit i%8 of
 //	         byte i/8; unused high bits of the last byte are zero
+//	uint32s  version 2 only: the checksum of each block, 4 bytes little
+//	         endian each, one per block (0: not known), and nothing after
 func encodeRecord(r Record) ([]byte, error) {
 	if err := checkRecordShape(r); err != nil {
 		return nil, err

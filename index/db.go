@@ -139,6 +139,3 @@ func (db *DB) Close() error {
 	}
 	return nil
 }
-
-// Path returns the file path given to Open.
-func (db *DB) Path() string { return db.path }

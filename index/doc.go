@@ -27,7 +27,11 @@
 // contain no NUL, so the prefix id+"\x00" matches exactly one ID. Pin needs
 // the job stored; DeleteJob drops the job's pins and DeleteRecord the
 // object's, in the same transaction as the deletion, so no pin outlives its
-// job or its data.
+// job or its data. ResetRecord forgets a record but keeps its pins (its
+// blocks are fetched again, still protected), CancelJob records a job
+// cancelled and drops its pins, and PruneJobs deletes old ended jobs that
+// hold no pins: each in one transaction. A write of several steps that
+// must not be seen halfway is one DB method, never a sequence of calls.
 //
 // current maps each S3 key to the cache ID of the version readers use.
 // SetCurrent returns the ID it replaces exactly once, for the caller to
@@ -39,16 +43,20 @@
 // bumps SchemaVersion.
 //
 // Values use an explicit binary codec (codec.go). Their first byte is the
-// codec version (1); the rest are encoding/binary varints, length-prefixed
-// strings, and times as Unix seconds plus nanoseconds (stored in UTC,
-// clamped to the years 1..9999). Keys are not repeated inside values. A
-// listing value is ListedAt, then the child folder names, then each file's
-// key, size, ETag and LastModified, both lists sorted and unique. A record
-// value is key, version, size, block size, LastAccess, the number of
-// blocks and the presence bitmap (bit i%8 of byte i/8 is block i). A job
-// value is Created, the state byte (running 0, done 1, failed 2,
-// cancelled 3), the paths, the error text and the failed keys. A current
-// value is the cache ID.
+// codec version: 1, or 2 for a record that carries block checksums; the rest
+// are encoding/binary varints, length-prefixed strings, and times as Unix
+// seconds plus nanoseconds (stored in UTC, clamped to the years 1..9999).
+// Keys are not repeated inside values. A listing value is ListedAt, then the
+// child folder names, then each file's key, size, ETag and LastModified,
+// both lists sorted and unique. A record value is key, version, size, block
+// size, LastAccess, the number of blocks and the presence bitmap (bit i%8 of
+// byte i/8 is block i); in version 2 it is followed by each block's CRC-32C
+// (Castagnoli), 4 bytes little endian per block, 0 for "not known", recorded
+// in the same transaction as the block's presence (AddBlocksSums). A record
+// without checksums (written before they existed) is version 1, and its
+// blocks are read as blocks without a sum. A job value is Created, the state byte (running 0, done 1,
+// failed 2, cancelled 3), the paths, the error text and the failed keys. A
+// current value is the cache ID.
 // Decoding never panics: truncated, overlong, unsorted, out-of-range or
 // trailing data fails with an error wrapping ErrCorrupt.
 //
@@ -123,5 +131,5 @@
 // entries, evicted arbitrarily), so a Lookup in a folder of thousands of
 // files is a binary search rather than a decode. The memory copy stays
 // coherent because the file is locked to this DB and every listing write
-// goes through PutListing or DeleteListing.
+// goes through PutListing.
 package index

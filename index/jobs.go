@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"time"
@@ -71,6 +72,47 @@ func (db *DB) PutJob(j Job) error {
 	return nil
 }
 
+// CancelJob records the running job id as cancelled, with failed as its
+// failed keys when not nil, and drops every pin it holds, in one
+// transaction, so that no cancelled job keeps its objects from eviction.
+// A job that is not running is left alone. It returns the stored job's
+// state before; ok is false if no job id is stored.
+func (db *DB) CancelJob(id string, failed []string) (was JobState, ok bool, err error) {
+	if id == "" {
+		return 0, false, nil
+	}
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		j, err := decodeJob(id, v)
+		if err != nil {
+			return err
+		}
+		was, ok = j.State, true
+		if was != JobRunning {
+			return nil
+		}
+		j.State = JobCancelled
+		if failed != nil {
+			j.Failed = failed
+		}
+		if v, err = encodeJob(j); err != nil {
+			return err
+		}
+		if err := unpinJobTx(tx, id); err != nil {
+			return err
+		}
+		return b.Put([]byte(id), v)
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	return was, ok, nil
+}
+
 // Job returns the job stored under id; ok is false if there is none.
 func (db *DB) Job(id string) (j Job, ok bool, err error) {
 	if id == "" {
@@ -127,4 +169,43 @@ func (db *DB) DeleteJob(id string) error {
 		return fmt.Errorf("delete job %s: %w", id, err)
 	}
 	return nil
+}
+
+// PruneJobs deletes the ended jobs (done, failed, cancelled) older than
+// the newest keep of them, in one transaction, and returns their IDs. A
+// job that still holds pins is kept whatever its age: its pins are filed
+// under it, and deleting it would drop them (see DeleteJob). Running jobs
+// are never pruned.
+func (db *DB) PruneJobs(keep int) (pruned []string, err error) {
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		pruned = nil // Update may not run fn again, but keep it idempotent
+		var ended [][]byte
+		jobs := tx.Bucket(bucketJobs)
+		err := jobs.ForEach(func(k, v []byte) error {
+			j, err := decodeJob(string(k), v)
+			if err == nil && j.State != JobRunning {
+				ended = append(ended, bytes.Clone(k))
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		pins := tx.Bucket(bucketJobPins).Cursor()
+		for _, k := range ended[:max(len(ended)-keep, 0)] { // sorted by ID: oldest first
+			prefix := pinKey(string(k), "")
+			if p, _ := pins.Seek(prefix); p != nil && bytes.HasPrefix(p, prefix) {
+				continue
+			}
+			if err := jobs.Delete(k); err != nil {
+				return err
+			}
+			pruned = append(pruned, string(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prune jobs: %w", err)
+	}
+	return pruned, nil
 }

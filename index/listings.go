@@ -37,7 +37,7 @@ const maxCachedEntries = 1 << 18
 // listingCache keeps decoded listings, so that a Lookup in a folder of
 // thousands of files is a binary search, not a decode of the whole folder.
 // It is coherent with the file because only this DB writes it (the file is
-// locked) and every write goes through PutListing or DeleteListing.
+// locked) and every write goes through PutListing (and, in tests, DeleteListing).
 //
 // Lock order: writeMu before mu. writeMu is held across the bbolt write so
 // that two writers of one prefix cannot commit in one order and fill the
@@ -158,19 +158,4 @@ func (db *DB) sharedListing(prefix string) (l Listing, ok bool, err error) {
 		db.listings.fill(l, gen)
 	}
 	return l, ok, nil
-}
-
-// DeleteListing removes the listing of prefix; deleting a missing listing is
-// not an error.
-func (db *DB) DeleteListing(prefix string) error {
-	db.listings.writeMu.Lock()
-	defer db.listings.writeMu.Unlock()
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketListings).Delete(listingKey(prefix))
-	})
-	if err != nil {
-		return fmt.Errorf("delete listing %q: %w", prefix, err)
-	}
-	db.listings.wrote(prefix, Listing{}, false)
-	return nil
 }

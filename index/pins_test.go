@@ -180,6 +180,90 @@ func TestDeleteRecordRemovesItsPins(t *testing.T) {
 	assertPinnedCount(t, db, 1)
 }
 
+func TestResetRecordKeepsItsPins(t *testing.T) {
+	db := openTest(t)
+	putJobs(t, db, "j1", "j2")
+	if _, err := db.AddBlocks(Record{ID: "r1", Key: "k/r1", Size: 10, BlockSize: 4, LastAccess: time.Unix(1, 0)}, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []string{"j1", "j2"} {
+		if err := db.Pin(j, []string{"r1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, ok, err := db.ResetRecord("r1")
+	if err != nil || !ok || old.Present.Count() != 2 {
+		t.Fatalf("ResetRecord = %+v, %v, %v; want the record with its 2 blocks", old, ok, err)
+	}
+	if _, ok, _ := db.Record("r1"); ok {
+		t.Error("record still there")
+	}
+	assertPinned(t, db, "r1", "j1", "j2")
+	assertJobPins(t, db, "j1", "r1")
+	if _, ok, err := db.ResetRecord("r1"); ok || err != nil {
+		t.Errorf("second ResetRecord = %v, %v; want nothing to reset", ok, err)
+	}
+}
+
+func TestPruneJobsKeepsNewestPinnedAndRunning(t *testing.T) {
+	db := openTest(t)
+	for _, j := range []Job{
+		{ID: "1", State: JobDone}, {ID: "2", State: JobFailed}, {ID: "3", State: JobRunning},
+		{ID: "4", State: JobCancelled}, {ID: "5", State: JobDone}, {ID: "6", State: JobDone},
+	} {
+		if err := db.PutJob(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Pin("2", []string{"r1"}); err != nil {
+		t.Fatal(err)
+	}
+	pruned, err := db.PruneJobs(2)
+	if err != nil || !slices.Equal(pruned, []string{"1", "4"}) {
+		t.Fatalf("PruneJobs(2) = %q, %v; want [1 4]", pruned, err)
+	}
+	var left []string
+	jobs, _ := db.Jobs()
+	for _, j := range jobs {
+		left = append(left, j.ID)
+	}
+	if !slices.Equal(left, []string{"2", "3", "5", "6"}) {
+		t.Fatalf("jobs left %q; want the pinned, the running and the newest two", left)
+	}
+	assertPinned(t, db, "r1", "2")
+}
+
+func TestCancelJobDropsItsPinsOnlyWhileRunning(t *testing.T) {
+	db := openTest(t)
+	putJobs(t, db, "run", "done")
+	if err := db.PutJob(Job{ID: "done", State: JobDone}); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []string{"run", "done"} {
+		if err := db.Pin(j, []string{"r1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	was, ok, err := db.CancelJob("run", []string{"k/x"})
+	if err != nil || !ok || was != JobRunning {
+		t.Fatalf("CancelJob(run) = %v, %v, %v", was, ok, err)
+	}
+	if j, _, _ := db.Job("run"); j.State != JobCancelled || !slices.Equal(j.Failed, []string{"k/x"}) {
+		t.Errorf("cancelled job stored as %+v", j)
+	}
+	if was, ok, err := db.CancelJob("done", nil); err != nil || !ok || was != JobDone {
+		t.Fatalf("CancelJob(done) = %v, %v, %v", was, ok, err)
+	}
+	if j, _, _ := db.Job("done"); j.State != JobDone {
+		t.Errorf("a done job became %v", j.State)
+	}
+	assertPinned(t, db, "r1", "done")
+	assertJobPins(t, db, "run")
+	if _, ok, err := db.CancelJob("none", nil); ok || err != nil {
+		t.Errorf("CancelJob(none) = %v, %v; want not found", ok, err)
+	}
+}
+
 // Concurrent pinning, unpinning and deleting keep the two directions in
 // step (run with -race).
 func TestPinsConcurrent(t *testing.T) {

@@ -66,22 +66,17 @@ func (db *DB) Record(id string) (r Record, ok bool, err error) {
 	return r, ok, nil
 }
 
-// AddBlocks marks blocks [first, first+n) of rec.ID present and returns the
-// stored record after the change. If no record with rec.ID exists it is
-// created from rec's fields with an empty Present of the right length
-// (rec.Present is ignored). An existing record keeps its LastAccess; its
-// Key, Version, Size and BlockSize must match rec's (ErrInvalid otherwise),
-// as must the block range.
+// AddBlocksSums marks the len(sums) blocks from first of rec.ID present,
+// recording their checksums (see Record.Sums) in the same transaction, and
+// returns the stored record after the change. If no record with rec.ID
+// exists it is created from rec's fields with an empty Present of the
+// right length (rec.Present is ignored). An existing record keeps its
+// LastAccess; its Key, Version, Size and BlockSize must match rec's
+// (ErrInvalid otherwise), as must the block range.
 //
 // Callers must only add blocks whose bytes are already durable: after a
-// crash, a recorded block is trusted. AddBlocks commits through bbolt's
-// Batch, so concurrent calls share one fsync'd transaction.
-func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
-	return db.addBlocks(rec, first, n, nil)
-}
-
-// AddBlocksSums is AddBlocks for len(sums) blocks from first, recording
-// their checksums (see Record.Sums) in the same transaction.
+// crash, a recorded block is trusted. AddBlocksSums commits through
+// bbolt's Batch, so concurrent calls share one fsync'd transaction.
 func (db *DB) AddBlocksSums(rec Record, first int64, sums []uint32) (Record, error) {
 	return db.addBlocks(rec, first, int64(len(sums)), sums)
 }
@@ -228,6 +223,32 @@ func (db *DB) DeleteRecord(id string) error {
 		return fmt.Errorf("delete record %s: %w", id, err)
 	}
 	return nil
+}
+
+// ResetRecord removes record id but keeps its pins, in one transaction,
+// and returns what it removed (ok false: there was none): the object's
+// blocks are forgotten and fetched again, and it stays protected from
+// eviction meanwhile. A pin needs no record (see Pin).
+func (db *DB) ResetRecord(id string) (r Record, ok bool, err error) {
+	if id == "" {
+		return Record{}, false, nil
+	}
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		if r, err = decodeRecord(id, v); err != nil {
+			return err
+		}
+		ok = true
+		return b.Delete([]byte(id))
+	})
+	if err != nil {
+		return Record{}, false, fmt.Errorf("reset record %s: %w", id, err)
+	}
+	return r, ok, nil
 }
 
 // recordsChunk is how many records Records decodes per read transaction.

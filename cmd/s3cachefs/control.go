@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 	"s3cachefs/cmd/s3cachefs/api"
 )
 
@@ -261,11 +262,11 @@ func (c *control) reply(w http.ResponseWriter, v any, err error) {
 		c.writeJSON(w, http.StatusOK, v)
 	case errors.Is(err, iofs.ErrInvalid):
 		c.writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
-	case errors.Is(err, blockcache.ErrNoJob), errors.Is(err, iofs.ErrNotExist):
+	case errors.Is(err, prefetch.ErrNoJob), errors.Is(err, iofs.ErrNotExist):
 		c.writeJSON(w, http.StatusNotFound, api.Error{Error: err.Error()})
-	case errors.Is(err, blockcache.ErrNoSpace):
+	case errors.Is(err, prefetch.ErrNoSpace):
 		c.writeJSON(w, http.StatusInsufficientStorage, api.Error{Error: err.Error()})
-	case errors.Is(err, blockcache.ErrJobEnded):
+	case errors.Is(err, prefetch.ErrJobEnded):
 		c.writeJSON(w, http.StatusConflict, api.Error{Error: err.Error()})
 	case errors.Is(err, blockcache.ErrClosed):
 		c.writeJSON(w, http.StatusServiceUnavailable, api.Error{Error: "the daemon is stopping"})

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 	"s3cachefs/blockcache/s3store"
 	s3fs "s3cachefs/fs"
 	"s3cachefs/fs/mounttab"
@@ -33,7 +34,7 @@ type daemon struct {
 	store   *s3store.Store
 	catalog *index.Catalog
 	cache   *blockcache.Cache
-	jobs    *blockcache.Jobs
+	jobs    *prefetch.Jobs
 	root    *s3fs.Root
 	server  *fuse.Server
 	ctl     *control
@@ -129,11 +130,12 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
 	}
 	undo = append(undo, func() { d.cache.Close() })
-	d.jobs = blockcache.NewJobs(d.cache, d.catalog, d.db, blockcache.JobOptions{
+	d.jobs = prefetch.NewJobs(d.cache, d.catalog, d.db, prefetch.JobOptions{
 		Objects: cfg.PrefetchObjects, MaxBytes: cfg.MaxCacheSize, MinFree: minFree,
 		Prefix: cfg.Source.Prefix, Logger: log,
 	})
 	undo = append(undo, d.jobs.Close)
+	undo = append(undo, d.catalog.Close) // before the cache its OnGone calls, and the index
 	d.root = s3fs.NewRoot(s3fs.Options{
 		Tree: d.catalog, Files: cacheFiles{d.cache},
 		UID: cfg.UID, GID: cfg.GID, FileMode: cfg.FileMode, DirMode: cfg.DirMode,
@@ -367,6 +369,7 @@ func (d *daemon) close() error {
 	d.bgCancel()
 	d.bg.Wait()
 	d.jobs.Close()
+	d.catalog.Close() // its listings write to the index and call the cache
 	errs = append(errs, d.cache.Close(), d.db.Close())
 	close(d.stopped)
 	errs = append(errs, d.ctl.close(ctx))

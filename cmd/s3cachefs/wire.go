@@ -1,17 +1,17 @@
 package main
 
 import (
-	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/prefetch"
 	"s3cachefs/cmd/s3cachefs/api"
 )
 
 // The control socket's JSON is package api's; these map the daemon's own
-// types onto it, so that blockcache's types can change without changing
+// types onto it, so that the prefetch package's types can change without changing
 // what the socket says. Where the fields are the same today, a conversion
 // does it; a field added on either side then fails to compile here.
 
 // jobWire is p as the control socket shows a job.
-func jobWire(p blockcache.Progress) api.Job {
+func jobWire(p prefetch.Progress) api.Job {
 	j := api.Job{ID: p.ID, State: p.State, Error: p.Error, Failed: p.Failed, ElapsedSeconds: p.ElapsedSeconds}
 	if p.Folders != nil {
 		j.Folders = make([]api.Folder, len(p.Folders))
@@ -23,7 +23,7 @@ func jobWire(p blockcache.Progress) api.Job {
 }
 
 // jobsWire maps every job of ps.
-func jobsWire(ps []blockcache.Progress) []api.Job {
+func jobsWire(ps []prefetch.Progress) []api.Job {
 	if ps == nil {
 		return nil
 	}
@@ -35,7 +35,7 @@ func jobsWire(ps []blockcache.Progress) []api.Job {
 }
 
 // reportsWire maps verify's reports.
-func reportsWire(rs []blockcache.FolderReport) []api.FolderReport {
+func reportsWire(rs []prefetch.FolderReport) []api.FolderReport {
 	if rs == nil {
 		return nil
 	}

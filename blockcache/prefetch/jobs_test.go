@@ -1,4 +1,4 @@
-package blockcache
+package prefetch
 
 import (
 	"bytes"
@@ -12,19 +12,6 @@ import (
 	"s3cachefs/blockcache/s3store/memstore"
 	"s3cachefs/index"
 )
-
-// jobFixture adds a catalog and a job runner to a cache fixture.
-func jobFixture(t *testing.T, opts JobOptions) (*fixture, *Jobs) {
-	f := newFixture(t, Options{})
-	return f, f.jobs(opts)
-}
-
-func (f *fixture) jobs(opts JobOptions) *Jobs {
-	cat := index.NewCatalog(f.db, f.src, index.CatalogOptions{TTL: time.Hour})
-	j := NewJobs(f.c, cat, f.db, opts)
-	f.t.Cleanup(j.Close)
-	return j
-}
 
 func waitJob(t *testing.T, j *Jobs, id string) Progress {
 	t.Helper()
@@ -63,13 +50,13 @@ func TestPrefetchFolder(t *testing.T) {
 		t.Fatalf("job ended %+v", p)
 	}
 	for k, o := range objs {
-		rec, ok, _ := f.db.Record(ObjectID("bucket", o))
+		rec, ok, _ := f.db.Record(f.id(o))
 		inTrain := k != "dev/d.npz"
 		if ok && rec.Complete() != inTrain || !ok && inTrain {
 			t.Fatalf("%s: complete=%v, want %v", k, ok && rec.Complete(), inTrain)
 		}
 		if inTrain {
-			if ids, _ := f.db.Pinned(ObjectID("bucket", o)); len(ids) != 1 || ids[0] != p.ID {
+			if ids, _ := f.db.Pinned(f.id(o)); len(ids) != 1 || ids[0] != p.ID {
 				t.Fatalf("%s pinned by %v", k, ids)
 			}
 		}
@@ -113,7 +100,7 @@ func TestPrefetchRefusesWhatCannotBe(t *testing.T) {
 }
 
 func TestPrefetchResumesAfterRestart(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t)
 	data := randBytes(40, 6*testPart)
 	obj := f.src.Put("r/x", data)
 	other := f.src.Put("r/y", randBytes(41, testPart))
@@ -134,7 +121,7 @@ func TestPrefetchResumesAfterRestart(t *testing.T) {
 	}
 	f.close()
 	f.src.SetFault(nil)
-	f.open(Options{})
+	f.open()
 	j2 := f.jobs(JobOptions{})
 	if err := j2.Resume(context.Background()); err != nil {
 		t.Fatal(err)
@@ -143,7 +130,7 @@ func TestPrefetchResumesAfterRestart(t *testing.T) {
 		t.Fatalf("resumed job ended %s", p.State)
 	}
 	for _, o := range []index.Object{obj, other} {
-		if rec, _, _ := f.db.Record(ObjectID("bucket", o)); !rec.Complete() {
+		if rec, _, _ := f.db.Record(f.id(o)); !rec.Complete() {
 			t.Fatalf("%s not complete after resume", o.Key)
 		}
 	}
@@ -153,7 +140,7 @@ func TestPrefetchResumesAfterRestart(t *testing.T) {
 }
 
 func TestResumeKeepsJobsItCannotPlanNow(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t)
 	f.src.Put("k/a", randBytes(50, testPart))
 	rec := index.Job{ID: "j1", Paths: []string{"k"}, Created: time.Now(), State: index.JobRunning}
 	gone := index.Job{ID: "j2", Paths: []string{"gone"}, Created: time.Now(), State: index.JobRunning}
@@ -192,7 +179,7 @@ func TestResumeKeepsJobsItCannotPlanNow(t *testing.T) {
 }
 
 func TestPrefetchFetchesAnObjectReplacedMidJob(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t)
 	f.src.Put("m/a", randBytes(70, testPart))
 	newData := randBytes(71, testPart+9)
 	j := f.jobs(JobOptions{Objects: 1})
@@ -219,11 +206,47 @@ func TestPrefetchFetchesAnObjectReplacedMidJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, _, _ := f.db.Record(ObjectID("bucket", cur.Objects[0]))
+	rec, _, _ := f.db.Record(f.id(cur.Objects[0]))
 	if !rec.Complete() {
 		t.Fatal("the new version is not cached")
 	}
 	if ids, _ := f.db.Pinned(rec.ID); len(ids) != 1 {
 		t.Fatalf("the new version is pinned by %v", ids)
+	}
+}
+
+func TestEndedJobsArePruned(t *testing.T) {
+	f, j := jobFixture(t, JobOptions{})
+	f.src.Put("p/a", randBytes(80, testBlock))
+	var ids []string
+	for range KeepEnded + 4 {
+		p, err := j.Start(context.Background(), []string{"p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := waitJob(t, j, p.ID); p.State != "done" {
+			t.Fatalf("job %s ended %s", p.ID, p.State)
+		}
+		// Released, as `prefetch --unpin` does: the record may go then.
+		if _, err := j.Unpin(context.Background(), []string{"p"}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.ID)
+	}
+	ps := j.List()
+	if len(ps) != KeepEnded || ps[0].ID != ids[len(ids)-KeepEnded] || ps[len(ps)-1].ID != ids[len(ids)-1] {
+		t.Fatalf("List shows %d jobs from %s, want the newest %d from %s", len(ps), ps[0].ID, KeepEnded, ids[len(ids)-KeepEnded])
+	}
+	if _, err := j.Get(ids[0]); !errors.Is(err, ErrNoJob) {
+		t.Fatalf("Get of the oldest job: %v, want ErrNoJob", err)
+	}
+	if recs, _ := f.db.Jobs(); len(recs) > KeepEnded+1 {
+		t.Fatalf("the index keeps %d jobs", len(recs))
+	}
+	j.mu.Lock()
+	n := len(j.jobs)
+	j.mu.Unlock()
+	if n > KeepEnded+1 {
+		t.Fatalf("%d jobs kept in memory", n)
 	}
 }

@@ -1,4 +1,4 @@
-package blockcache
+package prefetch
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func TestVerifyAndEvict(t *testing.T) {
 	}
 
 	// --deep catches a damaged cached file and drops it.
-	path := objectPath(f.dir, ObjectID("bucket", a))
+	path := f.c.FilePath(f.id(a))
 	file, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +53,7 @@ func TestVerifyAndEvict(t *testing.T) {
 	if len(rs[0].Corrupt) != 1 || rs[0].Corrupt[0] != "s/a@0" || rs[0].Checked != 0 || rs[0].Partial != 1 {
 		t.Fatalf("deep verify of a damaged block: %+v", rs[0])
 	}
-	if rec, _, _ := f.db.Record(ObjectID("bucket", a)); rec.Present.Has(0) {
+	if rec, _, _ := f.db.Record(f.id(a)); rec.Present.Has(0) {
 		t.Fatal("the damaged block is still recorded")
 	}
 	ha := f.openHandle(a)

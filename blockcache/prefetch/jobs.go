@@ -1,4 +1,4 @@
-package blockcache
+package prefetch
 
 import (
 	"context"
@@ -7,15 +7,13 @@ import (
 	iofs "io/fs"
 	"log/slog"
 	"path"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"s3cachefs/blockcache"
 	"s3cachefs/index"
 )
 
@@ -54,7 +52,7 @@ type JobOptions struct {
 // index, pin what they fetch, and resume after a restart (Resume).
 type Jobs struct {
 	// Set once in NewJobs.
-	c      *Cache
+	c      *blockcache.Cache
 	tree   Tree
 	db     *index.DB
 	opts   JobOptions
@@ -63,14 +61,14 @@ type Jobs struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex      // guards jobs, seq and closed
+	mu     sync.Mutex      // guards jobs, seq and closed; taken before a job's mu (prune)
 	jobs   map[string]*job // jobs of this daemon run, by ID
 	seq    int
 	closed bool // set by Close: no job starts afterwards
 }
 
 // NewJobs returns a job runner over c, finding objects in tree.
-func NewJobs(c *Cache, tree Tree, db *index.DB, opts JobOptions) *Jobs {
+func NewJobs(c *blockcache.Cache, tree Tree, db *index.DB, opts JobOptions) *Jobs {
 	if opts.Objects <= 0 {
 		opts.Objects = 8
 	}
@@ -92,39 +90,6 @@ func (j *Jobs) Close() {
 	j.wg.Wait()
 }
 
-// FolderProgress is the state of one path of a job.
-type FolderProgress struct {
-	Path          string `json:"path"`
-	Files         int64  `json:"files"`
-	FilesDone     int64  `json:"files_done"`
-	Bytes         int64  `json:"bytes"`
-	BytesDone     int64  `json:"bytes_done"`
-	CachedAtStart int64  `json:"cached_at_start"`
-}
-
-// Progress is a snapshot of one job.
-type Progress struct {
-	ID             string           `json:"id"`
-	State          string           `json:"state"`
-	Error          string           `json:"error,omitempty"`
-	Failed         []string         `json:"failed,omitempty"`
-	ElapsedSeconds float64          `json:"elapsed_seconds"`
-	Folders        []FolderProgress `json:"folders"`
-}
-
-// Totals sums the folders.
-func (p Progress) Totals() FolderProgress {
-	var t FolderProgress
-	for _, f := range p.Folders {
-		t.Files += f.Files
-		t.FilesDone += f.FilesDone
-		t.Bytes += f.Bytes
-		t.BytesDone += f.BytesDone
-		t.CachedAtStart += f.CachedAtStart
-	}
-	return t
-}
-
 // job is one running or finished job of this daemon run.
 type job struct {
 	// Set once in plan, but cancel in run.
@@ -134,10 +99,14 @@ type job struct {
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the job has finished
 
-	mu     sync.Mutex // guards state, errMsg and failed
+	mu     sync.Mutex // guards state, errMsg, failed, recordErr and ended
 	state  index.JobState
 	errMsg string
 	failed []string
+	// recordErr is why recording the job's end failed, and ended that
+	// the end is recorded (not stopped by Close): both set by finish.
+	recordErr error
+	ended     bool
 }
 
 // folder is one path of a job and its objects.
@@ -218,7 +187,7 @@ func (j *Jobs) plan(ctx context.Context, rec index.Job) (*job, error) {
 		}
 		for _, o := range f.objects {
 			f.bytes += o.Size
-			rc, ok, err := j.db.Record(ObjectID(j.c.opts.Bucket, o))
+			rc, ok, err := j.db.Record(blockcache.ObjectID(j.c.Bucket(), o))
 			if err != nil {
 				return nil, err
 			}
@@ -289,14 +258,14 @@ func (j *Jobs) checkFits(total, cached int64) error {
 	if j.opts.MaxBytes > 0 && total > j.opts.MaxBytes {
 		return fmt.Errorf("prefetch needs %d bytes but the cache limit is %d: %w", total, j.opts.MaxBytes, ErrNoSpace)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(j.c.opts.Dir, &st); err != nil {
-		return fmt.Errorf("free space of %s: %w", j.c.opts.Dir, err)
+	free, err := j.c.FreeSpace()
+	if err != nil {
+		return err
 	}
-	free := int64(st.Bavail)*int64(st.Bsize) - j.opts.MinFree
+	free -= j.opts.MinFree
 	if need := total - cached; need > free {
 		return fmt.Errorf("prefetch needs %d more bytes on SSD but %s has %d free (after keeping %d free): %w",
-			need, j.c.opts.Dir, max(free, 0), j.opts.MinFree, ErrNoSpace)
+			need, j.c.Dir(), max(free, 0), j.opts.MinFree, ErrNoSpace)
 	}
 	return nil
 }
@@ -305,13 +274,9 @@ func (jb *job) objectIDs(bucket string) []string {
 	var ids []string
 	for _, f := range jb.folders {
 		for _, o := range f.objects {
-			ids = append(ids, ObjectID(bucket, o))
+			ids = append(ids, blockcache.ObjectID(bucket, o))
 		}
 	}
 	sort.Strings(ids)
 	return ids
-}
-
-func sortProgress(ps []Progress) {
-	slices.SortFunc(ps, func(a, b Progress) int { return strings.Compare(a.ID, b.ID) })
 }

@@ -1,15 +1,16 @@
-package blockcache
+package prefetch
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"s3cachefs/blockcache"
 	"s3cachefs/index"
 )
 
@@ -22,7 +23,7 @@ var ErrJobEnded = errors.New("prefetch job already ended")
 // run pins what jb planned (again, on a resume: an object may have a new
 // version now) and starts its downloads: a bounded pool over its objects.
 func (j *Jobs) run(jb *job) error {
-	if err := j.db.Pin(jb.rec.ID, jb.objectIDs(j.c.opts.Bucket)); err != nil {
+	if err := j.db.Pin(jb.rec.ID, jb.objectIDs(j.c.Bucket())); err != nil {
 		return fmt.Errorf("pin objects: %w", err)
 	}
 	ctx, cancel := context.WithCancel(j.ctx)
@@ -31,7 +32,7 @@ func (j *Jobs) run(jb *job) error {
 	if j.closed {
 		j.mu.Unlock()
 		cancel()
-		return ErrClosed
+		return blockcache.ErrClosed
 	}
 	j.jobs[jb.rec.ID] = jb
 	j.wg.Add(1)
@@ -42,6 +43,7 @@ func (j *Jobs) run(jb *job) error {
 		defer cancel()
 		j.fetchAll(ctx, jb)
 		j.finish(jb)
+		j.prune()
 	}()
 	return nil
 }
@@ -92,7 +94,7 @@ func (j *Jobs) warmCurrent(ctx context.Context, jb *job, o index.Object) error {
 	if err != nil {
 		return err
 	}
-	if err := j.db.Pin(jb.rec.ID, []string{ObjectID(j.c.opts.Bucket, e.Object)}); err != nil {
+	if err := j.db.Pin(jb.rec.ID, []string{blockcache.ObjectID(j.c.Bucket(), e.Object)}); err != nil {
 		return err
 	}
 	return j.c.Warm(ctx, e.Object, nil)
@@ -116,10 +118,52 @@ func (j *Jobs) finish(jb *job) {
 	rec := jb.rec
 	rec.State, rec.Error, rec.Failed = jb.state, jb.errMsg, append([]string(nil), jb.failed...)
 	jb.mu.Unlock()
-	if err := j.db.PutJob(rec); err != nil {
+	var err error
+	if rec.State == index.JobCancelled {
+		// Recorded cancelled and unpinned at once: Cancel waits for this.
+		_, _, err = j.db.CancelJob(rec.ID, rec.Failed)
+	} else {
+		err = j.db.PutJob(rec)
+	}
+	if err != nil {
 		j.log.Error("record job", "job", rec.ID, "err", err)
 	}
+	jb.mu.Lock()
+	jb.recordErr, jb.ended = err, true
+	jb.mu.Unlock()
 	j.log.Info("prefetch job ended", "job", rec.ID, "state", rec.State.String(), "failed", len(rec.Failed))
+}
+
+// KeepEnded is how many ended jobs (done, failed, cancelled) List shows
+// and Get knows, the newest ones; older ones are forgotten.
+const KeepEnded = 16
+
+// prune forgets the ended jobs past the newest KeepEnded: this run's from
+// memory (Get then answers from the index, while the record is there),
+// and their records, and those of earlier runs, from the index once they
+// hold no pins (the index keeps a job with pins: they are filed under it).
+func (j *Jobs) prune() {
+	if _, err := j.db.PruneJobs(KeepEnded); err != nil {
+		j.log.Warn("prune ended prefetch jobs", "err", err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var ended []string
+	for id, jb := range j.jobs {
+		jb.mu.Lock()
+		over := jb.ended
+		jb.mu.Unlock()
+		if over {
+			ended = append(ended, id)
+		}
+	}
+	if len(ended) <= KeepEnded {
+		return
+	}
+	slices.Sort(ended) // IDs sort by start time
+	for _, id := range ended[:len(ended)-KeepEnded] {
+		delete(j.jobs, id)
+	}
 }
 
 // Cancel stops a running job and releases its pins.
@@ -141,100 +185,22 @@ func (j *Jobs) Cancel(id string) error {
 	}
 	jb.cancel()
 	<-jb.done
-	if err := j.db.Unpin(id); err != nil {
-		return fmt.Errorf("unpin job %s: %w", id, err)
-	}
-	return nil
+	jb.mu.Lock()
+	defer jb.mu.Unlock()
+	return jb.recordErr
 }
 
 // cancelQueued cancels a job an earlier run left running that this run
 // has not resumed.
 func (j *Jobs) cancelQueued(id string) error {
-	rec, ok, err := j.db.Job(id)
+	was, ok, err := j.db.CancelJob(id, nil)
 	switch {
 	case err != nil:
 		return err
 	case !ok:
 		return fmt.Errorf("%w: %s", ErrNoJob, id)
-	case rec.State != index.JobRunning:
-		return fmt.Errorf("%w: %s is %s", ErrJobEnded, id, rec.State)
+	case was != index.JobRunning:
+		return fmt.Errorf("%w: %s is %s", ErrJobEnded, id, was)
 	}
-	rec.State = index.JobCancelled
-	if err := j.db.PutJob(rec); err != nil {
-		return err
-	}
-	return j.db.Unpin(id)
-}
-
-// Get returns a snapshot of job id.
-func (j *Jobs) Get(id string) (Progress, error) {
-	j.mu.Lock()
-	jb, ok := j.jobs[id]
-	j.mu.Unlock()
-	if ok {
-		return jb.progress(), nil
-	}
-	rec, ok, err := j.db.Job(id)
-	if err != nil {
-		return Progress{}, err
-	}
-	if !ok {
-		return Progress{}, fmt.Errorf("%w: %s", ErrNoJob, id)
-	}
-	return recordProgress(rec), nil
-}
-
-// recordProgress is what the index knows of a job not run by this daemon
-// run: its state, not its counts.
-func recordProgress(rec index.Job) Progress {
-	p := Progress{ID: rec.ID, State: rec.State.String(), Error: rec.Error, Failed: rec.Failed}
-	for _, path := range rec.Paths {
-		p.Folders = append(p.Folders, FolderProgress{Path: path})
-	}
-	return p
-}
-
-// List returns snapshots of this run's jobs, oldest first.
-func (j *Jobs) List() []Progress {
-	j.mu.Lock()
-	jobs := make([]*job, 0, len(j.jobs))
-	for _, jb := range j.jobs {
-		jobs = append(jobs, jb)
-	}
-	j.mu.Unlock()
-	out := make([]Progress, 0, len(jobs))
-	seen := make(map[string]bool, len(jobs))
-	for _, jb := range jobs {
-		out = append(out, jb.progress())
-		seen[jb.rec.ID] = true
-	}
-	// Jobs of earlier runs that did not run now: failed, or still queued.
-	if recs, err := j.db.Jobs(); err == nil {
-		for _, rec := range recs {
-			if !seen[rec.ID] && rec.State != index.JobDone && rec.State != index.JobCancelled {
-				out = append(out, recordProgress(rec))
-			}
-		}
-	} else {
-		j.log.Warn("read jobs", "err", err)
-	}
-	sortProgress(out)
-	return out
-}
-
-func (jb *job) progress() Progress {
-	jb.mu.Lock()
-	p := Progress{
-		ID: jb.rec.ID, State: jb.state.String(), Error: jb.errMsg,
-		Failed: append([]string(nil), jb.failed...),
-	}
-	jb.mu.Unlock()
-	p.ElapsedSeconds = time.Since(jb.started).Seconds()
-	for _, f := range jb.folders {
-		p.Folders = append(p.Folders, FolderProgress{
-			Path: f.path, Files: int64(len(f.objects)), FilesDone: f.filesDone.Load(),
-			Bytes: f.bytes, BytesDone: f.bytesDone.Load(), CachedAtStart: f.cachedAtStart,
-		})
-	}
-	return p
+	return nil
 }

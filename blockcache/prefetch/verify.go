@@ -1,4 +1,4 @@
-package blockcache
+package prefetch
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"s3cachefs/blockcache"
 	"s3cachefs/index"
 )
 
@@ -53,7 +54,7 @@ func (j *Jobs) Verify(ctx context.Context, paths []string, deep bool) ([]FolderR
 func (j *Jobs) verifyObject(ctx context.Context, o index.Object, deep bool, r *FolderReport) error {
 	r.InS3++
 	r.Bytes += o.Size
-	id := ObjectID(j.c.opts.Bucket, o)
+	id := blockcache.ObjectID(j.c.Bucket(), o)
 	rec, ok, err := j.db.Record(id)
 	if err != nil {
 		return err
@@ -97,7 +98,7 @@ func (j *Jobs) verifyObject(ctx context.Context, o index.Object, deep bool, r *F
 		r.Unchecked++
 		return nil
 	}
-	sum, err := fileMD5(ctx, objectPath(j.c.opts.Dir, id), o.Size)
+	sum, err := fileMD5(ctx, j.c.FilePath(id), o.Size)
 	if err != nil {
 		return fmt.Errorf("read back %s: %w", o.Key, err)
 	}
@@ -108,7 +109,7 @@ func (j *Jobs) verifyObject(ctx context.Context, o index.Object, deep bool, r *F
 	r.Corrupt = append(r.Corrupt, o.Key+" (MD5)")
 	r.Cached--
 	j.log.Warn("verify: cached bytes differ from S3's; dropping them", "key", o.Key)
-	return j.c.dropVersion(id)
+	return j.c.DropVersion(id)
 }
 
 // isMD5 reports whether etag is a plain MD5 (a single-part upload's).
@@ -165,7 +166,7 @@ func (j *Jobs) Evict(ctx context.Context, paths []string) (dropped, busy int, er
 			}
 			continue
 		}
-		ok, err := j.c.evictOne(victim{id: id})
+		ok, err := j.c.EvictObject(id)
 		if err != nil {
 			return dropped, busy, err
 		}
@@ -197,7 +198,7 @@ func (j *Jobs) pathIDs(ctx context.Context, paths []string) ([]string, error) {
 			return nil, err
 		}
 		for _, o := range f.objects {
-			ids = append(ids, ObjectID(j.c.opts.Bucket, o))
+			ids = append(ids, blockcache.ObjectID(j.c.Bucket(), o))
 		}
 	}
 	return ids, nil

@@ -1,0 +1,73 @@
+// Package prefetch runs s3cachefs's folder-level operations on the block
+// store (package blockcache): prefetch jobs, verify, evict and unpin. It
+// uses only the store's exported API (Cache.Warm, Scrub, DropVersion,
+// EvictObject, FilePath, FreeSpace) and the index's jobs, pins and
+// records; it holds no lock of the store's. The control API's JSON shapes
+// (Progress, FolderProgress, FolderReport) are declared here.
+//
+// # Jobs
+//
+// Jobs.Start plans a job for some mount-relative paths: every folder under
+// them is listed afresh through the Tree (whatever the metadata TTL), and
+// the job's objects, their sizes and how much of them is cached already
+// are known before a byte is fetched. The job is then recorded in the
+// index (state running), its objects are pinned, and a goroutine fetches
+// them with Cache.Warm, JobOptions.Objects objects at a time (the cache's
+// MaxFetches still bounds the GETs in flight). Warm fetches at background
+// priority: a reader of a file the job has not reached yet jumps the queue.
+// An object that keeps failing is noted and the others go on; the job then
+// ends failed with the keys. An object replaced in S3 since the plan (its
+// fetch fails with index.ErrStale) is looked up afresh and the version S3
+// holds now is fetched and pinned instead.
+//
+// # The fit check
+//
+// A job that cannot fit fails at once, before anything is recorded or
+// fetched, with ErrNoSpace and the sizes: when its objects together exceed
+// the cache limit (JobOptions.MaxBytes), or when what is not cached yet
+// exceeds the free space of the cache filesystem less JobOptions.MinFree.
+//
+// # Pins
+//
+// A job pins every object it planned, under its ID, before it fetches:
+// eviction skips pinned objects, so what a prefetch brought stays on SSD
+// while the trainer needs it. Pins outlive the job: a job that is done
+// keeps them until Unpin (or Evict) releases the objects of some paths;
+// Cancel releases the job's own pins. A pinned object's record can still
+// be dropped when S3 no longer holds that version (the pin goes with it).
+//
+// # Resume and lifetimes
+//
+// Jobs.Close cancels the running jobs and waits for them; they stay
+// recorded as running, and Jobs.Resume, at the next start, plans and runs
+// them again (pinning again, since an object may have a new version). A
+// job that can never run as asked (a path gone, too big now) is recorded
+// failed; one that cannot be planned for now (S3 unreachable) stays queued
+// for the next start, and Cancel still stops it.
+//
+// Ended jobs (done, failed, cancelled) are not kept for ever: List shows
+// every running job and the newest KeepEnded (16) ended ones. Each time a
+// job ends, older ended jobs are forgotten in memory (Get then answers
+// from the index's record, state only), and their records are deleted
+// from the index once no pin is left under their ID (the pins of a done
+// job are filed under it, so its record stays until they are released).
+//
+// # Goroutines
+//
+// Each running job is one goroutine, started by Start or Resume and
+// stopped by Cancel (which waits for it) or Close (which cancels every job
+// and waits for them with the Jobs' WaitGroup); it waits in turn for its
+// bounded pool (errgroup, JobOptions.Objects) of Warm calls before it
+// records how the job ended. Verify, Evict and Unpin run on the caller's
+// goroutine and context.
+//
+// # Verify, evict, unpin
+//
+// Verify lists paths afresh and compares each object with the cache:
+// cached complete, partial, stale (an older version is cached) or
+// missing. A deep verify reads every cached block back against its
+// CRC-32C (Cache.Scrub forgets damaged ones) and hashes each complete
+// file whose ETag is a plain MD5; a file that fails is dropped. Evict
+// drops the cached data of the objects under paths that no reader has
+// open, and their pins; Unpin only releases the pins.
+package prefetch

@@ -1,0 +1,141 @@
+package prefetch
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/s3store/memstore"
+	"s3cachefs/index"
+)
+
+// Small sizes keep the tests fast while exercising parts of several blocks.
+const (
+	testBlock = 64 << 10
+	testPart  = 4 * testBlock
+)
+
+// fixture is a cache over an in-memory store, with its index, in a
+// temporary directory.
+type fixture struct {
+	t   *testing.T
+	dir string
+	db  *index.DB
+	src *memstore.Store
+	c   *blockcache.Cache
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: t.TempDir(), src: memstore.New()}
+	f.open()
+	return f
+}
+
+// open (re)opens the index and the cache on the fixture's directory, as a
+// daemon restart does.
+func (f *fixture) open() {
+	f.t.Helper()
+	db, err := index.Open(filepath.Join(f.dir, "index.db"), index.Options{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c, err := blockcache.New(db, f.src, blockcache.Options{
+		Dir: f.dir, Bucket: "bucket", BlockSize: testBlock, PartSize: testPart,
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.db, f.c = db, c
+	f.t.Cleanup(f.close)
+}
+
+func (f *fixture) close() {
+	if f.c == nil {
+		return
+	}
+	if err := f.c.Close(); err != nil {
+		f.t.Error(err)
+	}
+	if err := f.db.Close(); err != nil {
+		f.t.Error(err)
+	}
+	f.c, f.db = nil, nil
+}
+
+// jobFixture adds a catalog and a job runner to a cache fixture.
+func jobFixture(t *testing.T, opts JobOptions) (*fixture, *Jobs) {
+	f := newFixture(t)
+	return f, f.jobs(opts)
+}
+
+func (f *fixture) jobs(opts JobOptions) *Jobs {
+	cat := index.NewCatalog(f.db, f.src, index.CatalogOptions{TTL: time.Hour})
+	j := NewJobs(f.c, cat, f.db, opts)
+	f.t.Cleanup(j.Close)
+	return j
+}
+
+func (f *fixture) id(o index.Object) string { return blockcache.ObjectID("bucket", o) }
+
+func randBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func buf(n int) []byte { return make([]byte, n) }
+
+// readAll reads h sequentially in kernel-sized requests.
+func readAll(t *testing.T, h *blockcache.Handle) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 128<<10)
+	for off := int64(0); ; {
+		n, err := h.ReadAt(context.Background(), buf, off)
+		if err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+		off += int64(n)
+	}
+}
+
+func (f *fixture) openHandle(obj index.Object) *blockcache.Handle {
+	f.t.Helper()
+	h, err := f.c.Open(context.Background(), obj)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// heldGets blocks GETs until released, so tests can hold a fetch in flight.
+type heldGets struct {
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func holdGets(src *memstore.Store) *heldGets {
+	g := &heldGets{entered: make(chan struct{}), release: make(chan struct{})}
+	src.SetFault(func(op, key string) error {
+		if op == memstore.OpGet {
+			g.once.Do(func() { close(g.entered) })
+			<-g.release
+		}
+		return nil
+	})
+	return g
+}

@@ -1,0 +1,55 @@
+package blockcache
+
+import (
+	"errors"
+	"os"
+)
+
+// Version replacement (doc.go, "Versions").
+
+// makeCurrent records o as the cached version of its key and drops the
+// data of the version it replaces: an object changed in S3 leaves no old
+// bytes behind.
+func (c *Cache) makeCurrent(o *object) {
+	stale, err := c.db.SetCurrent(o.obj.Key, o.id)
+	if err != nil {
+		c.log.Warn("record current version", "key", o.obj.Key, "err", err)
+		return
+	}
+	for _, id := range stale {
+		if err := c.DropVersion(id); err != nil {
+			c.log.Warn("drop old version", "key", o.obj.Key, "err", err)
+		}
+	}
+}
+
+// DropVersion deletes the record (and pins), then the file, of object
+// version id. A version in use is marked and dropped by its last release
+// instead.
+func (c *Cache) DropVersion(id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o, busy := c.objs[id]; busy {
+		o.superseded.Store(true)
+		return nil
+	}
+	return c.dropLocked(id)
+}
+
+// dropLocked deletes the record, then the file, of id; c.mu is held so
+// that nobody opens it meanwhile.
+func (c *Cache) dropLocked(id string) error {
+	delete(c.checked, id)
+	rec, ok, err := c.db.Record(id)
+	if err != nil || !ok {
+		return err
+	}
+	if err := c.db.DeleteRecord(id); err != nil {
+		return err
+	}
+	c.used.Add(-diskUsage(rec))
+	if err := os.Remove(objectPath(c.opts.Dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
