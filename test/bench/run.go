@@ -4,7 +4,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"s3cachefs/fs/mounttab"
 )
 
 // Tools the peers need. /usr/bin/aws is Debian's CLI, not a pyenv shim.
@@ -158,24 +159,23 @@ func (b *bench) teardown(failed bool) error {
 	return errors.Join(errs...)
 }
 
-// fuseMountsUnder lists FUSE mounts at or under dir from /proc/mounts.
+// fuseMountsUnder lists FUSE mounts (s3cachefs's, rclone's) at or under
+// dir.
 func fuseMountsUnder(dir string) ([]string, error) {
-	data, err := os.ReadFile("/proc/mounts")
+	entries, err := mounttab.Read()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 3 || !strings.HasPrefix(f[2], "fuse") {
+	for _, e := range entries {
+		if !strings.HasPrefix(e.FSType, "fuse") {
 			continue
 		}
-		if f[1] == dir || strings.HasPrefix(f[1], dir+"/") {
-			out = append(out, f[1])
+		if e.Point == dir || strings.HasPrefix(e.Point, dir+"/") {
+			out = append(out, e.Point)
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // isMounted reports whether dir is a FUSE mountpoint now.
