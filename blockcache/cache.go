@@ -167,7 +167,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("blockcache: no cache directory")
 	}
-	if err := os.MkdirAll(filepath.Join(opts.Dir, "objects"), 0o700); err != nil {
+	if err := os.MkdirAll(FilesDir(opts.Dir), 0o700); err != nil {
 		return nil, fmt.Errorf("create cache directory: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -22,7 +22,7 @@ func ObjectID(bucket string, obj index.Object) string {
 
 // objectPath is where the cache file of id lives under dir.
 func objectPath(dir, id string) string {
-	return filepath.Join(dir, "objects", id[:2], id)
+	return filepath.Join(FilesDir(dir), id[:2], id)
 }
 
 // Bucket is the bucket the cache's object IDs are of: ObjectID(c.Bucket(),

@@ -341,13 +341,20 @@ func (e *env) jobState(t *testing.T, m *mounted, id string) string {
 	return ""
 }
 
-// waitNoOpenFiles waits until m's daemon has no open files. The kernel
-// sends FUSE RELEASE asynchronously after close(2), so a plain drop right
-// after reading could otherwise see a file still open.
+// waitNoOpenFiles waits until m's daemon has no open files.
 func (e *env) waitNoOpenFiles(t *testing.T, m *mounted) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "no open files on "+m.dir, func() bool {
-		return e.status(t, m).OpenFiles == 0
+	waitNoOpenFiles(t, m.dir, func() api.Status { return e.status(t, m) })
+}
+
+// waitNoOpenFiles waits until status, the status of the daemon of the
+// mount at mp, shows no open files. The kernel sends FUSE RELEASE
+// asynchronously after close(2), so a plain drop right after reading could
+// otherwise see a file still open.
+func waitNoOpenFiles(t *testing.T, mp string, status func() api.Status) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "no open files on "+mp, func() bool {
+		return status().OpenFiles == 0
 	})
 }
 

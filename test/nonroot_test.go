@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"s3cachefs/cmd/s3cachefs/api"
 )
@@ -374,13 +373,11 @@ func (u *testUser) status(t *testing.T, env []string, mp string) api.Status {
 	return parseStatus(t, u.run(t, env, "status", "--mount", mp, "--json"))
 }
 
-// waitNoOpenFiles waits until the daemon of mp has no open files (the
-// kernel sends RELEASE after close(2) returns).
+// waitNoOpenFiles waits until the daemon of mp, which u runs, has no open
+// files.
 func (u *testUser) waitNoOpenFiles(t *testing.T, env []string, mp string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "no open files on "+mp, func() bool {
-		return u.status(t, env, mp).OpenFiles == 0
-	})
+	waitNoOpenFiles(t, mp, func() api.Status { return u.status(t, env, mp) })
 }
 
 // compare reads every file of files through the mount at mp as u and

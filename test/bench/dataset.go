@@ -169,12 +169,12 @@ func (b *bench) upload(ctx context.Context, dir string, s spec) error {
 	if stamped(stamp, s.String()) {
 		return nil
 	}
-	if err := createBucket(ctx, b.server.endpoint); err != nil {
+	if err := b.server.MakeBucket(ctx, bucket); err != nil {
 		return err
 	}
 	for _, folder := range []string{trainDir, devDir, metaTrainDir, metaDevDir} {
 		dest := fmt.Sprintf("s3://%s/%s/%s/", bucket, prefix, folder)
-		if _, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.server.endpoint, "s3", "sync", "--no-progress",
+		if _, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.server.Endpoint, "s3", "sync", "--no-progress",
 			"--only-show-errors", filepath.Join(dir, folder), dest)...); err != nil {
 			return fmt.Errorf("upload %s: %w", folder, err)
 		}

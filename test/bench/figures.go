@@ -367,12 +367,12 @@ func (b *bench) figListing(ctx context.Context) error {
 		if _, err := os.Stat(dir); err != nil {
 			return err
 		}
-		b.proxy.reset()
+		b.proxy.Reset()
 		d, err := b.timeLs(ctx, dir)
 		if err != nil {
 			return err
 		}
-		c := b.proxy.counts()
+		c := b.proxy.Counts()
 		b.res.lsFirst.add(d, 0)
 		b.res.lsLists, b.res.lsHeads = max(b.res.lsLists, c.List), max(b.res.lsHeads, c.Head)
 		if d, err = b.timeLs(ctx, dir); err != nil {
@@ -391,7 +391,7 @@ func (b *bench) figListing(ctx context.Context) error {
 		if err := dropCaches(); err != nil {
 			return err
 		}
-		b.proxy.reset()
+		b.proxy.Reset()
 		pick := rng.Perm(len(names))[:b.res.statCount]
 		d, err = timed(func() error {
 			for _, i := range pick {
@@ -405,7 +405,7 @@ func (b *bench) figListing(ctx context.Context) error {
 			return err
 		}
 		b.res.statFiles.add(d, 0)
-		b.res.statRequests += b.proxy.counts().total()
+		b.res.statRequests += b.proxy.Counts().Total()
 		if err := b.dropFS(m, true); err != nil {
 			return err
 		}
@@ -450,7 +450,7 @@ func (b *bench) figRSSRemount(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.proxy.reset()
+	b.proxy.Reset()
 	if err := dropCaches(); err != nil {
 		return err
 	}
@@ -476,7 +476,7 @@ func (b *bench) figRSSRemount(ctx context.Context) error {
 		took += d
 	}
 	b.res.remount.add(took, total)
-	c := b.proxy.counts()
+	c := b.proxy.Counts()
 	b.res.remountGets, b.res.remountLists = c.GetObject, c.List
 	b.logf("remount read: %s (large files %s, small files %s), %d GET, %d LIST", b.res.remount,
 		b.res.remountLarge, b.res.remountSmall, c.GetObject, c.List)

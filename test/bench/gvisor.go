@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"s3cachefs/test/s3server"
 )
 
 // gvisorChildArg as the first argument makes the bench the sandbox's side.
@@ -127,7 +129,7 @@ func (b *bench) figGVisor(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gw, err := versitygwPath()
+	gw, err := s3server.FindBinary()
 	if err != nil {
 		return err
 	}

@@ -61,10 +61,9 @@ func runGVisorJob(ctx context.Context, job gvisorJob) (res gvisorResult, err err
 			return res, err
 		}
 	}
-	if b.server, err = startServer(job.Versitygw, b.path("s3root"), b.path("logs", "versitygw.log")); err != nil {
+	if err := b.startServer(job.Versitygw); err != nil {
 		return res, err
 	}
-	b.clean.add("versitygw", b.server.stop)
 	rel := gvisorNames(job)
 	plain := make([]string, len(rel))
 	for i, r := range rel {
@@ -83,10 +82,9 @@ func runGVisorJob(ctx context.Context, job gvisorJob) (res gvisorResult, err err
 	}
 	res.Upload = up
 	b.logf("wrote %d files (%d MB) to %s and uploaded them in %s", len(rel), res.Bytes/1e6, b.path("plain"), fmtDur(up))
-	if b.proxy, err = startProxy(b.server.endpoint, job.TTFB, job.Rate, b.path("logs", "proxy.log")); err != nil {
+	if err := b.startProxy(job.TTFB, job.Rate); err != nil {
 		return res, err
 	}
-	b.clean.add("proxy", b.proxy.close)
 	m, err := b.gvisorCold(ctx, rel, &res)
 	if err != nil {
 		return res, err
@@ -212,10 +210,10 @@ func mountedPaths(m *fsMount, rel []string) []string {
 // uploadSet puts the files at paths into the bucket under the names rel,
 // straight to the server, two at a time.
 func (b *bench) uploadSet(ctx context.Context, rel, paths []string) error {
-	if err := createBucket(ctx, b.server.endpoint); err != nil {
+	if err := b.server.MakeBucket(ctx, bucket); err != nil {
 		return err
 	}
-	c := newS3Client(b.server.endpoint, 0)
+	c := b.server.ClientAt(b.server.Endpoint, 0)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(2)
 	for i, r := range rel {

@@ -194,7 +194,7 @@ type cpuMeter struct {
 }
 
 func (b *bench) startCPU(daemon int) *cpuMeter {
-	m := &cpuMeter{pids: [3]int{daemon, os.Getpid(), b.server.cmd.Process.Pid}}
+	m := &cpuMeter{pids: [3]int{daemon, os.Getpid(), b.server.Pid()}}
 	for i, p := range m.pids {
 		m.start[i] = cpuTime(p)
 	}

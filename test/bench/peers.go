@@ -23,7 +23,7 @@ const rcloneRemote = "benchs3"
 // singleGet downloads key with one GetObject on one connection and
 // discards the body, reading it with readBuf buffers.
 func (b *bench) singleGet(ctx context.Context, key string) (int64, error) {
-	c := newS3Client(b.proxy.endpoint, 1)
+	c := b.server.ClientAt(b.proxy.Endpoint, 1)
 	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
 		return 0, fmt.Errorf("get %s: %w", key, err)
@@ -39,7 +39,7 @@ func (b *bench) singleGet(ctx context.Context, key string) (int64, error) {
 // awsSync runs `aws s3 sync` (default settings) of folder into dest.
 func (b *bench) awsSync(ctx context.Context, folder, dest string) error {
 	src := fmt.Sprintf("s3://%s/%s/%s/", bucket, prefix, folder)
-	_, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.proxy.endpoint, "s3", "sync", "--no-progress",
+	_, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.proxy.Endpoint, "s3", "sync", "--no-progress",
 		"--only-show-errors", src, dest)...)
 	return err
 }
@@ -50,7 +50,7 @@ func (b *bench) rcloneEnv() []string {
 	p := "RCLONE_CONFIG_" + strings.ToUpper(rcloneRemote) + "_"
 	return []string{
 		"RCLONE_CONFIG=" + b.path("home", "rclone.conf"),
-		p + "TYPE=s3", p + "PROVIDER=Other", p + "ENDPOINT=" + b.proxy.endpoint,
+		p + "TYPE=s3", p + "PROVIDER=Other", p + "ENDPOINT=" + b.proxy.Endpoint,
 		p + "ACCESS_KEY_ID=" + accessKey, p + "SECRET_ACCESS_KEY=" + secretKey,
 		p + "REGION=" + region, p + "FORCE_PATH_STYLE=true",
 	}

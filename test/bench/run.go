@@ -4,7 +4,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -14,6 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"s3cachefs/fs/mounttab"
+	"s3cachefs/test/s3server"
 )
 
 // Tools the peers need. /usr/bin/aws is Debian's CLI, not a pyenv shim.
@@ -29,8 +31,8 @@ type bench struct {
 	start  time.Time
 	repo   string // the checkout (where go.mod is)
 	bin    string // s3cachefs built from the checkout
-	server *s3Server
-	proxy  *proxy
+	server *s3server.Server
+	proxy  *s3server.Proxy
 	clean  cleanups
 	res    results
 }
@@ -57,7 +59,7 @@ func run(ctx context.Context, cfg config) (err error) {
 			return fmt.Errorf("%s not found: run `make deps bench-deps`", tool)
 		}
 	}
-	gw, err := versitygwPath()
+	gw, err := s3server.FindBinary()
 	if err != nil {
 		return err
 	}
@@ -109,20 +111,17 @@ func (b *bench) prepare(ctx context.Context, gw string) error {
 	if err := os.MkdirAll(b.path("s3root"), 0o700); err != nil {
 		return err
 	}
-	if b.server, err = startServer(gw, b.path("s3root"), b.path("logs", "versitygw.log")); err != nil {
+	if err := b.startServer(gw); err != nil {
 		return err
 	}
-	b.clean.add("versitygw", b.server.stop)
-	b.logf("versitygw on %s; uploading (skipped when cached)", b.server.endpoint)
+	b.logf("versitygw on %s; uploading (skipped when cached)", b.server.Endpoint)
 	if err := b.upload(ctx, b.path("dataset"), b.spec); err != nil {
 		return err
 	}
-	b.proxy, err = startProxy(b.server.endpoint, b.cfg.ttfb, b.cfg.rate, b.path("logs", "proxy.log"))
-	if err != nil {
+	if err := b.startProxy(b.cfg.ttfb, b.cfg.rate); err != nil {
 		return err
 	}
-	b.clean.add("proxy", b.proxy.close)
-	b.logf("proxy on %s: %v to first byte, %s per connection", b.proxy.endpoint, b.cfg.ttfb, fmtRate(b.cfg.rate))
+	b.logf("proxy on %s: %v to first byte, %s per connection", b.proxy.Endpoint, b.cfg.ttfb, fmtRate(b.cfg.rate))
 	return nil
 }
 
@@ -158,24 +157,23 @@ func (b *bench) teardown(failed bool) error {
 	return errors.Join(errs...)
 }
 
-// fuseMountsUnder lists FUSE mounts at or under dir from /proc/mounts.
+// fuseMountsUnder lists FUSE mounts (s3cachefs's, rclone's) at or under
+// dir.
 func fuseMountsUnder(dir string) ([]string, error) {
-	data, err := os.ReadFile("/proc/mounts")
+	entries, err := mounttab.Read()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 3 || !strings.HasPrefix(f[2], "fuse") {
+	for _, e := range entries {
+		if !strings.HasPrefix(e.FSType, "fuse") {
 			continue
 		}
-		if f[1] == dir || strings.HasPrefix(f[1], dir+"/") {
-			out = append(out, f[1])
+		if e.Point == dir || strings.HasPrefix(e.Point, dir+"/") {
+			out = append(out, e.Point)
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // isMounted reports whether dir is a FUSE mountpoint now.
@@ -202,9 +200,10 @@ func (b *bench) childEnv(extra ...string) []string {
 		out = append(out, kv)
 	}
 	home := b.path("home")
+	if b.server != nil {
+		out = append(out, b.server.Env()...)
+	}
 	out = append(out,
-		"AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey,
-		"AWS_REGION="+region, "AWS_DEFAULT_REGION="+region, "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_CONFIG_FILE="+filepath.Join(home, "no-aws-config"),
 		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(home, "no-aws-credentials"),
 		"AWS_PAGER=", "HOME="+home,

@@ -62,7 +62,7 @@ func (b *bench) mountSource(ctx context.Context, bin, src, name, cache string, f
 		return nil, err
 	}
 	args := append([]string{"mount", src, dir, "--cache-dir", cache,
-		"--endpoint-url", b.proxy.endpoint, "--force-path-style"}, b.cfg.mountFlags...)
+		"--endpoint-url", b.proxy.Endpoint, "--force-path-style"}, b.cfg.mountFlags...)
 	args = append(args, flags...)
 	// Registered first: a mount command killed by Ctrl-C may already
 	// have left a daemon and its mount behind.

@@ -157,7 +157,7 @@ func (b *bench) prepareNPZ(ctx context.Context, t *trainerFigures) error {
 		return nil
 	}
 	dest := fmt.Sprintf("s3://%s/%s/%s/", bucket, npzPrefix, npzSplit)
-	if _, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.server.endpoint, "s3", "sync", "--no-progress",
+	if _, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.server.Endpoint, "s3", "sync", "--no-progress",
 		"--only-show-errors", "--delete", dir, dest)...); err != nil {
 		return fmt.Errorf("upload NPZ files: %w", err)
 	}
@@ -210,7 +210,7 @@ func (b *bench) trainerCopyFirst(ctx context.Context, t *trainerFigures, s *stat
 
 func (b *bench) npzSync(ctx context.Context, dest string) error {
 	src := fmt.Sprintf("s3://%s/%s/%s/", bucket, npzPrefix, npzSplit)
-	_, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.proxy.endpoint, "s3", "sync", "--no-progress",
+	_, err := b.runCmd(ctx, awsCLI, b.awsArgs(b.proxy.Endpoint, "s3", "sync", "--no-progress",
 		"--only-show-errors", src, dest)...)
 	return err
 }
@@ -233,7 +233,7 @@ func (b *bench) trainerMount(ctx context.Context, t *trainerFigures, s *stat, se
 	if err := b.coldStart(ctx); err != nil {
 		return err
 	}
-	b.proxy.reset()
+	b.proxy.Reset()
 	start := time.Now()
 	m, err := b.mountSource(ctx, b.bin, npzSource, "trainer", cache)
 	if err != nil {
@@ -265,7 +265,7 @@ func (b *bench) trainerMount(ctx context.Context, t *trainerFigures, s *stat, se
 	}
 	s.add(d, t.bytes)
 	u2, s2 := cpuTimes(m.pid)
-	got := b.proxy.counts().GetBytes
+	got := b.proxy.Counts().GetBytes
 	rss, err := peakRSS(m.pid)
 	if err != nil {
 		return err

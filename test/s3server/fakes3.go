@@ -60,8 +60,8 @@ type fakeObject struct {
 func StartFake(t testing.TB) *Fake {
 	t.Helper()
 	f := &Fake{
-		AccessKey: "fake" + randomHex(t, 8),
-		SecretKey: randomHex(t, 20),
+		AccessKey: "fake" + randomHex(8),
+		SecretKey: randomHex(20),
 		Region:    "us-east-1",
 		buckets:   map[string]*fakeBucket{},
 	}

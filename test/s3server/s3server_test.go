@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -130,5 +131,46 @@ func TestProxyRejectsBadSignature(t *testing.T) {
 	}
 	if got := p.Counts().List; got == 0 {
 		t.Errorf("List count = %d, want the failed request counted", got)
+	}
+}
+
+func TestProxyModel(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.CreateBucket(t, "bkt")
+	data := make([]byte, 400_000)
+	srv.Put(t, "bkt", "obj", data)
+	const ttfb, rate = 50 * time.Millisecond, 2e6
+	p, err := srv.StartProxy(s3server.ProxyOptions{TTFB: ttfb, Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := srv.ClientAt(p.Endpoint, 1)
+	ctx := context.Background()
+
+	start := time.Now()
+	if _, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bkt"), Key: aws.String("obj")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < ttfb {
+		t.Errorf("HeadObject took %v, want at least the TTFB %v", d, ttfb)
+	}
+	start = time.Now()
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String("obj")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, out.Body)
+	out.Body.Close()
+	if err != nil || n != int64(len(data)) {
+		t.Fatalf("GetObject read %d bytes, %v", n, err)
+	}
+	// The first chunk goes out at once, then the link runs at rate.
+	want := ttfb + time.Duration(float64(len(data)-128<<10)/rate*float64(time.Second))
+	if d := time.Since(start); d < want {
+		t.Errorf("GetObject of %d bytes took %v, want at least %v at %v B/s", n, d, want, rate)
+	}
+	if got := p.Counts(); got.GetObject != 1 || got.Head != 1 || got.GetBytes != n || got.Total() != 2 {
+		t.Errorf("Counts = %+v, want 1 GET of %d bytes and 1 HEAD", got, n)
 	}
 }
