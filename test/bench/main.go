@@ -1,12 +1,14 @@
 // Command bench is `make bench`: it measures s3cachefs side by side with
 // local disk, a single-connection GET, `aws s3 sync`, `rclone copy` and
-// `rclone mount --vfs-cache-mode full` for every target of issue 5, and
-// prints a markdown table of medians and ratios.
+// `rclone mount --vfs-cache-mode full` for every target of issue 5, then
+// checked reads and reads inside gVisor (checks.go, gvisor.go; issue 10)
+// and a PyTorch trainer's first and later epochs (trainer.go; issue 11),
+// and prints a markdown table of medians and ratios.
 //
 // Everything runs on 127.0.0.1 and is set up by the program in its work
 // dir: a versitygw S3 server, a proxy in front of it that models S3 (a
 // delay to first byte and a per-connection bandwidth limit) and counts
-// requests, a generated dataset, and the s3cachefs binary built from this
+// requests (both from test/s3server, as the end-to-end tests use them), a generated dataset, and the s3cachefs binary built from this
 // checkout. Every client goes through the proxy; the upload does not.
 //
 // It must run as root: it mounts FUSE filesystems and drops the page cache
