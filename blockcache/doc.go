@@ -34,6 +34,25 @@
 // starts at two parts. Each sequential read quadruples the window up to
 // Options.ReadAhead; a random read resets it.
 //
+// The Source retries failed requests; a body that breaks off midway (reset,
+// truncation, a stall cut by the Source's timeout) is retried here, from
+// the first block still missing, since whole blocks read before the break
+// are committed. A part gives up after Options.BodyAttempts broken bodies
+// that brought no new block; the read then fails for that file only.
+//
+// # Fresh blocks and O_DIRECT
+//
+// A block fetched while a Handle has its object open is kept in the
+// fetch's buffer, up to half of Options.MaxFetches blocks across the cache,
+// and the first read of it is served from there (fresh.go): neither read
+// back from SSD nor checked again. Such blocks, and those of a fetch nobody
+// has open (a prefetch's), are written with O_DIRECT (direct.go): through
+// the page cache they would cost a copy into new page-cache pages, the
+// dearest step of the fetch path, and push the readers' working set out of
+// memory. Blocks a reader will read back from SSD (the bound was reached)
+// go through the page cache, from which that read is cheap. A filesystem
+// that refuses O_DIRECT gets every write through the page cache.
+//
 // # The gate
 //
 // At most Options.MaxFetches GETs are in flight: each fetch holds a token
@@ -54,23 +73,6 @@
 // reader's own request), and Stats.Uncached counts it. A body that breaks
 // off is asked for again from where it stopped, within the same budget as
 // a fetch's.
-//
-// A block fetched while a Handle has its object open is kept in the
-// fetch's buffer, up to half of Options.MaxFetches blocks across the cache,
-// and the first read of it is served from there (fresh.go): neither read
-// back from SSD nor checked again. Such blocks, and those of a fetch nobody
-// has open (a prefetch's), are written with O_DIRECT (direct.go): through
-// the page cache they would cost a copy into new page-cache pages, the
-// dearest step of the fetch path, and push the readers' working set out of
-// memory. Blocks a reader will read back from SSD (the bound was reached)
-// go through the page cache, from which that read is cheap. A filesystem
-// that refuses O_DIRECT gets every write through the page cache.
-//
-// The Source retries failed requests; a body that breaks off midway (reset,
-// truncation, a stall cut by the Source's timeout) is retried here, from
-// the first block still missing, since whole blocks read before the break
-// are committed. A part gives up after Options.BodyAttempts broken bodies
-// that brought no new block; the read then fails for that file only.
 //
 // # Checks
 //
