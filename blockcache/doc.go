@@ -76,14 +76,18 @@
 //
 // # Checks
 //
-// Each block's CRC-32C is recorded with its presence. A block is read back
-// and checked against it the first time it is served in a daemon run (a
-// damaged block is forgotten and fetched again); blocks checked stay
-// checked across closes and reopens for the rest of the run. A block just
-// fetched counts as checked: it was summed from the bytes written.
-// Handle.Backing hands out the cache file only when every block is present
-// and checked, because whoever reads it then (the kernel, in FUSE
-// passthrough) bypasses these checks.
+// Each block's CRC-32C is recorded with its presence. Every read through a
+// Handle reads each block it takes from SSD whole and compares it with its
+// sum, on every read, not only the first of a run (handle.go): a damaged
+// block is forgotten and fetched again. The block a handle holds from its
+// previous read and a fresh block (fresh.go) are not read again: they were
+// checked or summed when they were filled. Handle.Backing hands out the
+// cache file only when every block is present and checked (checksum.go's
+// check, once per block per daemon run: blocks checked stay checked across
+// closes and reopens while the file is unchanged, stamp.go), because
+// whoever reads it then (the kernel, in FUSE passthrough) bypasses these
+// checks. A block just fetched counts as checked: it was summed from the
+// bytes written.
 //
 // # Eviction
 //
