@@ -59,9 +59,26 @@ type Options struct {
 	// size histograms without this package knowing about metrics. It is
 	// called from fetch goroutines, concurrently, and must return quickly.
 	OnFetch func(bytes int64, d time.Duration, err error)
+	// Eviction is what a full cache does; the zero value is EvictLRU.
+	Eviction Eviction
 	// Logger receives fetch failures; nil discards.
 	Logger *slog.Logger
 }
+
+// Eviction is a full cache's policy.
+type Eviction int
+
+const (
+	// EvictLRU makes room for a fetch by evicting the least recently
+	// opened objects that are neither pinned nor open.
+	EvictLRU Eviction = iota
+	// EvictNone evicts nothing to make room: once the cache is full it
+	// keeps what it has, and reads of what it lacks go to S3 uncached. An
+	// epoch that reads every file once, over a dataset larger than the
+	// cache, then hits on the cached share every epoch, where LRU would
+	// evict each file before its next read.
+	EvictNone
+)
 
 func (o *Options) setDefaults() {
 	if o.BlockSize <= 0 {

@@ -61,11 +61,16 @@ func (c *Cache) loadUsage() error {
 
 // reserve claims n bytes of SSD for a fetch, evicting least recently used
 // objects that are neither pinned nor in use until the cache limit and the
-// free-space floor allow it. The caller gives back what it did not record.
+// free-space floor allow it (with EvictNone, none: the fetch fails with
+// ErrCacheFull). The caller gives back what it did not record.
 func (c *Cache) reserve(n int64) error {
 	c.evictMu.Lock()
 	defer c.evictMu.Unlock()
 	if !c.fits(n) {
+		if c.opts.Eviction == EvictNone {
+			c.full.Store(true)
+			return ErrCacheFull
+		}
 		// Make some room beyond this fetch, so that a full cache does not
 		// scan the index on every part.
 		if err := c.evictLocked(n + c.opts.PartSize*int64(c.opts.MaxFetches)); err != nil {

@@ -158,3 +158,66 @@ func TestAccessTimesReachTheIndex(t *testing.T) {
 		t.Fatalf("LastAccess %v after an open at %v: the access time was not written", rec.LastAccess, start)
 	}
 }
+
+// TestEvictNoneKeepsWhatItHas: with EvictNone a full cache evicts nothing:
+// epoch after epoch over more objects than fit, the objects cached first
+// stay cached and are hits, and the rest are served from S3
+// uncached, every byte right; the same epochs with LRU evict.
+func TestEvictNoneKeepsWhatItHas(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		policy   Eviction
+		wantKept bool
+	}{{"none", EvictNone, true}, {"lru", EvictLRU, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			const limit = 3 * testPart
+			f := newFixture(t, Options{MaxBytes: limit, Eviction: c.policy, ReadAhead: -1})
+			var objs []index.Object
+			var data [][]byte
+			for i := range 6 {
+				b := randBytes(uint64(300+i), testPart-100)
+				data = append(data, b)
+				objs = append(objs, f.src.Put(fmt.Sprintf("o%d", i), b))
+			}
+			epoch := func() {
+				t.Helper()
+				for i, o := range objs {
+					h, err := f.c.Open(context.Background(), o)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := readAll(t, h); !bytes.Equal(got, data[i]) {
+						t.Fatalf("object %d: wrong bytes", i)
+					}
+					h.Close()
+				}
+			}
+			epoch()
+			before := f.c.Stats()
+			epoch()
+			s := f.c.Stats()
+			if s.UsedBytes > limit {
+				t.Fatalf("the cache uses %d bytes, over its %d limit", s.UsedBytes, limit)
+			}
+			_, kept, _ := f.db.Record(ObjectID("bucket", objs[0]))
+			if kept != c.wantKept {
+				t.Errorf("first object cached after two epochs: %v, want %v", kept, c.wantKept)
+			}
+			if c.policy == EvictNone {
+				if s.Evictions != 0 || !s.Full || s.Uncached == 0 {
+					t.Errorf("stats %+v: want no eviction, full, uncached reads", s)
+				}
+				// The second epoch cached nothing new: the three that fit
+				// were hits (two reads each), the rest went to S3 uncached.
+				if s.BytesFromS3 != before.BytesFromS3 {
+					t.Errorf("second epoch fetched %d bytes into the cache, want 0", s.BytesFromS3-before.BytesFromS3)
+				}
+				if hits := s.Hits - before.Hits; hits != 6 {
+					t.Errorf("second epoch: %d hits, want 6 (the three cached objects)", hits)
+				}
+			} else if s.Evictions == 0 {
+				t.Errorf("LRU evicted nothing over two epochs: %+v", s)
+			}
+		})
+	}
+}

@@ -55,6 +55,41 @@ func TestCacheLimit(t *testing.T) {
 	}
 }
 
+// TestEvictionNone reads the dataset twice through a cache far smaller
+// than it with --eviction none: every byte is right both times, nothing is
+// ever evicted, the files cached in the first pass stay cached, and the
+// second pass caches nothing new (what did not fit is read from S3 as it
+// goes, uncached).
+func TestEvictionNone(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files := sourceFiles(t)
+	const limit = 6 << 20
+	m := e.mount(t, "--max-cache-size", "6MiB", "--eviction", "none")
+	for range 2 {
+		for _, name := range sortedNames(files) {
+			readAll(t, m.dir, map[string][]byte{name: files[name]})
+		}
+		e.waitNoOpenFiles(t, m)
+	}
+	first := e.status(t, m)
+	for _, name := range sortedNames(files) {
+		readAll(t, m.dir, map[string][]byte{name: files[name]})
+	}
+	e.waitNoOpenFiles(t, m)
+	s := e.status(t, m)
+	if s.Eviction != "none" || s.Evictions != 0 || s.UncachedReads == 0 || s.UsedBytes > limit {
+		t.Fatalf("status after reading the dataset three times through a %d-byte cache with --eviction none: %+v", limit, s)
+	}
+	if s.BytesFromS3 != first.BytesFromS3 || s.CachedBytes != first.CachedBytes {
+		t.Errorf("a later pass cached more: %d bytes from S3 into the cache (was %d), %d cached (was %d)",
+			s.BytesFromS3, first.BytesFromS3, s.CachedBytes, first.CachedBytes)
+	}
+	if s.CachedBytes == 0 {
+		t.Error("nothing cached at all")
+	}
+}
+
 // TestMinFreeAndFullCache puts the cache on a small tmpfs: --min-free is
 // kept while more than fits is read, and when an open file holds all the
 // room there is, reads go to S3 uncached with correct bytes and status

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"s3cachefs/blockcache"
 )
 
 // source is a parsed s3://bucket[/prefix].
@@ -99,6 +101,25 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level must be debug, info, warn or error, got %q", s)
 	}
 	return l, nil
+}
+
+// parseEviction parses --eviction.
+func parseEviction(s string) (blockcache.Eviction, error) {
+	switch s {
+	case "lru":
+		return blockcache.EvictLRU, nil
+	case "none":
+		return blockcache.EvictNone, nil
+	}
+	return 0, fmt.Errorf("--eviction must be lru or none, got %q", s)
+}
+
+// evictionName is the flag's word for e.
+func evictionName(e blockcache.Eviction) string {
+	if e == blockcache.EvictNone {
+		return "none"
+	}
+	return "lru"
 }
 
 // parseEndpoint checks --endpoint-url.

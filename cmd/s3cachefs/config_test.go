@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"s3cachefs/blockcache"
 )
 
 func TestParseSource(t *testing.T) {
@@ -101,6 +103,26 @@ func TestParseMountArgsInterleaved(t *testing.T) {
 	}
 	if _, err := parseMountArgs([]string{"s3://bucket", "/tmp/m", "--cache-dir", "/tmp/m/c"}); err == nil {
 		t.Fatal("cache dir inside the mountpoint accepted")
+	}
+}
+
+func TestParseEviction(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want blockcache.Eviction
+	}{
+		{nil, blockcache.EvictLRU},
+		{[]string{"--eviction", "lru"}, blockcache.EvictLRU},
+		{[]string{"--eviction", "none"}, blockcache.EvictNone},
+		{[]string{"-o", "eviction=none"}, blockcache.EvictNone},
+	} {
+		cfg, err := parseMountArgs(append([]string{"s3://bucket/p", "/tmp/m", "--cache-dir", "/tmp/c"}, c.args...))
+		if err != nil || cfg.Eviction != c.want {
+			t.Errorf("%q: eviction %v, %v; want %v", c.args, cfg.Eviction, err, c.want)
+		}
+		if got := evictionName(cfg.Eviction); (got == "none") != (c.want == blockcache.EvictNone) {
+			t.Errorf("%q: status says %q", c.args, got)
+		}
 	}
 }
 

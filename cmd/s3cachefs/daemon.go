@@ -124,7 +124,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches,
 		PartSize: cfg.PartSize, ReadAhead: readAhead(cfg.ReadAhead),
 		MaxBytes: cfg.MaxCacheSize, MinFree: minFree, BodyAttempts: cfg.S3MaxAttempts,
-		Logger: log, OnFetch: d.metrics.fetchHook(),
+		Eviction: cfg.Eviction, Logger: log, OnFetch: d.metrics.fetchHook(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)

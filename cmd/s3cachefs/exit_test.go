@@ -79,6 +79,8 @@ func TestExitStatus(t *testing.T) {
 		{mount("--foreground=maybe"), 2, "foreground"},
 		{mount("--prefetch", "/etc"), 2, "not under the mount"},
 		{mount("-o", "max_cache_size=lots"), 2, "--max-cache-size must be a size"},
+		{mount("--eviction", "fifo"), 2, `--eviction must be lru or none, got "fifo"`},
+		{mount("-o", "eviction=random"), 2, "--eviction must be lru or none"},
 		{mount("-o", "bogus"), 2, "unknown mount option"},
 		{[]string{"mount", src, mnt, "--cache-dir", filepath.Join(mnt, "cache")}, 2, "inside the mountpoint"},
 

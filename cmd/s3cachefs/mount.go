@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"s3cachefs/blockcache"
 	"s3cachefs/blockcache/s3store"
 	"s3cachefs/index"
 )
@@ -36,10 +37,11 @@ type mountConfig struct {
 	UID, GID        uint32
 	FileMode        uint32
 	DirMode         uint32
-	Prefetch        []string      // mount-relative paths to prefetch once mounted
-	PrefetchObjects int           // objects a prefetch job fetches at once
-	MaxFetches      int           // ranged GETs in flight
-	MaxCacheSize    int64         // bytes; 0 = no limit but free space
+	Prefetch        []string // mount-relative paths to prefetch once mounted
+	PrefetchObjects int      // objects a prefetch job fetches at once
+	MaxFetches      int      // ranged GETs in flight
+	MaxCacheSize    int64    // bytes; 0 = no limit but free space
+	Eviction        blockcache.Eviction
 	MinFree         minFree       // kept free on the cache filesystem
 	MetricsAddr     string        // HOST:PORT serving Prometheus metrics; "" = off
 	Passthrough     bool          // hand complete files to the kernel when it allows
@@ -101,6 +103,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	maxFetches := intFlag(fs, "max-fetches", 32, 1, 1024, "ranged `GETs` in flight (reads go before prefetch; 1 to 1024)")
 	maxCache := typedFlag(fs, "max-cache-size", "0", "most SSD space the cache may take, a `size` like 400GiB (0: no limit but --min-free)",
 		func(s string) (int64, error) { return parseSize("--max-cache-size", s) })
+	eviction := typedFlag(fs, "eviction", "lru", "what a full cache does: `policy` lru (evict the least recently opened objects) or none (keep what is cached; read the rest from S3 uncached)", parseEviction)
 	minFreeFlag := typedFlag(fs, "min-free", "5%", "space kept free on the cache filesystem: a `size` or a percentage", parseMinFree)
 	passthrough := fs.Bool("passthrough", true, "let the kernel read complete cached files straight from SSD (FUSE passthrough; Linux 6.9+, root); false serves every read through the daemon")
 	partSize := typedFlag(fs, "part-size", "4MiB", "`bytes` one ranged GET asks for (1MiB to 64MiB)", sizeIn("--part-size", 1<<20, 64<<20))
@@ -131,7 +134,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		TTL: *ttl, Foreground: *fg, LogLevel: *level, AllowOther: *allowOther,
 		UID: uint32(*uid), GID: uint32(*gid), FileMode: *fileMode, DirMode: *dirMode,
 		PrefetchObjects: int(*prefetchObjects), MaxFetches: int(*maxFetches),
-		MaxCacheSize: *maxCache, MinFree: *minFreeFlag, Passthrough: *passthrough,
+		MaxCacheSize: *maxCache, Eviction: *eviction, MinFree: *minFreeFlag, Passthrough: *passthrough,
 		PartSize: *partSize, ReadAhead: *readAhead, KernelReadAhead: *kernelReadAhead,
 		S3Timeout: *s3Timeout, S3MaxAttempts: int(*s3Attempts), MetricsAddr: *metricsAddr,
 		NoExec:   opts.NoExec,

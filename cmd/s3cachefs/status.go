@@ -30,7 +30,7 @@ func (d *daemon) status() api.Status {
 	cs := d.cache.Stats()
 	r.Hits, r.Misses, r.BytesFromS3, r.BytesFromSSD, r.FetchErrors = cs.Hits, cs.Misses, cs.BytesFromS3, cs.BytesFromSSD, cs.FetchErrors
 	r.UsedBytes, r.CacheLimit, r.CacheFull, r.Evictions, r.UncachedReads = cs.UsedBytes, d.cfg.MaxCacheSize, cs.Full, cs.Evictions, cs.Uncached
-	r.CorruptBlocks = cs.Corrupt
+	r.CorruptBlocks, r.Eviction = cs.Corrupt, evictionName(d.cfg.Eviction)
 	var st unix.Statfs_t
 	if err := unix.Statfs(d.cfg.CacheDir, &st); err == nil {
 		r.FreeBytes = int64(st.Bavail) * int64(st.Bsize)
@@ -112,8 +112,8 @@ func printStatus(w io.Writer, r api.Status) {
 	if r.CacheFull {
 		full = "; FULL: reads go to S3 uncached"
 	}
-	fmt.Fprintf(tw, "space\t%s used (%s), %s free on the filesystem, %d evictions%s\n",
-		humanBytes(r.UsedBytes), limit, humanBytes(r.FreeBytes), r.Evictions, full)
+	fmt.Fprintf(tw, "space\t%s used (%s, eviction %s), %s free on the filesystem, %d evictions%s\n",
+		humanBytes(r.UsedBytes), limit, r.Eviction, humanBytes(r.FreeBytes), r.Evictions, full)
 	mode := "passthrough (complete files are read by the kernel straight from SSD)"
 	if r.ReadMode != "passthrough" {
 		mode = "daemon (" + r.PassthroughOff + ")"

@@ -33,6 +33,7 @@ type Status struct {
 	CachedBytes     int64  `json:"cached_bytes"`
 	UsedBytes       int64  `json:"used_bytes"`
 	CacheLimit      int64  `json:"cache_limit"`
+	Eviction        string `json:"eviction"` // "lru" or "none" (--eviction)
 	FreeBytes       int64  `json:"free_bytes"`
 	CacheFull       bool   `json:"cache_full"`
 	Evictions       int64  `json:"evictions"`
