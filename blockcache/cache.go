@@ -123,6 +123,9 @@ type Stats struct {
 	// BlocksFresh counts blocks served from memory right after their
 	// fetch, neither read back nor checked again (fresh.go).
 	BlocksFresh int64
+	// Syncs counts fdatasyncs of cache files: one per part fetched (or
+	// per body retry), before its blocks are recorded.
+	Syncs int64
 }
 
 // Cache is the SSD store. Create it with New and stop it with Close.
@@ -168,7 +171,7 @@ type Cache struct {
 	// keepFresh bounds it.
 	freshBlocks atomic.Int64
 
-	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks, freshServed atomic.Int64
+	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks, freshServed, syncs atomic.Int64
 }
 
 // ErrClosed is returned by Open after Close.
@@ -245,7 +248,7 @@ func (c *Cache) Stats() Stats {
 		UsedBytes:   c.used.Load(), Evictions: c.evictions.Load(),
 		Uncached: c.uncached.Load(), Full: c.full.Load(), Corrupt: c.corrupt.Load(),
 		BlocksChecked: c.checks.Load(),
-		BlocksFresh:   c.freshServed.Load(),
+		BlocksFresh:   c.freshServed.Load(), Syncs: c.syncs.Load(),
 	}
 }
 

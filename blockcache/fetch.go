@@ -323,6 +323,7 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 	if err := c.fault("sync", o.id); err != nil {
 		return err
 	}
+	c.syncs.Add(1)
 	if err := unix.Fdatasync(int(o.file.Fd())); err != nil {
 		// Delayed allocation can report a full disk only here.
 		return c.noRoom(fmt.Errorf("sync cache file: %w", err))

@@ -63,7 +63,7 @@ func (db *DB) PutJob(j Job) error {
 	if err != nil {
 		return err
 	}
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobs).Put([]byte(j.ID), v)
 	})
 	if err != nil {
@@ -81,7 +81,7 @@ func (db *DB) CancelJob(id string, failed []string) (was JobState, ok bool, err 
 	if id == "" {
 		return 0, false, nil
 	}
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJobs)
 		v := b.Get([]byte(id))
 		if v == nil {
@@ -159,7 +159,7 @@ func (db *DB) DeleteJob(id string) error {
 	if id == "" {
 		return nil
 	}
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		if err := unpinJobTx(tx, id); err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func (db *DB) DeleteJob(id string) error {
 // under it, and deleting it would drop them (see DeleteJob). Running jobs
 // are never pruned.
 func (db *DB) PruneJobs(keep int) (pruned []string, err error) {
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		pruned = nil // Update may not run fn again, but keep it idempotent
 		var ended [][]byte
 		jobs := tx.Bucket(bucketJobs)

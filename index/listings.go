@@ -116,7 +116,7 @@ func (db *DB) PutListing(l Listing) error {
 	l = l.clone() // the cache must not share the caller's slices
 	db.listings.writeMu.Lock()
 	defer db.listings.writeMu.Unlock()
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketListings).Put(listingKey(l.Prefix), v)
 	})
 	if err != nil {

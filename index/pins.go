@@ -53,7 +53,7 @@ func (db *DB) Pin(jobID string, objectIDs []string) error {
 	}
 	// byJob shares jobID as prefix, so it is sorted as objs is; byObject
 	// too, since no object ID contains the NUL that ends each prefix.
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketJobs).Get([]byte(jobID)) == nil {
 			return fmt.Errorf("%w: no job %q", ErrInvalid, jobID)
 		}
@@ -83,7 +83,7 @@ func (db *DB) Unpin(jobID string) error {
 	if jobID == "" {
 		return nil
 	}
-	if err := db.bolt.Update(func(tx *bolt.Tx) error { return unpinJobTx(tx, jobID) }); err != nil {
+	if err := db.update(func(tx *bolt.Tx) error { return unpinJobTx(tx, jobID) }); err != nil {
 		return fmt.Errorf("unpin job %s: %w", jobID, err)
 	}
 	return nil
@@ -94,7 +94,7 @@ func (db *DB) Unpin(jobID string) error {
 func (db *DB) UnpinObjects(objectIDs []string) error {
 	objs := slices.Clone(objectIDs)
 	slices.Sort(objs)
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		for _, o := range slices.Compact(objs) {
 			if err := unpinObjectTx(tx, o); err != nil {
 				return err

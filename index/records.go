@@ -96,7 +96,7 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 	var out Record
 	// Batch may run this function more than once: it recomputes out from
 	// what is stored every time, so a rerun is harmless.
-	err := db.bolt.Batch(func(tx *bolt.Tx) error {
+	err := db.batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		cur := rec
 		cur.Present = rec.Present.Clone()
@@ -132,7 +132,7 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 // RemoveBlock marks block i of record id absent (its bytes were found
 // damaged) and forgets its checksum. A missing record is left alone.
 func (db *DB) RemoveBlock(id string, i int64) error {
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		return updateRecord(tx, id, func(r *Record) error {
 			if i < 0 || i >= r.Present.Len() {
 				return fmt.Errorf("%w: record %s: block %d outside [0,%d)", ErrInvalid, id, i, r.Present.Len())
@@ -185,7 +185,7 @@ func (db *DB) TouchAll(times map[string]time.Time) error {
 		return nil
 	}
 	ids := slices.Sorted(maps.Keys(times)) // bbolt writes sorted keys best
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		for _, id := range ids {
 			if id == "" {
 				continue
@@ -213,7 +213,7 @@ func (db *DB) DeleteRecord(id string) error {
 	if id == "" {
 		return nil
 	}
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		if err := unpinObjectTx(tx, id); err != nil {
 			return err
 		}
@@ -233,7 +233,7 @@ func (db *DB) ResetRecord(id string) (r Record, ok bool, err error) {
 	if id == "" {
 		return Record{}, false, nil
 	}
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		v := b.Get([]byte(id))
 		if v == nil {

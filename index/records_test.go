@@ -249,3 +249,42 @@ func TestAddBlocksSumsRoundTrip(t *testing.T) {
 		t.Fatalf("truncated checksums: %v", err)
 	}
 }
+
+// TestCommitsCountTransactions: Commits counts each write transaction
+// once: separate updates one each, concurrent batched writes once per
+// transaction bbolt ran them in (so fewer than the calls when merged), and
+// a transaction that fails not at all.
+func TestCommitsCountTransactions(t *testing.T) {
+	db := openTest(t)
+	c0 := db.Commits()
+	for i := range 3 {
+		if err := db.PutJob(Job{ID: fmt.Sprintf("j%d", i), Paths: []string{"x"}, Created: time.Unix(1, 0), State: JobRunning}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := db.Commits() - c0; got != 3 {
+		t.Fatalf("3 updates counted %d commits", got)
+	}
+	if err := db.PutJob(Job{}); err == nil {
+		t.Fatal("a job without an ID was stored")
+	}
+	if got := db.Commits() - c0; got != 3 {
+		t.Fatalf("a refused update counted: %d commits", got)
+	}
+	c1 := db.Commits()
+	const writers = 50
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			rec := Record{ID: fmt.Sprintf("r%d", i), Key: "k", Version: "v", Size: 10, BlockSize: 4}
+			if _, err := db.AddBlocksSums(rec, 0, []uint32{1}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := db.Commits() - c1; got < 1 || got > writers {
+		t.Fatalf("%d batched writes counted %d commits, want 1 to %d", writers, got, writers)
+	}
+	t.Logf("%d batched writes in %d transactions", writers, db.Commits()-c1)
+}

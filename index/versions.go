@@ -22,7 +22,7 @@ func (db *DB) SetCurrent(key, id string) (stale []string, err error) {
 		return nil, fmt.Errorf("%w: set current %q to %q: empty key or ID", ErrInvalid, key, id)
 	}
 	v := encodeCurrent(id)
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCurrent)
 		stale = nil
 		if old := b.Get([]byte(key)); old != nil {

@@ -85,6 +85,12 @@ func TestTrainerReadsWhilePrefetching(t *testing.T) {
 	if r := e.run(t, "prefetch", "--mount", m.dir, "train"); r.code != 0 {
 		t.Fatalf("prefetch train, after the readers: %s", r)
 	}
+	end := e.status(t, m)
+	t.Logf("%d index commits and %d cache-file syncs for %d objects", end.IndexCommits, end.CacheSyncs, len(names))
+	if end.CacheSyncs < int64(len(names)) || end.IndexCommits < 1 {
+		t.Errorf("%d cache-file syncs and %d index commits for %d files fetched: each part is synced and recorded before it is served",
+			end.CacheSyncs, end.IndexCommits, len(names))
+	}
 	if c := e.proxy.Counts(); c.GetBytes > split {
 		t.Errorf("%d bytes fetched from S3 for a split of %d: some were fetched twice", c.GetBytes, split)
 	}

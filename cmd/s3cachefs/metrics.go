@@ -170,6 +170,10 @@ func newStatusCollector(status func() api.Status) *statusCollector {
 		func(r *api.Status) float64 { return float64(r.Evictions) })
 	add("uncached_reads_total", "Reads served straight from S3 because the cache was full.", counter, false,
 		func(r *api.Status) float64 { return float64(r.UncachedReads) })
+	add("index_commits_total", "Write transactions committed to the index (each an fsync of index.db).", counter, false,
+		func(r *api.Status) float64 { return float64(r.IndexCommits) })
+	add("cache_syncs_total", "fdatasyncs of cache files, one per part fetched before its blocks are recorded.", counter, false,
+		func(r *api.Status) float64 { return float64(r.CacheSyncs) })
 	add("corrupt_blocks_total", "Cached blocks found damaged on read and fetched again.", counter, false,
 		func(r *api.Status) float64 { return float64(r.CorruptBlocks) })
 	add("s3_get_requests_total", "S3 GET requests sent.", counter, false,

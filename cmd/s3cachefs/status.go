@@ -31,6 +31,7 @@ func (d *daemon) status() api.Status {
 	r.Hits, r.Misses, r.BytesFromS3, r.BytesFromSSD, r.FetchErrors = cs.Hits, cs.Misses, cs.BytesFromS3, cs.BytesFromSSD, cs.FetchErrors
 	r.UsedBytes, r.CacheLimit, r.CacheFull, r.Evictions, r.UncachedReads = cs.UsedBytes, d.cfg.MaxCacheSize, cs.Full, cs.Evictions, cs.Uncached
 	r.CorruptBlocks, r.Eviction = cs.Corrupt, evictionName(d.cfg.Eviction)
+	r.IndexCommits, r.CacheSyncs = d.db.Commits(), cs.Syncs
 	var st unix.Statfs_t
 	if err := unix.Statfs(d.cfg.CacheDir, &st); err == nil {
 		r.FreeBytes = int64(st.Bavail) * int64(st.Bsize)

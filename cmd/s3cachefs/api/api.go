@@ -60,6 +60,11 @@ type Status struct {
 	// BlocksFresh counts blocks served from memory right after their
 	// fetch, to a reader that had the file open meanwhile.
 	BlocksFresh int64 `json:"blocks_fresh"`
+	// IndexCommits counts the index's write transactions (each an fsync
+	// of index.db) and CacheSyncs the fdatasyncs of cache files, since
+	// the daemon started.
+	IndexCommits int64 `json:"index_commits"`
+	CacheSyncs   int64 `json:"cache_syncs"`
 	// FUSE is what the FUSE side announced at INIT; Fallbacks what the
 	// mount's self-check found it does unlike Linux, and how the mount
 	// answers instead.
