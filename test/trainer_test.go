@@ -64,7 +64,7 @@ func TestTrainerReadsWhilePrefetching(t *testing.T) {
 	m := e.mount(t, "--prefetch-objects", "2")
 	// Slow enough that the job is still fetching when the readers open
 	// their files, so they wait on its fetches and join them.
-	e.proxy.SetRate(8 << 20)
+	e.proxy.SetRate(2 << 20)
 	r := e.run(t, "prefetch", "--mount", m.dir, "--detach", "train")
 	if r.code != 0 {
 		t.Fatalf("prefetch --detach: %s", r)
