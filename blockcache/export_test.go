@@ -9,9 +9,6 @@ const (
 	TestPart  = testPart
 )
 
-// RandBytes is randBytes.
-var RandBytes = randBytes
-
 // DiskUsage is the SSD space the present blocks of a record take, as the
 // cache's usage count adds them up.
 var DiskUsage = diskUsage

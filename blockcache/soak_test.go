@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/internal/cachetest"
 	"s3cachefs/blockcache/prefetch"
 	"s3cachefs/blockcache/s3store/memstore"
 	"s3cachefs/index"
@@ -176,37 +177,18 @@ type soakFixture struct {
 	db  *index.DB
 	src *memstore.Store
 	c   *blockcache.Cache
+	oc  *cachetest.Cache // what db and c come from
 }
 
 func openSoakFixture(t *testing.T, opts blockcache.Options) *soakFixture {
 	f := &soakFixture{t: t, dir: soakDir(t), src: memstore.New()}
-	db, err := index.Open(filepath.Join(f.dir, "index.db"), index.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Dir, opts.Bucket = f.dir, "bucket"
 	opts.BlockSize, opts.PartSize = testBlock, testPart
-	c, err := blockcache.New(db, f.src, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.db, f.c = db, c
-	t.Cleanup(f.close)
+	f.oc = cachetest.Open(t, f.dir, f.src, opts)
+	f.db, f.c = f.oc.DB, f.oc.C
 	return f
 }
 
-func (f *soakFixture) close() {
-	if f.c == nil {
-		return
-	}
-	if err := f.c.Close(); err != nil {
-		f.t.Error(err)
-	}
-	if err := f.db.Close(); err != nil {
-		f.t.Error(err)
-	}
-	f.c, f.db = nil, nil
-}
+func (f *soakFixture) close() { f.oc.Close() }
 
 // soakDir is the cache dir: on tmpfs where there is one, so that the run
 // spends its time in the cache's code and locks rather than in fsync.
@@ -236,7 +218,7 @@ func (s *soak) setup() {
 		}
 		for v := 1; v >= 0; v-- {
 			size := r.IntN(maxSize + 1) // sometimes 0, rarely block-aligned
-			o.data[v] = blockcache.RandBytes(uint64(1000*i+v), size)
+			o.data[v] = cachetest.RandBytes(uint64(1000*i+v), size)
 			o.meta[v] = s.f.src.Put(o.key, o.data[v])
 		}
 		s.objs = append(s.objs, o)

@@ -2,13 +2,12 @@ package prefetch
 
 import (
 	"context"
-	"math/rand/v2"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/internal/cachetest"
 	"s3cachefs/blockcache/s3store/memstore"
 	"s3cachefs/index"
 )
@@ -27,6 +26,7 @@ type fixture struct {
 	db  *index.DB
 	src *memstore.Store
 	c   *blockcache.Cache
+	oc  *cachetest.Cache // what db and c come from
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -40,32 +40,12 @@ func newFixture(t *testing.T) *fixture {
 // daemon restart does.
 func (f *fixture) open() {
 	f.t.Helper()
-	db, err := index.Open(filepath.Join(f.dir, "index.db"), index.Options{})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c, err := blockcache.New(db, f.src, blockcache.Options{
-		Dir: f.dir, Bucket: "bucket", BlockSize: testBlock, PartSize: testPart,
-	})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.db, f.c = db, c
-	f.t.Cleanup(f.close)
+	f.oc = cachetest.Open(f.t, f.dir, f.src, blockcache.Options{BlockSize: testBlock, PartSize: testPart})
+	f.db, f.c = f.oc.DB, f.oc.C
 }
 
-func (f *fixture) close() {
-	if f.c == nil {
-		return
-	}
-	if err := f.c.Close(); err != nil {
-		f.t.Error(err)
-	}
-	if err := f.db.Close(); err != nil {
-		f.t.Error(err)
-	}
-	f.c, f.db = nil, nil
-}
+// close closes the cache and the index, as a daemon stopping does.
+func (f *fixture) close() { f.oc.Close() }
 
 // jobFixture adds a catalog and a job runner to a cache fixture.
 func jobFixture(t *testing.T, opts JobOptions) (*fixture, *Jobs) {
@@ -82,14 +62,7 @@ func (f *fixture) jobs(opts JobOptions) *Jobs {
 
 func (f *fixture) id(o index.Object) string { return blockcache.ObjectID("bucket", o) }
 
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 1))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+var randBytes = cachetest.RandBytes
 
 func buf(n int) []byte { return make([]byte, n) }
 
