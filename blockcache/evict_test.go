@@ -27,6 +27,20 @@ func (f *fixture) diskUsed() int64 {
 	return n
 }
 
+// readClosed opens obj, reads it whole, checks it is want and closes it
+// (so that it may be evicted).
+func (f *fixture) readClosed(obj index.Object, want []byte) {
+	f.t.Helper()
+	h, err := f.c.Open(context.Background(), obj)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer h.Close()
+	if got := readAll(f.t, h); !bytes.Equal(got, want) {
+		f.t.Fatalf("%s: wrong bytes", obj.Key)
+	}
+}
+
 func TestEvictionKeepsUnderTheLimit(t *testing.T) {
 	const limit = 3 * testPart
 	f := newFixture(t, Options{MaxBytes: limit})
@@ -45,14 +59,7 @@ func TestEvictionKeepsUnderTheLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, o := range objs {
-		h, err := f.c.Open(context.Background(), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := readAll(t, h); !bytes.Equal(got, data[i]) {
-			t.Fatalf("object %d: wrong bytes", i)
-		}
-		h.Close()
+		f.readClosed(o, data[i])
 		if used := f.c.Stats().UsedBytes; used > limit {
 			t.Fatalf("after object %d the cache uses %d bytes, over its %d limit", i, used, limit)
 		}
@@ -182,14 +189,7 @@ func TestEvictNoneKeepsWhatItHas(t *testing.T) {
 			epoch := func() {
 				t.Helper()
 				for i, o := range objs {
-					h, err := f.c.Open(context.Background(), o)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if got := readAll(t, h); !bytes.Equal(got, data[i]) {
-						t.Fatalf("object %d: wrong bytes", i)
-					}
-					h.Close()
+					f.readClosed(o, data[i])
 				}
 			}
 			epoch()
