@@ -78,6 +78,10 @@ type freshBlock struct {
 // takeFresh hands over block b of o if o keeps it: the caller owns the
 // buffer then, and puts it back into c.blocks (or holds it) when done.
 func (c *Cache) takeFresh(o *object, b int64) (freshBlock, bool) {
+	if c.freshBlocks.Load() == 0 {
+		// None kept anywhere (the common case on SSD reads): no lock.
+		return freshBlock{}, false
+	}
 	o.mu.Lock()
 	fb, ok := o.fresh[b]
 	if ok {
