@@ -1,7 +1,6 @@
 package prefetch
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -66,33 +65,9 @@ var randBytes = cachetest.RandBytes
 
 func buf(n int) []byte { return make([]byte, n) }
 
-// readAll reads h sequentially in kernel-sized requests.
-func readAll(t *testing.T, h *blockcache.Handle) []byte {
-	t.Helper()
-	var out []byte
-	buf := make([]byte, 128<<10)
-	for off := int64(0); ; {
-		n, err := h.ReadAt(context.Background(), buf, off)
-		if err != nil {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-		if n == 0 {
-			return out
-		}
-		out = append(out, buf[:n]...)
-		off += int64(n)
-	}
-}
+var readAll = cachetest.ReadAll
 
-func (f *fixture) openHandle(obj index.Object) *blockcache.Handle {
-	f.t.Helper()
-	h, err := f.c.Open(context.Background(), obj)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(func() { h.Close() })
-	return h
-}
+func (f *fixture) openHandle(obj index.Object) *blockcache.Handle { return f.oc.OpenHandle(obj) }
 
 // heldGets blocks GETs until released, so tests can hold a fetch in flight.
 type heldGets struct {

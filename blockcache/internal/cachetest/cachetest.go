@@ -4,6 +4,7 @@
 package cachetest
 
 import (
+	"context"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -61,4 +62,33 @@ func RandBytes(seed uint64, n int) []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
+}
+
+// ReadAll reads h from the start to its end in kernel-sized requests.
+func ReadAll(t testing.TB, h *blockcache.Handle) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 128<<10)
+	for off := int64(0); ; {
+		n, err := h.ReadAt(context.Background(), buf, off)
+		if err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+		off += int64(n)
+	}
+}
+
+// OpenHandle opens obj in the cache, closed at the end of the test.
+func (oc *Cache) OpenHandle(obj index.Object) *blockcache.Handle {
+	oc.t.Helper()
+	h, err := oc.C.Open(context.Background(), obj)
+	if err != nil {
+		oc.t.Fatal(err)
+	}
+	oc.t.Cleanup(func() { h.Close() })
+	return h
 }
