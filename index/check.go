@@ -121,7 +121,7 @@ func (c *checker) schema() bool {
 		return false
 	}
 	ok := true
-	for _, name := range [][]byte{bucketListings, bucketRecords, bucketJobs, bucketPins, bucketJobPins, bucketCurrent} {
+	for _, name := range allBuckets {
 		if c.tx.Bucket(name) == nil {
 			c.addf("bucket %s is missing", name)
 			ok = false

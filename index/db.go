@@ -126,23 +126,37 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}
 	var created bool
-	if err := b.Update(func(tx *bolt.Tx) error { return initSchema(tx, &created) }); err != nil {
+	var from uint64
+	if err := b.Update(func(tx *bolt.Tx) error { return initSchema(tx, &created, &from) }); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}
-	if created {
+	switch {
+	case created:
 		opts.Logger.Info("created index", "path", path, "schema", SchemaVersion)
+	case from != SchemaVersion:
+		opts.Logger.Info("upgraded index", "path", path, "from", from, "schema", SchemaVersion)
 	}
 	return &DB{bolt: b, path: path}, nil
 }
 
 // initSchema creates the buckets of a new file (setting *created), or checks
-// the schema version of an existing one.
-func initSchema(tx *bolt.Tx, created *bool) error {
+// the schema version of an existing one (setting *from), bringing an older
+// file up to SchemaVersion (see migrate.go).
+func initSchema(tx *bolt.Tx, created *bool, from *uint64) error {
+	*from = SchemaVersion
 	if meta := tx.Bucket(bucketMeta); meta != nil {
 		v, n := binary.Uvarint(meta.Get(keySchema))
-		if n <= 0 || v != SchemaVersion {
+		if n <= 0 || v > SchemaVersion {
 			return fmt.Errorf("%w: file has version %d, want %d", ErrSchema, v, SchemaVersion)
+		}
+		*from = v
+		// Buckets an upgrade reads must exist before it runs.
+		if err := createBuckets(tx); err != nil {
+			return err
+		}
+		if _, err := migrate(tx, v); err != nil {
+			return err
 		}
 	} else {
 		// A file without a meta bucket is new only if it holds nothing:
@@ -159,9 +173,17 @@ func initSchema(tx *bolt.Tx, created *bool) error {
 			return err
 		}
 	}
-	// Buckets added within schema 1 are created here too, so a file made
-	// before they existed gains them on Open.
-	for _, name := range [][]byte{bucketListings, bucketRecords, bucketJobs, bucketPins, bucketJobPins, bucketCurrent} {
+	return createBuckets(tx)
+}
+
+// allBuckets are the top-level buckets of SchemaVersion.
+var allBuckets = [][]byte{bucketListings, bucketRecords, bucketJobs, bucketPins, bucketJobPins, bucketCurrent}
+
+// createBuckets creates any missing top-level bucket: buckets added within
+// a schema version are created on Open, so a file made before they
+// existed gains them.
+func createBuckets(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
