@@ -76,11 +76,15 @@ func (d *dirNode) child(ctx context.Context, e index.Entry, out *fuse.EntryOut) 
 	if old := d.GetChild(e.Name); old != nil {
 		// The listing may carry a newer LastModified for the same version.
 		if f, ok := old.Operations().(*fileNode); ok && f.update(e.Object) {
+			d.m.nodes.used(f)
 			return old
 		}
 	}
 	id := fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoOf(path), Gen: genOf(e.Object.Version())}
-	return d.NewInode(ctx, &fileNode{m: d.m, path: path, obj: e.Object}, id)
+	f := &fileNode{m: d.m, path: path, obj: e.Object}
+	ch := d.NewInode(ctx, f, id)
+	d.m.nodes.made(f)
+	return ch
 }
 
 // OpendirHandle opens the folder with its listing as it is now (entry

@@ -212,6 +212,8 @@ type fixture struct {
 	files *fakeFiles
 	objs  map[string]index.Object // path → object
 	data  map[string][]byte       // path → contents
+	// maxNodes is the mount's Options.MaxNodes (0: the default).
+	maxNodes int
 }
 
 var fixtureEpoch = time.Date(2025, 9, 19, 12, 0, 0, 0, time.UTC)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -30,12 +31,23 @@ type fileNode struct {
 	// until their Release. The kernel releases a file before it sends
 	// RELEASE, so this never undercounts the kernel's cached opens.
 	cachedOpens int
+
+	// For the node bound (forget.go): opens counts open handles;
+	// recent says the node was used since a sweep last looked at it;
+	// queued that it is in the sweep queue; forgotten that the kernel
+	// forgot it.
+	opens                     atomic.Int32
+	recent, queued, forgotten atomic.Bool
 }
 
 var (
 	_ = (fs.NodeOpener)((*fileNode)(nil))
 	_ = (fs.NodeGetattrer)((*fileNode)(nil))
+	_ = (fs.NodeOnForgetter)((*fileNode)(nil))
 )
+
+// OnForget counts the node out of the node bound: the kernel forgot it.
+func (n *fileNode) OnForget() { n.m.nodes.forgot(n) }
 
 func (n *fileNode) object() index.Object {
 	n.mu.Lock()
@@ -77,6 +89,8 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	n.m.open.Add(1)
 	n.m.opensTotal.Add(1)
+	n.opens.Add(1)
+	n.m.nodes.used(n)
 	h := &handle{node: n, f: f, backing: f.Backing()}
 	// A read-only file has nothing to flush: Linux (5.16 and later) and
 	// gVisor then send no FLUSH on close(2); older kernels send one, once,
@@ -234,6 +248,7 @@ func (h *handle) noticeNotPassthrough() {
 // Release closes the handle when the last descriptor sharing it closes.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.node.m.open.Add(-1)
+	h.node.opens.Add(-1)
 	h.node.released(ctx, h)
 	if h.backing != nil {
 		// The kernel holds its own reference to a passthrough backing

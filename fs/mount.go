@@ -113,6 +113,14 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 	root.m.kernel = fmt.Sprintf("FUSE %d.%d, INIT flags %#x", init.Major, init.Minor, init.Flags64())
 	if root.m.notify = notifyOK(init); !root.m.notify {
 		root.m.quirks.note("no notifications sent: this FUSE side announces no asynchronous reads at INIT")
+	} else {
+		root.m.prune.Store(init.SupportsNotify(fuse.NOTIFY_PRUNE))
+		root.m.nodes.start(kernelPruner{root.m})
+		// The sweeper ends with the serve loop.
+		go func() {
+			server.Wait()
+			root.m.nodes.stop()
+		}()
 	}
 	if !opts.HandedOver {
 		if err := selfCheck(root, mountpoint); err != nil {

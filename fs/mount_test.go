@@ -41,6 +41,7 @@ func mountFixtureWith(t *testing.T, fx *fixture, entryTimeout time.Duration, opt
 	dir := t.TempDir()
 	root := NewRoot(Options{
 		Tree: fx.tree, Files: fx.files, UID: testUID, GID: testGID, EntryTimeout: entryTimeout,
+		MaxNodes: fx.maxNodes,
 	})
 	server, err := Mount(dir, root, opts)
 	if err != nil {

@@ -74,6 +74,11 @@ type Options struct {
 
 	// Logger receives unexpected errors, with the path. nil discards.
 	Logger *slog.Logger
+
+	// MaxNodes bounds the file nodes kept for the kernel (see forget.go);
+	// zero means 100,000, negative no bound. It holds where the FUSE side
+	// takes notifications (Linux); gVisor bounds its own.
+	MaxNodes int
 }
 
 // Root is the root directory node of the mount. Mount it once, with Mount.
@@ -98,7 +103,11 @@ func NewRoot(opts Options) *Root {
 	// The mode bits hold permissions only: the node kind is the node's.
 	opts.FileMode &= 0o7777
 	opts.DirMode &= 0o7777
-	return &Root{dirNode{m: &shared{opts: opts, log: opts.Logger, started: time.Now()}}}
+	if opts.MaxNodes == 0 {
+		opts.MaxNodes = defaultMaxNodes
+	}
+	m := &shared{opts: opts, log: opts.Logger, started: time.Now(), nodes: newNodeLimit(opts.MaxNodes)}
+	return &Root{dirNode{m: m}}
 }
 
 // OpenFiles returns how many file handles are open now. Unmounting while
@@ -122,6 +131,9 @@ type Stats struct {
 	// as on Linux.
 	Kernel    string
 	Fallbacks []string
+	// FileNodes is how many file nodes the kernel holds now (bounded by
+	// Options.MaxNodes where notifications work).
+	FileNodes int
 }
 
 // Stats returns the counters.
@@ -135,6 +147,7 @@ func (r *Root) Stats() Stats {
 		OpensPassthrough: max(r.m.opensTotal.Load()-daemon, 0),
 		OpensDaemon:      daemon,
 		Kernel:           r.m.kernel,
+		FileNodes:        r.m.nodes.Live(),
 		Fallbacks:        r.m.fallbacks(),
 	}
 	if why, ok := r.m.passthroughOff.Load().(string); ok {
@@ -161,6 +174,9 @@ type shared struct {
 	// Set by Mount before the mount is handed out, read-only after.
 	kernel string // what the FUSE side announced at INIT
 	notify bool   // the FUSE side takes notifications (notifyOK)
+
+	nodes *nodeLimit  // set once in NewRoot; the bound on file nodes
+	prune atomic.Bool // the kernel takes FUSE_NOTIFY_PRUNE (set by Mount; cleared if it fails)
 	// quirks is what the self-check found (selfcheck.go); written only
 	// before the mount is handed out, and by the self-check's own
 	// requests, which run before any other.

@@ -190,6 +190,8 @@ func newStatusCollector(status func() api.Status) *statusCollector {
 		func(r *api.Status) float64 { return boolFloat(r.CacheFull) })
 	add("open_files", "Files open on the mount.", gauge, false,
 		func(r *api.Status) float64 { return float64(r.OpenFiles) })
+	add("file_nodes", "File inodes the kernel holds from the mount (bounded; the least recently used are pruned past it).", gauge, false,
+		func(r *api.Status) float64 { return float64(r.FileNodes) })
 	add("cached_objects", "Object versions with cached data.", gauge, true,
 		func(r *api.Status) float64 { return float64(r.Objects) })
 	add("cached_complete_objects", "Object versions cached in full.", gauge, true,

@@ -27,7 +27,7 @@ func fakeStatus() api.Status {
 		S3ListRequests: 10, UsedBytes: 11, CacheLimit: 12, FreeBytes: 13,
 		CacheFull: true, OpenFiles: 14, Objects: 15, CompleteObjects: 16,
 		CachedBytes: 17, PinnedObjects: 18, PassthroughOpens: 19, DaemonOpens: 20,
-		IndexCommits: 21, CacheSyncs: 22, ReadMode: "passthrough",
+		IndexCommits: 21, CacheSyncs: 22, ReadMode: "passthrough", FileNodes: 23,
 	}
 }
 
@@ -46,6 +46,7 @@ func TestStatusCollectorValues(t *testing.T) {
 		"s3cachefs_pinned_objects": 18, "s3cachefs_passthrough_opens_total": 19,
 		"s3cachefs_daemon_opens_total": 20, "s3cachefs_passthrough": 1,
 		"s3cachefs_index_commits_total": 21, "s3cachefs_cache_syncs_total": 22,
+		"s3cachefs_file_nodes": 23,
 	}
 	c := newStatusCollector(fakeStatus)
 	reg := prometheus.NewPedanticRegistry() // also checks descriptions against metrics

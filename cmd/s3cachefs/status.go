@@ -46,6 +46,7 @@ func (d *daemon) status() api.Status {
 		r.ReadMode = "passthrough"
 	}
 	r.PassthroughOpens, r.DaemonOpens = fst.OpensPassthrough, fst.OpensDaemon
+	r.FileNodes = fst.FileNodes
 	r.FUSE, r.Fallbacks, r.BlocksChecked, r.BlocksFresh = fst.Kernel, fst.Fallbacks, cs.BlocksChecked, cs.BlocksFresh
 	ss := d.store.Stats()
 	r.S3GetRequests, r.S3ListRequests = ss.Gets, ss.Lists
@@ -129,7 +130,7 @@ func printStatus(w io.Writer, r api.Status) {
 	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD through the daemon (%d blocks checked against their CRC-32C, %d served fresh from memory)\n",
 		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), r.BlocksChecked, r.BlocksFresh)
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
-	fmt.Fprintf(tw, "open files\t%d\n", r.OpenFiles)
+	fmt.Fprintf(tw, "open files\t%d (%d file nodes held by the kernel)\n", r.OpenFiles, r.FileNodes)
 	printMemory(tw, r.Memory)
 	fmt.Fprintf(tw, "pinned\t%d objects\n", r.PinnedObjects)
 	for _, p := range r.Prefetch {

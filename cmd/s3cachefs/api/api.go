@@ -45,6 +45,7 @@ type Status struct {
 	BytesFromSSD    int64  `json:"bytes_from_ssd"`
 	FetchErrors     int64  `json:"fetch_errors"`
 	OpenFiles       int64  `json:"open_files"`
+	FileNodes       int    `json:"file_nodes"` // file inodes the kernel holds (bounded)
 	S3GetRequests   int64  `json:"s3_get_requests"`
 	S3ListRequests  int64  `json:"s3_list_requests"`
 	PinnedObjects   int    `json:"pinned_objects"`
