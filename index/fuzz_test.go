@@ -128,7 +128,7 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add([]byte{1, 1, 0x80})
 	f.Add([]byte{1, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := decodeEntry("p/", "n", b)
+		e, err := decodeEntry("p/", []byte("n"), b)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("decode error %v does not wrap ErrCorrupt", err)
@@ -136,7 +136,7 @@ func FuzzDecodeEntry(f *testing.F) {
 			return
 		}
 		v := encodeEntry(e)
-		e2, err := decodeEntry("p/", "n", v)
+		e2, err := decodeEntry("p/", []byte("n"), v)
 		if err != nil {
 			t.Fatalf("re-encoded entry does not decode: %v", err)
 		}

@@ -208,7 +208,7 @@ func (db *DB) diffListing(prefix string, it *entryIter, after *[]byte) (changes 
 				return nil
 			case k != nil && (!more || string(k) < name):
 				// A stored name S3 no longer has.
-				if old, err := decodeEntry(prefix, string(k), v); err == nil && !old.IsDir {
+				if old, err := decodeEntry(prefix, k, v); err == nil && !old.IsDir {
 					gone = append(gone, old.Object)
 				}
 				changes = append(changes, listingChange{name: bytes.Clone(k)})
@@ -221,7 +221,7 @@ func (db *DB) diffListing(prefix string, it *entryIter, after *[]byte) (changes 
 				if k != nil && string(k) == name {
 					if !bytes.Equal(v, nv) {
 						nv = bytes.Clone(nv)
-						old, err := decodeEntry(prefix, name, v)
+						old, err := decodeEntry(prefix, k, v)
 						if err == nil && !old.IsDir && (e.IsDir || old.Object.Version() != e.Object.Version()) {
 							gone = append(gone, old.Object)
 						}
@@ -354,7 +354,7 @@ func (db *DB) lookupEntry(prefix, name string) (info FolderInfo, ok bool, e Entr
 		if v == nil {
 			return nil
 		}
-		e, err = decodeEntry(prefix, name, v)
+		e, err = decodeEntry(prefix, []byte(name), v)
 		found = err == nil
 		return err
 	})
@@ -372,6 +372,9 @@ func (db *DB) FolderInfo(prefix string) (info FolderInfo, ok bool, err error) {
 	return info, ok, err
 }
 
+// dirPageCap bounds the room EntryPage reserves up front for a page.
+const dirPageCap = 1 << 16
+
 // EntryPage returns up to n stored entries of prefix whose names sort after
 // after ("" for the first page), in name order, read in one transaction,
 // with the folder's FolderInfo as of that transaction. ok is false if no
@@ -388,9 +391,10 @@ func (db *DB) EntryPage(prefix, after string, n int) (page []Entry, info FolderI
 		if after != "" {
 			start = []byte(after)
 		}
+		page = make([]Entry, 0, min(int64(n), fi.Entries, dirPageCap))
 		cur := fb.Cursor()
 		for k, v := seekAfter(cur, start); k != nil && len(page) < n; k, v = cur.Next() {
-			e, err := decodeEntry(prefix, string(k), v)
+			e, err := decodeEntry(prefix, k, v)
 			if err != nil {
 				return err
 			}
@@ -417,7 +421,7 @@ func (db *DB) Listing(prefix string) (l Listing, ok bool, err error) {
 		l = Listing{Prefix: prefix, ListedAt: info.ListedAt}
 		cur := fb.Cursor()
 		for k, v := seekAfter(cur, nil); k != nil; k, v = cur.Next() {
-			e, err := decodeEntry(prefix, string(k), v)
+			e, err := decodeEntry(prefix, k, v)
 			if err != nil {
 				return err
 			}

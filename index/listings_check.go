@@ -44,7 +44,7 @@ func (c *checker) folder(prefix string, fb *bolt.Bucket) {
 		case nameProblem(string(k)) != "":
 			c.addf("listing %q: entry %q: %s", prefix, k, nameProblem(string(k)))
 		default:
-			if _, err := decodeEntry(prefix, string(k), v); err != nil {
+			if _, err := decodeEntry(prefix, k, v); err != nil {
 				c.problems = appendBounded(c.problems, err)
 			}
 		}
