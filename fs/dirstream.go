@@ -27,6 +27,9 @@ const dirPage = 1024
 // out, 1-based, and Seekdir(n) resumes after it (0 is the start). go-fuse
 // calls Readdirent and Seekdir under the handle's lock; mu guards against
 // the DirStream methods being used alongside.
+//
+// Lock order: dirStream.mu before dirNode.mu (a page of another generation
+// marks the node mixed while mu is held).
 type dirStream struct {
 	d   *dirNode // set once
 	gen uint64   // set once: the generation the open served

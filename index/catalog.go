@@ -370,7 +370,6 @@ func (c *Catalog) list(ctx context.Context, prefix string, force bool) (FolderIn
 		return FolderInfo{}, fmt.Errorf("list %q: %w", prefix, err)
 	}
 	l := toListing(prefix, res, listedAt, c.opts.Logger)
-	res = ListResult{} // S3's answer is not needed past here
 	if _, err := c.db.putListing(l, c.opts.OnGone); err != nil {
 		return FolderInfo{}, err
 	}

@@ -381,6 +381,7 @@ const dirPageCap = 1 << 16
 // listing of prefix is stored. Pages of one folder read at the same Gen
 // are pages of the same entries.
 func (db *DB) EntryPage(prefix, after string, n int) (page []Entry, info FolderInfo, ok bool, err error) {
+	n = max(n, 0)
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		fb, fi, err := folderBucket(tx, prefix)
 		if err != nil || fb == nil {
