@@ -51,10 +51,16 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil {
 		return nil, d.m.errno("lookup", join(d.path, name), err)
 	}
+	return d.entryOut(ctx, e, out), fs.OK
+}
+
+// entryOut returns the node for entry e and fills out with its attributes
+// and timeouts, as a Lookup answers.
+func (d *dirNode) entryOut(ctx context.Context, e index.Entry, out *fuse.EntryOut) *fs.Inode {
 	ch := d.child(ctx, e, out)
 	out.SetEntryTimeout(d.m.opts.EntryTimeout)
 	out.SetAttrTimeout(d.m.opts.EntryTimeout)
-	return ch, fs.OK
+	return ch
 }
 
 // child returns the node for entry e of d and fills out with its

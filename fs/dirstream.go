@@ -39,6 +39,7 @@ type dirStream struct {
 	after string        // guarded by mu; the last name handed out
 	buf   []index.Entry // guarded by mu; read, not yet handed out
 	eof   bool          // guarded by mu; no entries after buf
+	last  index.Entry   // guarded by mu; the entry last handed out (pos > 0)
 	err   syscall.Errno // guarded by mu; a page that failed, for HasNext/Next
 }
 
@@ -47,6 +48,7 @@ var (
 	_ = (fs.FileReaddirenter)((*dirStream)(nil))
 	_ = (fs.FileSeekdirer)((*dirStream)(nil))
 	_ = (fs.FileReleasedirer)((*dirStream)(nil))
+	_ = (fs.FileLookuper)((*dirStream)(nil))
 )
 
 func newDirStream(d *dirNode, gen uint64) *dirStream { return &dirStream{d: d, gen: gen} }
@@ -75,7 +77,7 @@ func (s *dirStream) nextLocked(ctx context.Context) (fuse.DirEntry, bool, syscal
 	e := s.buf[0]
 	s.buf = s.buf[1:]
 	s.pos++
-	s.after = e.Name
+	s.after, s.last = e.Name, e
 	mode := uint32(syscall.S_IFREG)
 	if e.IsDir {
 		mode = syscall.S_IFDIR
@@ -116,6 +118,20 @@ func (s *dirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		}
 	}
 	return 0
+}
+
+// Lookup answers the lookup go-fuse makes for each entry of a READDIRPLUS
+// (`ls -l`, most `find`s): for the entry just handed out it uses that
+// entry, as read with its page, instead of asking the Tree once per entry;
+// any other name is looked up as usual.
+func (s *dirStream) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	s.mu.Lock()
+	e, ok := s.last, s.pos > 0 && s.last.Name == name
+	s.mu.Unlock()
+	if !ok {
+		return s.d.Lookup(ctx, name, out)
+	}
+	return s.d.entryOut(ctx, e, out), fs.OK
 }
 
 // Releasedir ends the stream; it holds nothing but memory.

@@ -156,3 +156,38 @@ func TestDirStreamMixedAfterLaterOpen(t *testing.T) {
 		t.Errorf("open after a mixed read: flags %#x, want no caching", flags)
 	}
 }
+
+// READDIRPLUS's per-entry lookup is answered from the entry just read,
+// without asking the Tree; other names still go to the Tree.
+func TestDirStreamLookupUsesEntry(t *testing.T) {
+	fx := bigFolder(3)
+	root := newNodeRoot(t, fx)
+	d, _ := mustLookup(t, root, "big")
+	s, _ := opendir(t, d)
+	e, errno := s.Readdirent(context.Background())
+	if errno != 0 || e == nil {
+		t.Fatalf("Readdirent = %v, %v", e, errno)
+	}
+	fx.tree.mu.Lock()
+	before := fx.tree.lookups
+	fx.tree.mu.Unlock()
+	var out fuse.EntryOut
+	ch, errno := s.Lookup(context.Background(), e.Name, &out)
+	if errno != 0 || ch == nil || out.Attr.Size != uint64(fx.objs["big/"+e.Name].Size) || ch.StableAttr().Ino != inoOf("big/"+e.Name) {
+		t.Fatalf("Lookup(%s) = %v, %v, attr %+v", e.Name, ch, errno, out.Attr)
+	}
+	fx.tree.mu.Lock()
+	after := fx.tree.lookups
+	fx.tree.mu.Unlock()
+	if after != before {
+		t.Errorf("Lookup of the entry just read asked the Tree %d times, want 0", after-before)
+	}
+	if _, errno := s.Lookup(context.Background(), "f0002", &out); errno != 0 {
+		t.Errorf("Lookup of another name: %v", errno)
+	}
+	fx.tree.mu.Lock()
+	defer fx.tree.mu.Unlock()
+	if fx.tree.lookups != after+1 {
+		t.Errorf("Lookup of another name asked the Tree %d times, want 1", fx.tree.lookups-after)
+	}
+}

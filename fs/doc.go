@@ -28,6 +28,8 @@
 // the one the node last served and no stream of the node read pages of
 // another generation (a mixed read), so the kernel never keeps a mixed or
 // outdated copy past the next open.
+// The lookup go-fuse makes for each entry of a READDIRPLUS is answered from
+// the entry the stream just handed out, not by a Tree.Lookup per entry.
 //
 // # Inode identity
 //

@@ -27,6 +27,7 @@ type fakeTree struct {
 	gens        map[string]uint64        // folder path → generation, bumped by every change
 	failDir     map[string]error         // folder path → error its reads return
 	invalidated []string                 // folders passed to Invalidate, in order
+	lookups     int                      // Lookup calls
 }
 
 func newFakeTree() *fakeTree {
@@ -111,6 +112,9 @@ func (t *fakeTree) ReadDir(ctx context.Context, dir string) ([]index.Entry, erro
 }
 
 func (t *fakeTree) Lookup(ctx context.Context, dir, name string) (index.Entry, error) {
+	t.mu.Lock()
+	t.lookups++
+	t.mu.Unlock()
 	es, err := t.ReadDir(ctx, dir)
 	if err != nil {
 		return index.Entry{}, err
