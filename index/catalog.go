@@ -92,9 +92,9 @@ func NewCatalog(db *DB, l Lister, opts CatalogOptions) *Catalog {
 }
 
 // Close cancels the listings in flight, background refreshes included, and
-// waits for them; afterwards a
-// read that needs S3 fails with ErrCatalogClosed (stored fresh listings
-// still answer while the DB is open). Call it before closing the DB.
+// waits for them; afterwards a read that needs S3 fails with
+// ErrCatalogClosed (stored listings that are fresh, or stale within the
+// bound, still answer while the DB is open). Call it before closing the DB.
 func (c *Catalog) Close() {
 	c.mu.Lock()
 	c.closed = true
