@@ -2,7 +2,7 @@ package fs
 
 import (
 	"context"
-	"hash/fnv"
+	"math"
 	"sync"
 	"syscall"
 
@@ -21,8 +21,9 @@ type dirNode struct {
 	path string  // set once at creation; "" for the root, else "a/b"
 
 	mu sync.Mutex // guards served
-	// served fingerprints the entries last handed to the kernel by an
-	// open of this folder; 0 before the first.
+	// served is the listing generation last handed to the kernel by an
+	// open of this folder; 0 before the first, mixedGen after a stream
+	// that saw the listing change.
 	served uint64
 }
 
@@ -50,10 +51,16 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil {
 		return nil, d.m.errno("lookup", join(d.path, name), err)
 	}
+	return d.entryOut(ctx, e, out), fs.OK
+}
+
+// entryOut returns the node for entry e and fills out with its attributes
+// and timeouts, as a Lookup answers.
+func (d *dirNode) entryOut(ctx context.Context, e index.Entry, out *fuse.EntryOut) *fs.Inode {
 	ch := d.child(ctx, e, out)
 	out.SetEntryTimeout(d.m.opts.EntryTimeout)
 	out.SetAttrTimeout(d.m.opts.EntryTimeout)
-	return ch, fs.OK
+	return ch
 }
 
 // child returns the node for entry e of d and fills out with its
@@ -87,63 +94,51 @@ func (d *dirNode) child(ctx context.Context, e index.Entry, out *fuse.EntryOut) 
 	return ch
 }
 
-// OpendirHandle opens the folder with its listing as it is now (entry
-// inode numbers match the ones Lookup gives). While the
-// entries are the ones this node last handed to the kernel, the kernel may
-// keep them (FOPEN_CACHE_DIR and FOPEN_KEEP_CACHE): a second `ls` of a big
-// folder then costs the daemon nothing. When they changed (a listing
-// refreshed after the TTL), the open asks for no caching, which makes the
-// kernel drop what it kept.
+// OpendirHandle opens the folder as its listing is now (the Tree lists it
+// if it must) and hands its entries to the kernel a page at a time from
+// the index, in name order (entry inode numbers match the ones Lookup
+// gives); nothing is built or sorted for the whole folder. While the
+// listing's generation is the one this node last handed to the kernel, the
+// kernel may keep the entries (FOPEN_CACHE_DIR and FOPEN_KEEP_CACHE): a
+// second `ls` of a big folder then costs the daemon nothing. When it
+// changed (a listing refreshed after the TTL), or the last stream saw it
+// change while it was read (the kernel may have kept a mix of two
+// listings), the open asks for no caching, which makes the kernel drop
+// what it kept.
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	entries, err := d.m.opts.Tree.ReadDir(ctx, d.path)
+	gen, err := d.m.opts.Tree.Generation(ctx, d.path)
 	if err != nil {
 		return nil, 0, d.m.errno("readdir", d.path, err)
 	}
 	var fuseFlags uint32
-	if d.serve(fingerprint(entries)) {
+	if d.serve(gen) {
 		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	}
-	// go-fuse's list stream is a directory handle: Readdirent, Seekdir
-	// and Releasedir.
-	return fs.NewListDirStream(d.dirEntries(entries)), fuseFlags, fs.OK
+	return newDirStream(d, gen), fuseFlags, fs.OK
 }
 
-// serve records that entries with fingerprint fp go to the kernel and
+// mixedGen is what served holds after a stream saw the listing change
+// under it: no generation equals it, so the next open drops the kernel's
+// copy.
+const mixedGen = math.MaxUint64
+
+// serve records that the listing of generation gen goes to the kernel and
 // reports whether what the kernel may have kept from earlier opens is
 // still right: on the node's first open (a new kernel inode keeps
 // nothing), or when nothing changed since.
-func (d *dirNode) serve(fp uint64) bool {
+func (d *dirNode) serve(gen uint64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	same := d.served == 0 || d.served == fp
-	d.served = fp
+	same := d.served == 0 || d.served == gen
+	d.served = gen
 	return same
 }
 
-// dirEntries turns the Tree's entries into the kernel's.
-func (d *dirNode) dirEntries(entries []index.Entry) []fuse.DirEntry {
-	out := make([]fuse.DirEntry, 0, len(entries))
-	for _, e := range entries {
-		mode := uint32(syscall.S_IFREG)
-		if e.IsDir {
-			mode = syscall.S_IFDIR
-		}
-		out = append(out, fuse.DirEntry{Name: e.Name, Mode: mode, Ino: inoOf(join(d.path, e.Name))})
-	}
-	return out
-}
-
-// fingerprint hashes what the kernel keeps of a listing: names and kinds
-// (inode numbers follow from the names). Never 0.
-func fingerprint(entries []index.Entry) uint64 {
-	h := fnv.New64a()
-	for _, e := range entries {
-		kind := byte('f')
-		if e.IsDir {
-			kind = 'd'
-		}
-		h.Write([]byte(e.Name))
-		h.Write([]byte{0, kind})
-	}
-	return max(h.Sum64(), 1)
+// mixed records that a stream read pages of a generation other than the
+// one its open served: whatever the kernel kept of this folder may be a
+// mix, and the next open must drop it.
+func (d *dirNode) mixed() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.served = mixedGen
 }

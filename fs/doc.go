@@ -22,6 +22,24 @@
 // Opening a folder (opendir) and Lookup both ask the Tree, so they always
 // agree.
 //
+// # Folder reads
+//
+// Opendir asks the Tree for the folder's listing generation (listing it if
+// it must) and returns a dirStream, which hands the entries to the kernel
+// a page of 1,024 at a time (Tree.ReadDirPage), in name order, each page
+// resuming after the last name: nothing is built or sorted for the whole
+// folder, and a million-entry folder never sits in the daemon's memory.
+// Offsets are entry positions; a Seekdir other than to the current
+// position reads again from the start. A re-list landing between pages
+// shows each changed entry from one listing or the other, but never skips
+// or repeats a name that did not change. The open lets the kernel keep the
+// entries (FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE) only while the generation is
+// the one the node last served and no stream of the node read pages of
+// another generation (a mixed read), so the kernel never keeps a mixed or
+// outdated copy past the next open.
+// The lookup go-fuse makes for each entry of a READDIRPLUS is answered from
+// the entry the stream just handed out, not by a Tree.Lookup per entry.
+//
 // # Inode identity
 //
 // The inode number of a node is the FNV-64a hash of its path relative to

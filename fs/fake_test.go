@@ -24,12 +24,14 @@ var _ File = (*blockcache.Handle)(nil)
 type fakeTree struct {
 	mu          sync.Mutex
 	dirs        map[string][]index.Entry // folder path → entries sorted by name
+	gens        map[string]uint64        // folder path → generation, bumped by every change
 	failDir     map[string]error         // folder path → error its reads return
 	invalidated []string                 // folders passed to Invalidate, in order
+	lookups     int                      // Lookup calls
 }
 
 func newFakeTree() *fakeTree {
-	return &fakeTree{dirs: map[string][]index.Entry{"": nil}, failDir: map[string]error{}}
+	return &fakeTree{dirs: map[string][]index.Entry{"": nil}, gens: map[string]uint64{}, failDir: map[string]error{}}
 }
 
 // put adds or replaces the file at path (creating its folders) with obj.
@@ -57,6 +59,43 @@ func (t *fakeTree) setLocked(dir string, e index.Entry) {
 		es = slices.Insert(es, i, e)
 	}
 	t.dirs[dir] = es
+	t.gens[dir]++
+}
+
+// remove deletes the entry at path.
+func (t *fakeTree) remove(path string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	dir, name := "", path
+	if i := strings.LastIndex(path, "/"); i >= 0 {
+		dir, name = path[:i], path[i+1:]
+	}
+	t.dirs[dir] = slices.DeleteFunc(t.dirs[dir], func(e index.Entry) bool { return e.Name == name })
+	t.gens[dir]++
+}
+
+func (t *fakeTree) Generation(ctx context.Context, dir string) (uint64, error) {
+	if _, err := t.ReadDir(ctx, dir); err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.gens[dir] + 1, nil
+}
+
+func (t *fakeTree) ReadDirPage(ctx context.Context, dir, after string, n int) ([]index.Entry, uint64, error) {
+	es, err := t.ReadDir(ctx, dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i, found := slices.BinarySearchFunc(es, after, func(a index.Entry, n string) int { return strings.Compare(a.Name, n) })
+	if found {
+		i++
+	}
+	es = es[i:]
+	return es[:min(n, len(es))], t.gens[dir] + 1, nil
 }
 
 func (t *fakeTree) ReadDir(ctx context.Context, dir string) ([]index.Entry, error) {
@@ -73,6 +112,9 @@ func (t *fakeTree) ReadDir(ctx context.Context, dir string) ([]index.Entry, erro
 }
 
 func (t *fakeTree) Lookup(ctx context.Context, dir, name string) (index.Entry, error) {
+	t.mu.Lock()
+	t.lookups++
+	t.mu.Unlock()
 	es, err := t.ReadDir(ctx, dir)
 	if err != nil {
 		return index.Entry{}, err

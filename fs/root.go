@@ -19,9 +19,18 @@ import (
 // Tree answers the folder structure of the mount. *index.Catalog satisfies
 // it. All methods may be called concurrently.
 type Tree interface {
-	// ReadDir returns the entries of dir, sorted by name. dir is "" for
-	// the root, else a clean relative path such as "a/b".
-	ReadDir(ctx context.Context, dir string) ([]index.Entry, error)
+	// Generation makes sure dir has a listing that may be read now
+	// (listing the object store if it must) and returns its change
+	// generation: never 0, and while it stays the same so do dir's
+	// entries. dir is "" for the root, else a clean relative path such
+	// as "a/b".
+	Generation(ctx context.Context, dir string) (uint64, error)
+	// ReadDirPage returns up to n entries of dir's stored listing with
+	// names after after ("" for the first), sorted by name, and the
+	// generation they were read at; it never asks the object store.
+	// Paging on the last name returned never skips or repeats a name
+	// that did not change between pages.
+	ReadDirPage(ctx context.Context, dir, after string, n int) ([]index.Entry, uint64, error)
 	// Lookup returns the entry name in dir. A missing name yields an
 	// error wrapping io/fs.ErrNotExist.
 	Lookup(ctx context.Context, dir, name string) (index.Entry, error)

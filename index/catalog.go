@@ -7,7 +7,7 @@ import (
 	"io"
 	iofs "io/fs"
 	"log/slog"
-	"slices"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,9 +20,12 @@ import (
 type CatalogOptions struct {
 	// Prefix is the mount's S3 prefix: "" or ending in "/".
 	Prefix string
-	// TTL is how long a stored listing is used without asking S3. A
-	// negative TTL never refreshes a stored listing (indefinite); zero
-	// re-lists on every use.
+	// TTL is how long a stored listing is used without asking S3. For
+	// one further TTL an expired listing is still served at once while
+	// one refresh runs in the background (stale-while-revalidate); older
+	// or invalidated listings are listed again before use. A negative TTL
+	// never refreshes a stored listing (indefinite); zero re-lists on
+	// every use, and the caller waits.
 	TTL time.Duration
 	// Logger receives a warning per skipped S3 key, once per Catalog
 	// (repeats go at debug level). nil discards.
@@ -31,9 +34,11 @@ type CatalogOptions struct {
 	Now func() time.Time
 	// OnGone, when set, is called after a folder is listed again with the
 	// objects of its previous listing that S3 no longer holds as they
-	// were: deleted, or replaced by another version. The cache drops
-	// their data. It is called from the listing goroutine; it must not
-	// call back into the Catalog.
+	// were: deleted, or replaced by another version (or by a folder). The
+	// cache drops their data. A re-list that writes in several
+	// transactions calls it once per transaction, after its commit, with
+	// that part's objects. It is called from the listing goroutine; it
+	// must not call back into the Catalog.
 	OnGone func(gone []Object)
 }
 
@@ -53,9 +58,10 @@ type Catalog struct {
 	flights singleflight.Group // one S3 listing per prefix at a time
 	calls   atomic.Int64       // Lister.List calls made
 
-	mu     sync.Mutex     // guards closed and the Adds of wg
-	closed bool           // set by Close: no listing starts afterwards
-	wg     sync.WaitGroup // listings in flight
+	mu         sync.Mutex      // guards closed, refreshing and the Adds of wg
+	closed     bool            // set by Close: no listing starts afterwards
+	refreshing map[string]bool // prefixes with a background refresh running
+	wg         sync.WaitGroup  // listings and background refreshes in flight
 }
 
 // ErrCatalogClosed is returned by a Catalog that would have to list S3
@@ -85,9 +91,10 @@ func NewCatalog(db *DB, l Lister, opts CatalogOptions) *Catalog {
 	return &Catalog{db: db, lister: l, opts: opts, ctx: ctx, cancel: cancel}
 }
 
-// Close cancels the listings in flight and waits for them; afterwards a
-// read that needs S3 fails with ErrCatalogClosed (stored fresh listings
-// still answer while the DB is open). Call it before closing the DB.
+// Close cancels the listings in flight, background refreshes included, and
+// waits for them; afterwards a read that needs S3 fails with
+// ErrCatalogClosed (stored listings that are fresh, or stale within the
+// bound, still answer while the DB is open). Call it before closing the DB.
 func (c *Catalog) Close() {
 	c.mu.Lock()
 	c.closed = true
@@ -96,67 +103,101 @@ func (c *Catalog) Close() {
 	c.wg.Wait()
 }
 
-// ReadDir returns the entries of dir, sorted by name. dir is relative to
-// the mount root: "" for the root, else "a/b" without leading or trailing
-// slash. A folder that S3 has nothing under reads as empty.
+// ReadDir returns the entries of dir, sorted by name, read in one
+// transaction. dir is relative to the mount root: "" for the root, else
+// "a/b" without leading or trailing slash. A folder that S3 has nothing
+// under reads as empty. It holds every entry in memory at once: the mount
+// reads big folders a page at a time instead (Generation, ReadDirPage).
 func (c *Catalog) ReadDir(ctx context.Context, dir string) ([]Entry, error) {
-	l, err := c.listing(ctx, dir, false)
+	prefix, err := c.prefix(dir)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Entry, 0, len(l.Dirs)+len(l.Files))
-	for _, d := range l.Dirs {
-		out = append(out, Entry{Name: d, IsDir: true})
+	if _, err := c.use(ctx, prefix); err != nil {
+		return nil, err
 	}
-	for _, o := range l.Files {
-		out = append(out, Entry{Name: o.Key[len(l.Prefix):], Object: o})
-	}
-	// Dirs and Files are each sorted and share no name; merge them.
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	es, _, _, err := c.db.EntryPage(prefix, "", math.MaxInt)
+	return es, err
 }
 
-// Lookup returns the entry name in dir. If the listing of dir (fresh, or
-// fetched now) has no such name the error wraps io/fs.ErrNotExist; a fresh
-// stored listing answers without asking S3.
+// Generation makes sure dir has a listing that may be read now, under the
+// same rules as ReadDir (listing S3 if it must), and returns the listing's
+// change generation (see FolderInfo.Gen): while it stays the same, so do
+// dir's entries. It is never 0.
+func (c *Catalog) Generation(ctx context.Context, dir string) (uint64, error) {
+	prefix, err := c.prefix(dir)
+	if err != nil {
+		return 0, err
+	}
+	info, err := c.use(ctx, prefix)
+	return info.Gen, err
+}
+
+// ReadDirPage returns up to n entries of dir's stored listing with names
+// after after ("" for the first page), sorted by name, and the generation
+// they were read at, without asking S3 whatever the listing's age: call
+// Generation first. Pages read at one generation are pages of one listing;
+// between pages read at different generations a re-list landed, and each
+// entry shows either listing, but a name that did not change is never
+// skipped or repeated by paging on after. Generation 0 means no listing of
+// dir is stored.
+func (c *Catalog) ReadDirPage(ctx context.Context, dir, after string, n int) ([]Entry, uint64, error) {
+	prefix, err := c.prefix(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	es, info, _, err := c.db.EntryPage(prefix, after, n)
+	return es, info.Gen, err
+}
+
+// Lookup returns the entry name in dir. If the listing of dir (fresh,
+// stale within the bound, or fetched now) has no such name the error wraps
+// io/fs.ErrNotExist; a usable stored listing answers without asking S3,
+// with one read of the index.
 func (c *Catalog) Lookup(ctx context.Context, dir, name string) (Entry, error) {
 	if why := nameProblem(name); why != "" {
 		return Entry{}, fmt.Errorf("lookup %q in %q: %s: %w", name, dir, why, iofs.ErrNotExist)
 	}
-	l, err := c.listing(ctx, dir, false)
+	prefix, err := c.prefix(dir)
 	if err != nil {
 		return Entry{}, err
 	}
-	if _, ok := slices.BinarySearch(l.Dirs, name); ok {
-		return Entry{Name: name, IsDir: true}, nil
+	info, ok, e, found, err := c.db.lookupEntry(prefix, name)
+	if err != nil {
+		return Entry{}, err
 	}
-	key := l.Prefix + name
-	i, ok := slices.BinarySearchFunc(l.Files, key, func(o Object, k string) int { return strings.Compare(o.Key, k) })
-	if ok {
-		return Entry{Name: name, Object: l.Files[i]}, nil
+	if _, listed, err := c.settle(ctx, prefix, info, ok); err != nil {
+		return Entry{}, err
+	} else if listed {
+		if _, _, e, found, err = c.db.lookupEntry(prefix, name); err != nil {
+			return Entry{}, err
+		}
 	}
-	return Entry{}, fmt.Errorf("lookup %q in %q: %w", name, dir, iofs.ErrNotExist)
+	if !found {
+		return Entry{}, fmt.Errorf("lookup %q in %q: %w", name, dir, iofs.ErrNotExist)
+	}
+	return e, nil
 }
 
 // Invalidate marks the stored listing of dir stale, so its next use lists
-// S3 whatever the TTL. The old entries are kept until then, so that what
-// changed can be told (OnGone).
+// S3 whatever the TTL (and waits for it: an invalidated listing is not
+// served stale). The old entries are kept until then, so that what changed
+// can be told (OnGone).
 func (c *Catalog) Invalidate(dir string) error {
 	prefix, err := c.prefix(dir)
 	if err != nil {
 		return err
 	}
-	l, ok, err := c.db.Listing(prefix)
-	if err != nil || !ok {
-		return err
-	}
-	l.ListedAt = time.Time{}
-	return c.db.PutListing(l)
+	return c.db.invalidateListing(prefix)
 }
 
 // Refresh lists dir from S3 now, whatever the age of its stored listing.
 func (c *Catalog) Refresh(ctx context.Context, dir string) error {
-	_, err := c.listing(ctx, dir, true)
+	prefix, err := c.prefix(dir)
+	if err != nil {
+		return err
+	}
+	_, err = c.listing(ctx, prefix, true)
 	return err
 }
 
@@ -174,33 +215,104 @@ func (c *Catalog) prefix(dir string) (string, error) {
 	return c.opts.Prefix + dir + "/", nil
 }
 
-// fresh reports whether a listing taken at listedAt may still be used. A
-// listing from the future means the clock went back: distrust it.
-func (c *Catalog) fresh(listedAt time.Time) bool {
+// freshness says how a stored listing may be used.
+type freshness int
+
+const (
+	expired freshness = iota // list S3 and wait for it
+	fresh                    // answer from it
+	stale                    // answer from it, and refresh it in the background
+)
+
+// freshness classifies a listing taken at listedAt. Within the TTL it is
+// fresh; for one further TTL it is stale (served while it is refreshed);
+// after that, invalidated (zero), or dated in the future (the clock went
+// back: distrust it) it is expired. A negative TTL keeps every listing
+// fresh; a zero TTL expires each at once.
+func (c *Catalog) freshness(listedAt time.Time) freshness {
 	if listedAt.IsZero() {
-		return false // invalidated
+		return expired
 	}
 	if c.opts.TTL < 0 {
-		return true
+		return fresh
 	}
 	age := c.opts.Now().Sub(listedAt)
-	return age >= 0 && age < c.opts.TTL
+	switch {
+	case age < 0:
+		return expired
+	case age < c.opts.TTL:
+		return fresh
+	case age-c.opts.TTL < c.opts.TTL:
+		return stale
+	}
+	return expired
 }
 
-// listing returns the listing of dir: the stored one if it is fresh and
-// force is false, else a new one from S3, stored before it is returned.
-func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing, error) {
-	prefix, err := c.prefix(dir)
+// use makes sure prefix has a listing that may be read now and returns
+// its FolderInfo (see settle).
+func (c *Catalog) use(ctx context.Context, prefix string) (FolderInfo, error) {
+	info, ok, err := c.db.FolderInfo(prefix)
 	if err != nil {
-		return Listing{}, err
+		return FolderInfo{}, err
 	}
-	if !force {
-		if l, ok, err := c.stored(prefix); err != nil || ok {
-			return l, err
+	info, _, err = c.settle(ctx, prefix, info, ok)
+	return info, err
+}
+
+// settle decides whether the stored listing of prefix, with info (ok: one
+// is stored), answers now: a fresh one does; a stale one does and starts a
+// background refresh; otherwise S3 is listed and the caller waits, and
+// listed is true (what the caller read before is out of date).
+func (c *Catalog) settle(ctx context.Context, prefix string, info FolderInfo, ok bool) (_ FolderInfo, listed bool, _ error) {
+	if ok {
+		switch c.freshness(info.ListedAt) {
+		case fresh:
+			return info, false, nil
+		case stale:
+			c.revalidate(prefix)
+			return info, false, nil
 		}
 	}
+	info, err := c.listing(ctx, prefix, false)
+	return info, true, err
+}
+
+// revalidate lists prefix in the background unless that is already under
+// way (or the Catalog is closed). The goroutine is the Catalog's: counted
+// in wg, its listing cancelled by Close. A failure is logged and the stale
+// listing stays, to be tried again by the next use while it is within the
+// bound.
+func (c *Catalog) revalidate(prefix string) {
+	c.mu.Lock()
+	if c.closed || c.refreshing[prefix] {
+		c.mu.Unlock()
+		return
+	}
+	if c.refreshing == nil {
+		c.refreshing = make(map[string]bool)
+	}
+	c.refreshing[prefix] = true
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		defer func() {
+			c.mu.Lock()
+			delete(c.refreshing, prefix)
+			c.mu.Unlock()
+		}()
+		if _, err := c.listing(c.ctx, prefix, false); err != nil && c.ctx.Err() == nil {
+			c.opts.Logger.Warn("background re-list failed; the older listing is served meanwhile", "prefix", prefix, "err", err)
+		}
+	}()
+}
+
+// listing lists prefix from S3 (sharing one flight with concurrent callers)
+// unless, when not forced, the flight finds a fresh listing stored, and
+// returns the stored FolderInfo afterwards.
+func (c *Catalog) listing(ctx context.Context, prefix string, force bool) (FolderInfo, error) {
 	if err := ctx.Err(); err != nil {
-		return Listing{}, fmt.Errorf("list %q: %w", prefix, err)
+		return FolderInfo{}, fmt.Errorf("list %q: %w", prefix, err)
 	}
 	// Forced and unforced calls fly separately: an unforced flight may
 	// answer from a stored listing without asking S3, which a Refresh
@@ -217,7 +329,7 @@ func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing,
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			return Listing{}, fmt.Errorf("list %q: %w", prefix, ErrCatalogClosed)
+			return FolderInfo{}, fmt.Errorf("list %q: %w", prefix, ErrCatalogClosed)
 		}
 		c.wg.Add(1)
 		c.mu.Unlock()
@@ -230,30 +342,23 @@ func (c *Catalog) listing(ctx context.Context, dir string, force bool) (Listing,
 	select {
 	case res := <-ch:
 		if res.Err != nil {
-			return Listing{}, res.Err
+			return FolderInfo{}, res.Err
 		}
-		return res.Val.(Listing), nil
+		return res.Val.(FolderInfo), nil
 	case <-ctx.Done():
-		return Listing{}, fmt.Errorf("list %q: %w", prefix, ctx.Err())
+		return FolderInfo{}, fmt.Errorf("list %q: %w", prefix, ctx.Err())
 	}
 }
 
-// stored returns the stored listing of prefix if it is fresh (ok).
-func (c *Catalog) stored(prefix string) (l Listing, ok bool, err error) {
-	l, ok, err = c.db.sharedListing(prefix)
-	if err != nil || !ok || !c.fresh(l.ListedAt) {
-		return Listing{}, false, err
-	}
-	return l, true, nil
-}
-
-// list asks S3 for prefix and stores the result. Unless forced it first
+// list asks S3 for prefix and merges the answer into the store (writing
+// only what changed; OnGone hears of what vanished). Unless forced it first
 // re-checks the store: a flight that ended while this caller was reading
-// the stale listing has already done the work.
-func (c *Catalog) list(ctx context.Context, prefix string, force bool) (Listing, error) {
+// the old listing has already done the work.
+func (c *Catalog) list(ctx context.Context, prefix string, force bool) (FolderInfo, error) {
 	if !force {
-		if l, ok, err := c.stored(prefix); err != nil || ok {
-			return l, err
+		info, ok, err := c.db.FolderInfo(prefix)
+		if err != nil || (ok && c.freshness(info.ListedAt) == fresh) {
+			return info, err
 		}
 	}
 	// The listing's time is taken before asking S3: anything S3 changes
@@ -262,34 +367,12 @@ func (c *Catalog) list(ctx context.Context, prefix string, force bool) (Listing,
 	c.calls.Add(1)
 	res, err := c.lister.List(ctx, prefix)
 	if err != nil {
-		return Listing{}, fmt.Errorf("list %q: %w", prefix, err)
+		return FolderInfo{}, fmt.Errorf("list %q: %w", prefix, err)
 	}
 	l := toListing(prefix, res, listedAt, c.opts.Logger)
-	old, hadOld, err := c.db.Listing(prefix)
-	if err != nil {
-		return Listing{}, err
+	if _, err := c.db.putListing(l, c.opts.OnGone); err != nil {
+		return FolderInfo{}, err
 	}
-	if err := c.db.PutListing(l); err != nil {
-		return Listing{}, err
-	}
-	if gone := goneFiles(old.Files, l.Files); hadOld && len(gone) > 0 && c.opts.OnGone != nil {
-		c.opts.OnGone(gone)
-	}
-	return l, nil
-}
-
-// goneFiles returns the objects of before that after lacks as they were:
-// their key is gone or holds another version. Both are sorted by key.
-func goneFiles(before, after []Object) []Object {
-	now := make(map[string]string, len(after))
-	for _, o := range after {
-		now[o.Key] = o.Version()
-	}
-	var gone []Object
-	for _, o := range before {
-		if v, ok := now[o.Key]; !ok || v != o.Version() {
-			gone = append(gone, o)
-		}
-	}
-	return gone
+	info, _, err := c.db.FolderInfo(prefix)
+	return info, err
 }

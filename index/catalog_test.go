@@ -159,7 +159,8 @@ func TestCatalogExpiredListingListsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake.set("ds/train/", ListResult{Objects: []Object{{Key: "ds/train/c.npz", Size: 1}}})
-	clk.advance(time.Minute)
+	// Past the TTL and the further TTL a stale listing is served for.
+	clk.advance(2 * time.Minute)
 
 	if _, err := c.Lookup(ctx, "train", "c.npz"); err != nil {
 		t.Errorf("new file not found after the TTL: %v", err)

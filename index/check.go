@@ -82,13 +82,7 @@ func (c *checker) all() {
 	if !c.schema() {
 		return
 	}
-	c.values(bucketListings, func(k, v []byte) error {
-		if len(k) == 0 || k[0] != '/' {
-			return fmt.Errorf("listing key %q does not start with /", k)
-		}
-		_, err := decodeListing(string(k[1:]), v)
-		return err
-	})
+	c.listings() // see listings_check.go
 	c.values(bucketRecords, func(k, v []byte) error {
 		r, err := decodeRecord(string(k), v)
 		if err != nil {

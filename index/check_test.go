@@ -90,9 +90,29 @@ func TestCheckFindsBadValues(t *testing.T) {
 			return tx.Bucket(bucketRecords).Put([]byte("x"), v[:len(v)-1])
 		}, ErrCorrupt, "records"},
 		{"listing key", func(tx *bolt.Tx) error {
-			v, _ := encodeListing(Listing{Prefix: "p/"})
+			v, _ := encodeListingV1(Listing{Prefix: "p/"})
 			return tx.Bucket(bucketListings).Put([]byte("p/"), v)
 		}, ErrCorrupt, "listing key"},
+		{"schema 1 listing value", func(tx *bolt.Tx) error {
+			v, _ := encodeListingV1(Listing{Prefix: "p/"})
+			return tx.Bucket(bucketListings).Put([]byte("/p/"), v)
+		}, ErrCorrupt, "not a folder bucket"},
+		{"listing entry garbage", func(tx *bolt.Tx) error {
+			return folderOf(tx).Put([]byte("a.npz"), []byte{1, 7})
+		}, ErrCorrupt, "entry"},
+		{"listing entry count", func(tx *bolt.Tx) error {
+			return folderOf(tx).Put([]byte("extra"), encodeEntry(Entry{IsDir: true}))
+		}, ErrCorrupt, "counts"},
+		{"listing bad name", func(tx *bolt.Tx) error {
+			fb := folderOf(tx)
+			if err := fb.Delete([]byte("dev")); err != nil {
+				return err
+			}
+			return fb.Put([]byte(".."), encodeEntry(Entry{IsDir: true}))
+		}, ErrCorrupt, "reserved name"},
+		{"listing without folder info", func(tx *bolt.Tx) error {
+			return folderOf(tx).Delete(metaKey)
+		}, ErrCorrupt, "no folder info"},
 		{"job garbage", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketJobs).Put([]byte("j"), []byte{1})
 		}, ErrCorrupt, "jobs"},
@@ -158,4 +178,9 @@ func TestCheckMissingFile(t *testing.T) {
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Check of a missing file: %v, want ErrNotExist", err)
 	}
+}
+
+// folderOf is the folder bucket of sampleListing in a checkFixture file.
+func folderOf(tx *bolt.Tx) *bolt.Bucket {
+	return tx.Bucket(bucketListings).Bucket(listingKey(sampleListing().Prefix))
 }

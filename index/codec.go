@@ -3,12 +3,12 @@ package index
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"time"
 )
 
-// codecV1 is the first byte of every listing, job and current value, and
-// of a record without checksums. A value starting with a byte its decoder
+// codecV1 is the first byte of every listing entry, folder info, job and
+// current value, of a schema 1 listing, and of a record without
+// checksums. A value starting with a byte its decoder
 // does not know is refused as corrupt: a future format gets a new codec
 // version (and, if old code must not read the file, a new SchemaVersion).
 const codecV1 = 1
@@ -170,88 +170,6 @@ func (d *decoder) end() error {
 		d.fail("%d trailing bytes", len(d.b))
 	}
 	return d.err
-}
-
-// encodeListing encodes l (without its Prefix, which is the bbolt key):
-//
-//	byte     codec version (1)
-//	time     ListedAt
-//	uvarint  len(Dirs), then each Dir as string
-//	uvarint  len(Files), then each Object as: string Key, varint Size,
-//	         string ETag, time LastModified
-//
-// where string = uvarint length + bytes and time = varint Unix seconds +
-// uvarint nanoseconds. It fails with ErrInvalid if Dirs or Files are not
-// sorted and unique, since readers binary-search them.
-func encodeListing(l Listing) ([]byte, error) {
-	if err := checkListing(l); err != nil {
-		return nil, err
-	}
-	e := encoder{b: make([]byte, 0, 16+32*len(l.Dirs)+96*len(l.Files))}
-	e.b = append(e.b, codecV1)
-	e.time(l.ListedAt)
-	e.uvarint(uint64(len(l.Dirs)))
-	for _, d := range l.Dirs {
-		e.str(d)
-	}
-	e.uvarint(uint64(len(l.Files)))
-	for _, o := range l.Files {
-		e.str(o.Key)
-		e.varint(o.Size)
-		e.str(o.ETag)
-		e.time(o.LastModified)
-	}
-	return e.b, nil
-}
-
-// checkListing enforces what encodeListing documents.
-func checkListing(l Listing) error {
-	for i := 1; i < len(l.Dirs); i++ {
-		if l.Dirs[i-1] >= l.Dirs[i] {
-			return fmt.Errorf("%w: listing %q: dirs not sorted and unique at %q", ErrInvalid, l.Prefix, l.Dirs[i])
-		}
-	}
-	for i, o := range l.Files {
-		if o.Size < 0 {
-			return fmt.Errorf("%w: listing %q: %q has negative size", ErrInvalid, l.Prefix, o.Key)
-		}
-		if i > 0 && l.Files[i-1].Key >= o.Key {
-			return fmt.Errorf("%w: listing %q: files not sorted and unique at %q", ErrInvalid, l.Prefix, o.Key)
-		}
-	}
-	return nil
-}
-
-// decodeListing decodes a value written by encodeListing for prefix. It
-// never panics; malformed input yields an error wrapping ErrCorrupt.
-func decodeListing(prefix string, b []byte) (Listing, error) {
-	d := decoder{b: b}
-	d.version()
-	l := Listing{Prefix: prefix, ListedAt: d.time()}
-	if n := d.count(); n > 0 {
-		l.Dirs = make([]string, 0, n)
-		for range n {
-			name := d.str()
-			if len(l.Dirs) > 0 && l.Dirs[len(l.Dirs)-1] >= name {
-				d.fail("dirs not sorted and unique at %q", name)
-			}
-			l.Dirs = append(l.Dirs, name)
-		}
-	}
-	if n := d.count(); n > 0 {
-		l.Files = make([]Object, 0, n)
-		for range n {
-			o := Object{Key: d.str(), Size: d.nonNegative("size"), ETag: d.str(), LastModified: d.time()}
-			if len(l.Files) > 0 && strings.Compare(l.Files[len(l.Files)-1].Key, o.Key) >= 0 {
-				d.fail("files not sorted and unique at %q", o.Key)
-			}
-			l.Files = append(l.Files, o)
-		}
-	}
-	if err := d.end(); err != nil {
-		return Listing{}, fmt.Errorf("listing %q: %w", prefix, err)
-	}
-	return l, nil
 }
 
 // encodeRecord encodes r (without its ID, which is the bbolt key):

@@ -60,14 +60,14 @@ func sampleRecord() Record {
 
 func TestListingCodecRoundTrip(t *testing.T) {
 	for _, l := range []Listing{sampleListing(), {Prefix: ""}, {Prefix: "x/", ListedAt: time.Unix(1, 0), Dirs: []string{"only"}}} {
-		v, err := encodeListing(l)
+		v, err := encodeListingV1(l)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if v[0] != codecV1 {
 			t.Errorf("first byte %d, want codec version %d", v[0], codecV1)
 		}
-		got, err := decodeListing(l.Prefix, v)
+		got, err := decodeListingV1(l.Prefix, v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,10 +118,10 @@ func TestEncodeRecordRefusesBadShape(t *testing.T) {
 // Every strict prefix of a valid value is a truncated value and must be
 // refused; so must a value with a byte appended.
 func TestDecodeRefusesTruncatedAndTrailing(t *testing.T) {
-	lv, _ := encodeListing(sampleListing())
+	lv, _ := encodeListingV1(sampleListing())
 	rv, _ := encodeRecord(sampleRecord())
 	for i := range len(lv) {
-		if _, err := decodeListing("p/", lv[:i]); !errors.Is(err, ErrCorrupt) {
+		if _, err := decodeListingV1("p/", lv[:i]); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("listing truncated to %d bytes: err = %v, want ErrCorrupt", i, err)
 		}
 	}
@@ -130,7 +130,7 @@ func TestDecodeRefusesTruncatedAndTrailing(t *testing.T) {
 			t.Fatalf("record truncated to %d bytes: err = %v, want ErrCorrupt", i, err)
 		}
 	}
-	if _, err := decodeListing("p/", append(lv, 0)); !errors.Is(err, ErrCorrupt) {
+	if _, err := decodeListingV1("p/", append(lv, 0)); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("listing with a trailing byte: err = %v", err)
 	}
 	if _, err := decodeRecord("id", append(rv, 0)); !errors.Is(err, ErrCorrupt) {
@@ -140,7 +140,7 @@ func TestDecodeRefusesTruncatedAndTrailing(t *testing.T) {
 
 func TestDecodeRefusesMalformed(t *testing.T) {
 	rv, _ := encodeRecord(sampleRecord())
-	lv, _ := encodeListing(Listing{Dirs: []string{"a", "b"}})
+	lv, _ := encodeListingV1(Listing{Dirs: []string{"a", "b"}})
 	cases := map[string]struct {
 		listing bool
 		v       []byte
@@ -158,7 +158,7 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 	for name, c := range cases {
 		var err error
 		if c.listing {
-			_, err = decodeListing("", c.v)
+			_, err = decodeListingV1("", c.v)
 		} else {
 			_, err = decodeRecord("id", c.v)
 		}
@@ -186,11 +186,11 @@ func swapDirs(v []byte) []byte {
 
 func TestTimeClampedToStorableRange(t *testing.T) {
 	l := Listing{ListedAt: time.Date(20000, 1, 1, 0, 0, 0, 0, time.UTC)}
-	v, err := encodeListing(l)
+	v, err := encodeListingV1(l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := decodeListing("", v)
+	got, err := decodeListingV1("", v)
 	if err != nil {
 		t.Fatalf("a clamped time must decode: %v", err)
 	}

@@ -47,7 +47,7 @@ var (
 
 // SchemaVersion is the layout version stored in the meta bucket. Open
 // refuses a file with any other version rather than guess at its layout.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Bucket names and meta keys; see doc.go for the layout.
 var (
@@ -66,7 +66,7 @@ type DB struct {
 	bolt *bolt.DB // set once in Open
 	path string   // set once in Open
 
-	listings listingCache // decoded listings; see listings.go
+	listings listingLock // serialises listing writes; see listings.go
 
 	// commits counts write transactions committed (each an fsync of the
 	// index file); lastTx is the write transaction last counted, so that

@@ -9,8 +9,10 @@
 // daemon on the same cache directory fails Open with ErrLocked. It holds
 // these buckets:
 //
-//	meta      "schema" -> uvarint SchemaVersion (1)
-//	listings  "/" + S3 prefix -> listing value   (root prefix "" is key "/")
+//	meta      "schema" -> uvarint SchemaVersion (2)
+//	listings  "/" + S3 prefix -> folder bucket   (root prefix "" is key "/")
+//	          folder bucket: "\x00" -> folder info value
+//	                         entry name -> entry value (one key per entry)
 //	records   cache ID -> record value
 //	jobs      job ID -> job value
 //	pins      cache ID + "\x00" + job ID -> empty
@@ -19,6 +21,24 @@
 //
 // Open creates any missing bucket, so a schema 1 file written before jobs,
 // pins and current existed gains them.
+//
+// A folder's entries are keys of its own bucket, so a Lookup is one Get and
+// a readdir is a cursor walk in name order (bbolt keys sort bytewise, as
+// strings.Compare; folders and files share the key space, since a name is
+// one or the other). The folder info key "\x00" sorts before every name
+// and can be no name (names have no control characters). A re-list merges
+// S3's answer with the stored keys and writes only what changed, at most
+// 32,768 writes per transaction; every transaction that changes an entry
+// bumps the folder's generation, and every one but the last stores
+// ListedAt zero, so that a crash or a reader between them sees the folder
+// as invalidated (listed again on use), never as fresh and half-written.
+//
+// Schema 1 stored each folder as one listing value under the same key
+// ("/" + prefix: ListedAt, the folder names, then each file's key, size,
+// ETag and LastModified). Open upgrades such a file in one transaction:
+// each value becomes a folder bucket with the same entries and ListedAt
+// and generation 1; a value that does not decode is dropped (the folder is
+// listed again on its next use).
 //
 // A pin (a job needs an object kept; eviction skips pinned objects) is
 // stored in both pins and jobpins, written and deleted in one transaction,
@@ -46,9 +66,11 @@
 // codec version: 1, or 2 for a record that carries block checksums; the rest
 // are encoding/binary varints, length-prefixed strings, and times as Unix
 // seconds plus nanoseconds (stored in UTC, clamped to the years 1..9999).
-// Keys are not repeated inside values. A listing value is ListedAt, then the
-// child folder names, then each file's key, size, ETag and LastModified,
-// both lists sorted and unique. A record value is key, version, size, block
+// Keys are not repeated inside values. An entry value is a kind byte
+// (folder 0, file 1), then for a file its size, ETag and LastModified (its
+// key is the folder's prefix plus the name). A folder info value is
+// ListedAt, the change generation (1 for the first listing, never 0) and
+// the number of entries. A record value is key, version, size, block
 // size, LastAccess, the number of blocks and the presence bitmap (bit i%8 of
 // byte i/8 is block i); in version 2 it is followed by each block's CRC-32C
 // (Castagnoli), 4 bytes little endian per block, 0 for "not known", recorded
@@ -98,15 +120,23 @@
 // # Freshness
 //
 // A Catalog stores each folder's listing with the time it was asked for.
-// Within CatalogOptions.TTL, ReadDir and Lookup are answered from the store
-// with no S3 request, and a name missing from the listing is
-// io/fs.ErrNotExist at once. An older or missing listing is listed again
-// (one Lister.List call, shared by concurrent callers of the same folder)
-// and stored before it is used. A negative TTL never refreshes a stored
-// listing; a zero TTL lists on every use. A listing dated in the future
-// (the clock went back) counts as stale. A failed listing is not stored
-// and its error is returned wrapped; an older stored listing is not served
-// in its place. The shared Lister call runs detached from the callers'
+// Within CatalogOptions.TTL, ReadDir, Generation and Lookup are answered
+// from the store with no S3 request, and a name missing from the listing
+// is io/fs.ErrNotExist at once.
+//
+// Stale-while-revalidate: for one further TTL after that (a listing aged
+// TTL to 2×TTL) the stored listing is still served at once, and the first
+// such use starts one background refresh of the folder (owned by the
+// Catalog: counted in its WaitGroup, cancelled by Close; its failure is
+// logged and the next use within the bound tries again). Past 2×TTL, or
+// invalidated (Invalidate, or a re-list half written), or missing, a
+// listing is listed again (one Lister.List call, shared by concurrent
+// callers of the same folder) and stored before it is used: the caller
+// waits. A negative TTL never refreshes a stored listing; a zero TTL lists
+// on every use and every caller waits. A listing dated in the future (the
+// clock went back) counts as expired. A failed listing is not stored and
+// its error is returned wrapped; past the bound an older stored listing is
+// not served in its place. The shared Lister call runs detached from the callers'
 // contexts: a caller that gives up returns its context's error at once,
 // and the listing still completes and is stored for the others.
 //
@@ -127,9 +157,12 @@
 // returned refers to bbolt's memory map. Records hands out records outside
 // any transaction, so its callback may write to the DB.
 //
-// Decoded listings are also kept in memory (bounded to about 262,000
-// entries, evicted arbitrarily), so a Lookup in a folder of thousands of
-// files is a binary search rather than a decode. The memory copy stays
-// coherent because the file is locked to this DB and every listing write
-// goes through PutListing.
+// No decoded listing is kept in memory: a Lookup reads one entry, and
+// ReadDirPage one page, in a read transaction of its own, so memory does
+// not grow with the folders seen. Listing writes (re-lists, Invalidate)
+// are serialised by one mutex held across a re-list's read and write
+// transactions, so that nothing lands between the comparison and the
+// write. ReadDirPage pages resume after the last name returned and report
+// the generation they were read at: pages of one generation are of one
+// listing, and a name that did not change is never skipped or repeated.
 package index

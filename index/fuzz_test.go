@@ -48,10 +48,11 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-// FuzzDecodeListing is FuzzDecodeRecord for listings.
+// FuzzDecodeListing is FuzzDecodeRecord for schema 1 listings (read by the
+// upgrade only).
 func FuzzDecodeListing(f *testing.F) {
 	for _, l := range []Listing{sampleListing(), {}, {Dirs: []string{"a", "b"}}} {
-		v, err := encodeListing(l)
+		v, err := encodeListingV1(l)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -59,23 +60,23 @@ func FuzzDecodeListing(f *testing.F) {
 	}
 	f.Add([]byte{1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		l, err := decodeListing("p/", b)
+		l, err := decodeListingV1("p/", b)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("decode error %v does not wrap ErrCorrupt", err)
 			}
 			return
 		}
-		v, err := encodeListing(l)
+		v, err := encodeListingV1(l)
 		if err != nil {
 			t.Fatalf("decoded listing %+v does not encode: %v", l, err)
 		}
-		l2, err := decodeListing("p/", v)
+		l2, err := decodeListingV1("p/", v)
 		if err != nil {
 			t.Fatalf("re-encoded listing does not decode: %v", err)
 		}
 		assertListingEqual(t, l2, l)
-		if v2, _ := encodeListing(l2); !bytes.Equal(v, v2) {
+		if v2, _ := encodeListingV1(l2); !bytes.Equal(v, v2) {
 			t.Fatalf("encoding is not stable")
 		}
 	})
@@ -113,8 +114,68 @@ func FuzzNames(f *testing.F) {
 			}
 			seen[name] = true
 		}
-		if _, err := encodeListing(l); err != nil {
+		// The Catalog lists only prefixes that are "" or end in "/".
+		if prefix != "" && !strings.HasSuffix(prefix, "/") {
+			return
+		}
+		if err := checkListing(l); err != nil {
 			t.Fatalf("listing cannot be stored: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeEntry is FuzzDecodeRecord for listing entries.
+func FuzzDecodeEntry(f *testing.F) {
+	for _, e := range []Entry{{Name: "d", IsDir: true}, {Name: "f", Object: sampleListing().Files[0]}, {Name: "z"}} {
+		f.Add(encodeEntry(e))
+	}
+	f.Add([]byte{1, 1, 0x80})
+	f.Add([]byte{1, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := decodeEntry("p/", []byte("n"), b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("decode error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		v := encodeEntry(e)
+		e2, err := decodeEntry("p/", []byte("n"), v)
+		if err != nil {
+			t.Fatalf("re-encoded entry does not decode: %v", err)
+		}
+		if e2.Name != e.Name || e2.IsDir != e.IsDir || !objectEqual(e2.Object, e.Object) {
+			t.Fatalf("round trip changed the entry:\n%+v\n%+v", e, e2)
+		}
+		if !bytes.Equal(encodeEntry(e2), v) {
+			t.Fatalf("encoding is not stable")
+		}
+	})
+}
+
+// FuzzDecodeFolderInfo is FuzzDecodeRecord for folder infos.
+func FuzzDecodeFolderInfo(f *testing.F) {
+	f.Add(encodeFolderInfo(FolderInfo{ListedAt: time.Unix(5, 6), Gen: 1, Entries: 3}))
+	f.Add(encodeFolderInfo(FolderInfo{Gen: 1 << 40}))
+	f.Add([]byte{1, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		info, err := decodeFolderInfo(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("decode error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		v := encodeFolderInfo(info)
+		info2, err := decodeFolderInfo(v)
+		if err != nil {
+			t.Fatalf("re-encoded folder info does not decode: %v", err)
+		}
+		if !info2.ListedAt.Equal(info.ListedAt) || info2.Gen != info.Gen || info2.Entries != info.Entries {
+			t.Fatalf("round trip changed the folder info:\n%+v\n%+v", info, info2)
+		}
+		if !bytes.Equal(encodeFolderInfo(info2), v) {
+			t.Fatalf("encoding is not stable")
 		}
 	})
 }

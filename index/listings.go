@@ -1,9 +1,10 @@
 package index
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
-	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,7 +12,10 @@ import (
 )
 
 // Listing is one folder level of S3 as a listing saw it, stored under its
-// full S3 prefix.
+// full S3 prefix. It is the whole-folder form that S3's answer is turned
+// into (toListing) and that tests and the schema 1 upgrade use; the index
+// stores it one entry per key (see doc.go), and the Catalog reads entries
+// one at a time or a page at a time, never a whole Listing.
 type Listing struct {
 	Prefix   string    // full S3 prefix: "" or ending in "/"
 	ListedAt time.Time // when S3 was asked
@@ -19,143 +23,439 @@ type Listing struct {
 	Files    []Object  // sorted by Key, unique; only files that pass the name rules
 }
 
-// clone returns a copy of l that shares no slice with it.
-func (l Listing) clone() Listing {
-	l.Dirs = slices.Clone(l.Dirs)
-	l.Files = slices.Clone(l.Files)
-	return l
+// FolderInfo is what the index keeps about a stored folder besides its
+// entries.
+type FolderInfo struct {
+	// ListedAt is when S3 was asked for the stored entries; zero when the
+	// listing was invalidated or a re-list of it is half written.
+	ListedAt time.Time
+	// Gen is the folder's change generation: 1 for its first listing,
+	// bumped by every write that changes an entry. Equal generations of
+	// one folder mean equal entries. Never 0 for a stored folder.
+	Gen uint64
+	// Entries counts the folder's entries (folders and files).
+	Entries int64
 }
 
-// listingKey is the bbolt key of prefix: "/" + prefix, because bbolt
-// refuses empty keys and the root prefix is "". Keys are never parsed back.
+// listingKey is the key, in the listings bucket, of the bucket holding
+// prefix's entries: "/" + prefix, because bbolt refuses empty keys and the
+// root prefix is "". Keys are never parsed back.
 func listingKey(prefix string) []byte { return []byte("/" + prefix) }
 
-// maxCachedEntries bounds the decoded listings kept in memory, counted in
-// folder and file entries (roughly 150 bytes each).
-const maxCachedEntries = 1 << 18
+// metaKey is the key of a folder bucket's FolderInfo. No entry name can be
+// it (names have no control characters), and it sorts before every name.
+var metaKey = []byte{0}
 
-// listingCache keeps decoded listings, so that a Lookup in a folder of
-// thousands of files is a binary search, not a decode of the whole folder.
-// It is coherent with the file because only this DB writes it (the file is
-// locked) and every write goes through PutListing (and, in tests, DeleteListing).
-//
-// Lock order: writeMu before mu. writeMu is held across the bbolt write so
-// that two writers of one prefix cannot commit in one order and fill the
-// cache in the other; bbolt serialises writers anyway. mu is never held
-// across I/O: a reader that decoded from the file keeps its result only if
-// no write ended meanwhile (gen unchanged).
-type listingCache struct {
-	writeMu sync.Mutex
+// maxWritesPerTx bounds the entries one transaction of a re-list writes or
+// deletes: a first listing of a million entries commits in about thirty
+// transactions of bounded size rather than one that holds every dirty page,
+// and the changes waiting to be written are never more than this many.
+const maxWritesPerTx = 1 << 15
 
-	mu      sync.Mutex
-	m       map[string]Listing // guarded by mu; values are never modified
-	entries int                // guarded by mu; Dirs+Files over m
-	gen     uint64             // guarded by mu; bumped by every write
-	limit   int                // entries to keep; 0 means maxCachedEntries (tests lower it)
+// listingLock serialises writers of listings. A re-list compares S3's
+// answer with the stored entries in read transactions and writes the
+// difference in later write transactions; holding mu across both keeps
+// another listing write from landing in between. Only listing writes take
+// it; readers never do.
+type listingLock struct {
+	mu    sync.Mutex
+	batch int // set before use; writes per transaction, 0 means maxWritesPerTx (tests lower it)
 }
 
-// getOrGen returns the cached listing of prefix, or the generation a reader
-// must pass to fill.
-func (c *listingCache) getOrGen(prefix string) (Listing, bool, uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	l, ok := c.m[prefix]
-	return l, ok, c.gen
+// entryIter yields the entries of a Listing in name order: its Dirs and
+// Files merged (they share no name once toListing has applied the rules).
+type entryIter struct {
+	l    *Listing
+	i, j int // next dir, next file
 }
 
-// fill caches l, read from the file at generation gen, unless a write has
-// ended since.
-func (c *listingCache) fill(l Listing, gen uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen == gen {
-		c.setLocked(l.Prefix, l, true)
+// next returns the next entry and false once all are out.
+func (it *entryIter) next() (Entry, bool) {
+	l := it.l
+	switch {
+	case it.i < len(l.Dirs) && (it.j >= len(l.Files) || l.Dirs[it.i] < l.Files[it.j].Key[len(l.Prefix):]):
+		it.i++
+		return Entry{Name: l.Dirs[it.i-1], IsDir: true}, true
+	case it.j < len(l.Files):
+		it.j++
+		o := l.Files[it.j-1]
+		return Entry{Name: o.Key[len(l.Prefix):], Object: o}, true
 	}
+	return Entry{}, false
 }
 
-// wrote records that prefix now holds l (ok) or nothing (!ok) in the file.
-func (c *listingCache) wrote(prefix string, l Listing, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gen++
-	c.setLocked(prefix, l, ok)
+// peek returns the name of the next entry without taking it.
+func (it *entryIter) peek() (string, bool) {
+	saved := *it
+	e, ok := it.next()
+	*it = saved
+	return e.Name, ok
 }
 
-func (c *listingCache) setLocked(prefix string, l Listing, ok bool) {
-	if old, had := c.m[prefix]; had {
-		c.entries -= len(old.Dirs) + len(old.Files)
-		delete(c.m, prefix)
+// checkListing enforces what PutListing documents.
+func checkListing(l Listing) error {
+	if l.Prefix != "" && !strings.HasSuffix(l.Prefix, "/") {
+		return fmt.Errorf("%w: listing prefix %q does not end in /", ErrInvalid, l.Prefix)
 	}
-	limit := cmp.Or(c.limit, maxCachedEntries)
-	size := len(l.Dirs) + len(l.Files)
-	if !ok || size > limit {
-		return
-	}
-	// Evict arbitrary listings until l fits: a miss costs one decode.
-	for p, old := range c.m {
-		if c.entries+size <= limit {
-			break
+	for i, d := range l.Dirs {
+		if why := nameProblem(d); why != "" {
+			return fmt.Errorf("%w: listing %q: folder %q: %s", ErrInvalid, l.Prefix, d, why)
 		}
-		c.entries -= len(old.Dirs) + len(old.Files)
-		delete(c.m, p)
+		if i > 0 && l.Dirs[i-1] >= d {
+			return fmt.Errorf("%w: listing %q: dirs not sorted and unique at %q", ErrInvalid, l.Prefix, d)
+		}
 	}
-	if c.m == nil {
-		c.m = make(map[string]Listing)
+	for i, o := range l.Files {
+		if !strings.HasPrefix(o.Key, l.Prefix) {
+			return fmt.Errorf("%w: listing %q: key %q outside it", ErrInvalid, l.Prefix, o.Key)
+		}
+		if why := nameProblem(o.Key[len(l.Prefix):]); why != "" {
+			return fmt.Errorf("%w: listing %q: key %q: %s", ErrInvalid, l.Prefix, o.Key, why)
+		}
+		if o.Size < 0 {
+			return fmt.Errorf("%w: listing %q: %q has negative size", ErrInvalid, l.Prefix, o.Key)
+		}
+		if i > 0 && l.Files[i-1].Key >= o.Key {
+			return fmt.Errorf("%w: listing %q: files not sorted and unique at %q", ErrInvalid, l.Prefix, o.Key)
+		}
 	}
-	c.m[prefix] = l
-	c.entries += size
-}
-
-// PutListing stores l, replacing any listing of l.Prefix. Dirs and Files
-// must be sorted and unique (ErrInvalid otherwise).
-func (db *DB) PutListing(l Listing) error {
-	v, err := encodeListing(l)
-	if err != nil {
-		return err
+	// A name that is both is refused: one key per name.
+	it := entryIter{l: &l}
+	prev, first := "", true
+	for e, ok := it.next(); ok; e, ok = it.next() {
+		if !first && e.Name == prev {
+			return fmt.Errorf("%w: listing %q: %q is both a folder and a file", ErrInvalid, l.Prefix, e.Name)
+		}
+		prev, first = e.Name, false
 	}
-	l = l.clone() // the cache must not share the caller's slices
-	db.listings.writeMu.Lock()
-	defer db.listings.writeMu.Unlock()
-	err = db.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketListings).Put(listingKey(l.Prefix), v)
-	})
-	if err != nil {
-		return fmt.Errorf("put listing %q: %w", l.Prefix, err)
-	}
-	db.listings.wrote(l.Prefix, l, true)
 	return nil
 }
 
-// Listing returns the stored listing of prefix; ok is false if there is
-// none. The result is the caller's to modify.
-func (db *DB) Listing(prefix string) (l Listing, ok bool, err error) {
-	l, ok, err = db.sharedListing(prefix)
-	return l.clone(), ok, err
+// PutListing stores l, replacing any listing of l.Prefix: it writes the
+// entries that differ from the stored ones and deletes the ones l lacks
+// (see putListing). Dirs and Files must be sorted and unique, with valid
+// names under l.Prefix and no name in both (ErrInvalid otherwise).
+func (db *DB) PutListing(l Listing) error {
+	_, err := db.putListing(l, nil)
+	return err
 }
 
-// sharedListing is Listing without the copy: the result may be shared with
-// the cache and other callers, and must not be modified.
-func (db *DB) sharedListing(prefix string) (l Listing, ok bool, err error) {
-	l, ok, gen := db.listings.getOrGen(prefix)
-	if ok {
-		return l, true, nil
+// listingChange is one write of a re-list: value nil deletes name.
+type listingChange struct {
+	name  []byte
+	value []byte
+}
+
+// putListing merges l into the stored entries of l.Prefix. It walks both in
+// name order in read transactions, collecting at most maxWritesPerTx
+// changes at a time, and writes each batch of changes in one write
+// transaction that also bumps the folder's generation; a listing that
+// changes nothing costs one write (ListedAt). Every batch but the last
+// stores ListedAt as zero, so that a crash or a reader between batches sees
+// the folder as invalidated, never as fresh with half of a re-list; the last
+// stores l.ListedAt. After each commit onGone, if set, gets the stored files
+// that batch deleted or replaced with another version (or with a folder).
+// It reports whether any entry changed.
+func (db *DB) putListing(l Listing, onGone func([]Object)) (changed bool, err error) {
+	if err := checkListing(l); err != nil {
+		return false, err
 	}
+	db.listings.mu.Lock()
+	defer db.listings.mu.Unlock()
+	it := entryIter{l: &l}
+	var after []byte // names up to after are merged; nil: none yet
+	for {
+		changes, gone, done, err := db.diffListing(l.Prefix, &it, &after)
+		if err != nil {
+			return changed, err
+		}
+		if len(changes) > 0 || done {
+			listedAt := time.Time{}
+			if done {
+				listedAt = l.ListedAt
+			}
+			if err := db.applyListing(l.Prefix, changes, listedAt); err != nil {
+				return changed, err
+			}
+			changed = changed || len(changes) > 0
+			if len(gone) > 0 && onGone != nil {
+				onGone(gone)
+			}
+		}
+		if done {
+			return changed, nil
+		}
+	}
+}
+
+// diffListing compares the stored entries after *after with it's, in one
+// read transaction, until maxWritesPerTx changes are collected or both end
+// (done). It advances it and *after past what it compared.
+func (db *DB) diffListing(prefix string, it *entryIter, after *[]byte) (changes []listingChange, gone []Object, done bool, err error) {
 	err = db.bolt.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketListings).Get(listingKey(prefix))
+		var cur *bolt.Cursor
+		if fb := tx.Bucket(bucketListings).Bucket(listingKey(prefix)); fb != nil {
+			cur = fb.Cursor()
+		}
+		k, v := seekAfter(cur, *after)
+		limit := cmp.Or(db.listings.batch, maxWritesPerTx)
+		var buf []byte // the encoding of the entry compared now
+		for len(changes) < limit {
+			name, more := it.peek()
+			switch {
+			case k == nil && !more:
+				done = true
+				return nil
+			case k != nil && (!more || string(k) < name):
+				// A stored name S3 no longer has.
+				if old, err := decodeEntry(prefix, k, v); err == nil && !old.IsDir {
+					gone = append(gone, old.Object)
+				}
+				changes = append(changes, listingChange{name: bytes.Clone(k)})
+				*after = bytes.Clone(k)
+				k, v = next(cur)
+			default:
+				e, _ := it.next()
+				buf = appendEntry(buf[:0], e)
+				nv := buf
+				if k != nil && string(k) == name {
+					if !bytes.Equal(v, nv) {
+						nv = bytes.Clone(nv)
+						old, err := decodeEntry(prefix, k, v)
+						if err == nil && !old.IsDir && (e.IsDir || old.Object.Version() != e.Object.Version()) {
+							gone = append(gone, old.Object)
+						}
+						changes = append(changes, listingChange{name: []byte(name), value: nv})
+					}
+					k, v = next(cur)
+				} else {
+					changes = append(changes, listingChange{name: []byte(name), value: bytes.Clone(nv)})
+				}
+				*after = []byte(name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("put listing %q: %w", prefix, err)
+	}
+	return changes, gone, done, nil
+}
+
+// seekAfter positions cur at the first entry after name (the first entry if
+// name is nil), skipping the folder's FolderInfo. A nil cursor (no folder
+// stored) is at its end.
+func seekAfter(cur *bolt.Cursor, name []byte) (k, v []byte) {
+	if cur == nil {
+		return nil, nil
+	}
+	if name == nil {
+		k, v = cur.First()
+	} else if k, v = cur.Seek(name); k != nil && bytes.Equal(k, name) {
+		k, v = cur.Next()
+	}
+	if k != nil && bytes.Equal(k, metaKey) {
+		k, v = cur.Next()
+	}
+	return k, v
+}
+
+// next moves cur to the next entry.
+func next(cur *bolt.Cursor) (k, v []byte) {
+	if cur == nil {
+		return nil, nil
+	}
+	return cur.Next()
+}
+
+// applyListing writes changes (sorted by name) to the folder bucket of
+// prefix in one transaction, creating it if needed, and stores its
+// FolderInfo with listedAt and, if anything changed, the next generation.
+func (db *DB) applyListing(prefix string, changes []listingChange, listedAt time.Time) error {
+	err := db.update(func(tx *bolt.Tx) error {
+		fb, err := tx.Bucket(bucketListings).CreateBucketIfNotExists(listingKey(prefix))
+		if err != nil {
+			return err
+		}
+		// Entries arrive in key order; fuller pages suit appends.
+		fb.FillPercent = 0.9
+		info, _, err := folderInfoIn(fb)
+		if err != nil {
+			return err
+		}
+		for _, ch := range changes {
+			had := fb.Get(ch.name) != nil
+			switch {
+			case ch.value == nil:
+				err = fb.Delete(ch.name)
+				if had {
+					info.Entries--
+				}
+			default:
+				err = fb.Put(ch.name, ch.value)
+				if !had {
+					info.Entries++
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if len(changes) > 0 || info.Gen == 0 {
+			info.Gen++
+		}
+		info.ListedAt = listedAt
+		return fb.Put(metaKey, encodeFolderInfo(info))
+	})
+	if err != nil {
+		return fmt.Errorf("put listing %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// folderInfoIn reads the FolderInfo of a folder bucket; ok is false if it
+// has none.
+func folderInfoIn(fb *bolt.Bucket) (FolderInfo, bool, error) {
+	v := fb.Get(metaKey)
+	if v == nil {
+		return FolderInfo{}, false, nil
+	}
+	info, err := decodeFolderInfo(v)
+	return info, err == nil, err
+}
+
+// folderBucket returns the folder bucket of prefix and its FolderInfo, or
+// nil if none is stored.
+func folderBucket(tx *bolt.Tx, prefix string) (*bolt.Bucket, FolderInfo, error) {
+	fb := tx.Bucket(bucketListings).Bucket(listingKey(prefix))
+	if fb == nil {
+		return nil, FolderInfo{}, nil
+	}
+	info, ok, err := folderInfoIn(fb)
+	if err != nil {
+		return nil, FolderInfo{}, fmt.Errorf("listing %q: %w", prefix, err)
+	}
+	if !ok {
+		return nil, FolderInfo{}, nil
+	}
+	return fb, info, nil
+}
+
+// lookupEntry reads, in one read transaction, the FolderInfo of prefix (ok
+// false if no listing is stored) and its entry name (found).
+func (db *DB) lookupEntry(prefix, name string) (info FolderInfo, ok bool, e Entry, found bool, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		fb, fi, err := folderBucket(tx, prefix)
+		if err != nil || fb == nil {
+			return err
+		}
+		info, ok = fi, true
+		v := fb.Get([]byte(name))
 		if v == nil {
 			return nil
 		}
-		ok = true
-		// decodeListing copies every string out of v, which is only valid
-		// inside this transaction.
-		l, err = decodeListing(prefix, v)
+		e, err = decodeEntry(prefix, []byte(name), v)
+		found = err == nil
 		return err
+	})
+	return info, ok, e, found, err
+}
+
+// FolderInfo returns what is stored about the listing of prefix; ok is
+// false if there is none.
+func (db *DB) FolderInfo(prefix string) (info FolderInfo, ok bool, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		fb, fi, err := folderBucket(tx, prefix)
+		info, ok = fi, fb != nil
+		return err
+	})
+	return info, ok, err
+}
+
+// dirPageCap bounds the room EntryPage reserves up front for a page.
+const dirPageCap = 1 << 16
+
+// EntryPage returns up to n stored entries of prefix whose names sort after
+// after ("" for the first page), in name order, read in one transaction,
+// with the folder's FolderInfo as of that transaction. ok is false if no
+// listing of prefix is stored. Pages of one folder read at the same Gen
+// are pages of the same entries.
+func (db *DB) EntryPage(prefix, after string, n int) (page []Entry, info FolderInfo, ok bool, err error) {
+	n = max(n, 0)
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		fb, fi, err := folderBucket(tx, prefix)
+		if err != nil || fb == nil {
+			return err
+		}
+		info, ok = fi, true
+		var start []byte
+		if after != "" {
+			start = []byte(after)
+		}
+		page = make([]Entry, 0, min(int64(n), fi.Entries, dirPageCap))
+		cur := fb.Cursor()
+		for k, v := seekAfter(cur, start); k != nil && len(page) < n; k, v = cur.Next() {
+			e, err := decodeEntry(prefix, k, v)
+			if err != nil {
+				return err
+			}
+			page = append(page, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, FolderInfo{}, false, err
+	}
+	return page, info, ok, nil
+}
+
+// Listing returns the whole stored listing of prefix; ok is false if there
+// is none. It reads every entry into memory: it is for tests and tools,
+// not for the paths that serve the mount.
+func (db *DB) Listing(prefix string) (l Listing, ok bool, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		fb, info, err := folderBucket(tx, prefix)
+		if err != nil || fb == nil {
+			return err
+		}
+		ok = true
+		l = Listing{Prefix: prefix, ListedAt: info.ListedAt}
+		cur := fb.Cursor()
+		for k, v := seekAfter(cur, nil); k != nil; k, v = cur.Next() {
+			e, err := decodeEntry(prefix, k, v)
+			if err != nil {
+				return err
+			}
+			if e.IsDir {
+				l.Dirs = append(l.Dirs, e.Name)
+			} else {
+				l.Files = append(l.Files, e.Object)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return Listing{}, false, err
 	}
-	if ok {
-		db.listings.fill(l, gen)
-	}
 	return l, ok, nil
+}
+
+// invalidateListing stores ListedAt zero for prefix, keeping its entries
+// and generation, so that its next use lists S3 again. A missing listing
+// is left missing.
+func (db *DB) invalidateListing(prefix string) error {
+	db.listings.mu.Lock()
+	defer db.listings.mu.Unlock()
+	err := db.update(func(tx *bolt.Tx) error {
+		fb, info, err := folderBucket(tx, prefix)
+		if err != nil || fb == nil {
+			return err
+		}
+		info.ListedAt = time.Time{}
+		return fb.Put(metaKey, encodeFolderInfo(info))
+	})
+	if err != nil {
+		return fmt.Errorf("invalidate listing %q: %w", prefix, err)
+	}
+	return nil
 }

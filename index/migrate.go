@@ -19,7 +19,9 @@ type upgrade struct {
 // brought through on Open, oldest first. Each step owns the buckets it
 // rewrites; see doc.go for what each version holds.
 var upgrades = []upgrade{
-	{from: 1, steps: []func(tx *bolt.Tx) error{}},
+	{from: 1, steps: []func(tx *bolt.Tx) error{
+		upgradeListingsV1, // listings: one value per folder → one key per entry
+	}},
 }
 
 // migrate brings a file at version v up to SchemaVersion, one version per

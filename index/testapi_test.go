@@ -1,9 +1,11 @@
 package index
 
 import (
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // What only tests call.
@@ -16,15 +18,18 @@ func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
 // DeleteListing removes the listing of prefix; deleting a missing listing is
 // not an error.
 func (db *DB) DeleteListing(prefix string) error {
-	db.listings.writeMu.Lock()
-	defer db.listings.writeMu.Unlock()
+	db.listings.mu.Lock()
+	defer db.listings.mu.Unlock()
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketListings).Delete(listingKey(prefix))
+		err := tx.Bucket(bucketListings).DeleteBucket(listingKey(prefix))
+		if errors.Is(err, berrors.ErrBucketNotFound) {
+			return nil
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete listing %q: %w", prefix, err)
 	}
-	db.listings.wrote(prefix, Listing{}, false)
 	return nil
 }
 
