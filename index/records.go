@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -321,4 +322,26 @@ func (db *DB) Stats() (Stats, error) {
 		return true
 	})
 	return s, err
+}
+
+// LoadRecords stores recs as they are (LastAccess and presence included),
+// replacing any record with the same ID, in one transaction: a bulk load
+// for tools, tests and benchmarks that build a large index. IDs must be
+// unique; they are stored sorted, which bbolt loads fastest.
+func (db *DB) LoadRecords(recs []Record) error {
+	sorted := slices.Clone(recs)
+	slices.SortFunc(sorted, func(a, b Record) int { return strings.Compare(a.ID, b.ID) })
+	err := db.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		for _, r := range sorted {
+			if err := putRecord(b, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load %d records: %w", len(recs), err)
+	}
+	return nil
 }

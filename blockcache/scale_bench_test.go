@@ -1,0 +1,117 @@
+package blockcache
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"s3cachefs/blockcache/s3store/memstore"
+	"s3cachefs/index"
+)
+
+// scaleRecords is the cached-object count of issue 13's targets.
+const scaleRecords = 1_400_000
+
+// scaleUsage is the disk usage of one of scaleIndex's records: 110 KiB in
+// whole 4 KiB filesystem blocks.
+const scaleUsage = 28 * 4096
+
+// scaleIndex builds, in a fresh directory, an index of n complete records
+// of 110 KB objects (ImageNet sized) with access times one second apart,
+// loaded in transactions of 100,000, and returns the directory.
+func scaleIndex(b *testing.B, n int) string {
+	b.Helper()
+	dir := b.TempDir()
+	db, err := index.Open(filepath.Join(dir, "index.db"), index.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	const chunk = 100_000
+	base := time.Unix(1_700_000_000, 0)
+	for start := 0; start < n; start += chunk {
+		recs := make([]index.Record, 0, chunk)
+		for i := start; i < min(start+chunk, n); i++ {
+			r := index.Record{ID: fmt.Sprintf("%064x", i), Key: fmt.Sprintf("ds/train/n%05d/img%07d.JPEG", i/1300, i),
+				Version: "0123456789abcdef0123456789abcdef", Size: 110 << 10, BlockSize: DefaultBlockSize,
+				LastAccess: base.Add(time.Duration(i) * time.Second), Present: index.NewBlocks(1)}
+			r.Present.Set(0)
+			recs = append(recs, r)
+		}
+		if err := db.LoadRecords(recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// BenchmarkStartScale opens the index and the cache over 1.4 M cached
+// objects and closes both: the cache's share of mount startup (target:
+// a ready mount within 1 s).
+func BenchmarkStartScale(b *testing.B) {
+	dir := scaleIndex(b, scaleRecords)
+	b.ResetTimer()
+	for b.Loop() {
+		db, err := index.Open(filepath.Join(dir, "index.db"), index.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := New(db, memstore.New(), Options{Dir: dir, Bucket: "bucket"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := c.Stats().UsedBytes; got != scaleRecords*scaleUsage {
+			b.Fatalf("used %d", got)
+		}
+		c.Close()
+		db.Close()
+	}
+}
+
+// BenchmarkReserveFullPinnedScale is a cold read's reservation with the
+// cache full at 1.4 M objects, every one of them pinned: nothing can be
+// evicted, and the read goes to S3 uncached.
+func BenchmarkReserveFullPinnedScale(b *testing.B) {
+	dir := scaleIndex(b, scaleRecords)
+	db, err := index.Open(filepath.Join(dir, "index.db"), index.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	pinAll(b, db)
+	c, err := New(db, memstore.New(), Options{Dir: dir, Bucket: "bucket", MaxBytes: scaleRecords * scaleUsage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := c.reserve(DefaultPartSize); err != ErrCacheFull {
+			b.Fatalf("reserve = %v, want ErrCacheFull", err)
+		}
+	}
+}
+
+// BenchmarkReserveEvictScale is a cold read's reservation with the cache
+// full at 1.4 M objects, none pinned or open: each one evicts the oldest
+// objects to make room.
+func BenchmarkReserveEvictScale(b *testing.B) {
+	dir := scaleIndex(b, scaleRecords)
+	db, err := index.Open(filepath.Join(dir, "index.db"), index.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	c, err := New(db, memstore.New(), Options{Dir: dir, Bucket: "bucket", MaxBytes: scaleRecords * scaleUsage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := c.reserve(110 << 10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
