@@ -1,23 +1,18 @@
 package blockcache
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
 	"s3cachefs/index"
 )
 
-// pinAll pins every record of scaleIndex to one job.
+// pinAll pins every record of scaleIndex to one job, by their folder.
 func pinAll(b *testing.B, db *index.DB) {
 	if err := db.PutJob(index.Job{ID: "j", Paths: []string{""}, Created: time.Now(), State: index.JobDone}); err != nil {
 		b.Fatal(err)
 	}
-	ids := make([]string, scaleRecords)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("%064x", i)
-	}
-	if err := db.Pin("j", ids); err != nil {
+	if err := db.Pin("j", map[string]int64{"ds/train": scaleRecords}); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -19,7 +19,10 @@ type upgrade struct {
 // brought through on Open, oldest first. Each step owns the buckets it
 // rewrites; see doc.go for what each version holds.
 var upgrades = []upgrade{
-	{from: 1, steps: []func(tx *bolt.Tx) error{}},
+	{from: 1, steps: []func(tx *bolt.Tx) error{
+		upgradeRecords, // records_migrate.go: counters, access order, current pruned
+		upgradePins,    // records_migrate.go: object pins to path pins
+	}},
 }
 
 // migrate brings a file at version v up to SchemaVersion, one version per
