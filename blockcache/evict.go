@@ -85,17 +85,23 @@ func (c *Cache) unreserve(n int64) {
 
 // fits reports whether n more bytes keep the cache under its limit and
 // the filesystem above its free-space floor.
-func (c *Cache) fits(n int64) bool {
-	if c.opts.MaxBytes > 0 && c.used.Load()+n > c.opts.MaxBytes {
-		return false
+func (c *Cache) fits(n int64) bool { return c.shortfall(n) == 0 }
+
+// shortfall is how many bytes must be freed for n more to fit (0: they
+// fit); a filesystem whose free space cannot be read never fits.
+func (c *Cache) shortfall(n int64) int64 {
+	var short int64
+	if c.opts.MaxBytes > 0 {
+		short = max(short, c.used.Load()+n-c.opts.MaxBytes)
 	}
 	if c.opts.MinFree > 0 {
 		free, err := freeSpace(c.opts.Dir)
-		if err != nil || free-n < c.opts.MinFree {
-			return false
+		if err != nil {
+			return math.MaxInt64
 		}
+		short = max(short, c.opts.MinFree-(free-n))
 	}
-	return true
+	return short
 }
 
 // noRoom turns a cache-file write that found its filesystem full (ENOSPC,
@@ -164,7 +170,11 @@ func (c *Cache) evictLocked(need int64) error {
 			c.memoTime.Store(m.at.UnixNano())
 		}
 	}()
-	for !c.fits(need) {
+	for {
+		short := c.shortfall(need)
+		if short == 0 {
+			return nil
+		}
 		chunk, err := c.db.Oldest(m.pos, evictChunk)
 		if err != nil {
 			return fmt.Errorf("list cached objects: %w", err)
@@ -175,7 +185,7 @@ func (c *Cache) evictLocked(need int64) error {
 		var ids []string
 		var freed int64
 		for _, a := range chunk {
-			if c.fits(need - freed) {
+			if freed >= short {
 				break
 			}
 			m.pos, m.at = a.Pos, a.LastAccess
@@ -191,7 +201,6 @@ func (c *Cache) evictLocked(need int64) error {
 			return err
 		}
 	}
-	return nil
 }
 
 // EvictObject drops the cached data of object version id (its record, its
