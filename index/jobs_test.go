@@ -227,8 +227,8 @@ func FuzzDecodeJob(f *testing.F) {
 	})
 }
 
-// A schema 1 file written before jobs, pins and current existed gains those
-// buckets on Open and keeps its records.
+// A file written before jobs, pins and current existed gains those buckets
+// on Open and keeps its records.
 func TestOpenAddsNewBucketsToOldFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "index.db")
 	db := openAt(t, path)

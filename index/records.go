@@ -331,9 +331,10 @@ func (db *DB) recordsAfter(after []byte, limit int) ([]Record, error) {
 }
 
 // LoadRecords stores recs as they are (LastAccess and presence included),
-// replacing any record with the same ID, in one transaction: a bulk load
-// for tools, tests and benchmarks that build a large index. IDs must be
-// unique; they are stored sorted, which bbolt loads fastest.
+// replacing any record with the same ID, with their counters and access
+// entries, in one transaction: a bulk load for tools, tests and
+// benchmarks that build a large index. IDs must be unique; they are
+// stored sorted, which bbolt loads fastest.
 func (db *DB) LoadRecords(recs []Record) error {
 	sorted := slices.Clone(recs)
 	slices.SortFunc(sorted, func(a, b Record) int { return strings.Compare(a.ID, b.ID) })

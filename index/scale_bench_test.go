@@ -1,10 +1,13 @@
 package index
 
 import (
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // scaleRecords is the cached-object count of issue 13's targets.
@@ -81,5 +84,70 @@ func BenchmarkOpenScale(b *testing.B) {
 		if err := db.Close(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkUpgradeScale opens a schema 1 file of 1.4 M records, one job
+// pinning them all object by object: the one-off upgrade a cache dir of
+// the previous version gets on its first mount.
+func BenchmarkUpgradeScale(b *testing.B) {
+	for b.Loop() {
+		b.StopTimer()
+		path := filepath.Join(b.TempDir(), "index.db")
+		db, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		loadScale(b, db, scaleRecords)
+		if err := db.PutJob(Job{ID: "j", Paths: []string{"train"}, State: JobDone}); err != nil {
+			b.Fatal(err)
+		}
+		// Back to schema 1: no counters, no access order, object pins.
+		err = db.bolt.Update(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketAccess, bucketPathPins} {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
+			}
+			pins, err := tx.CreateBucket(bucketPinsV1)
+			if err != nil {
+				return err
+			}
+			jobPins, err := tx.CreateBucket(bucketJobPinsV1)
+			if err != nil {
+				return err
+			}
+			for i := range scaleRecords {
+				id := fmt.Sprintf("%064x", i)
+				if err := jobPins.Put([]byte("j\x00"+id), nil); err != nil {
+					return err
+				}
+				if err := pins.Put([]byte(id+"\x00j"), nil); err != nil {
+					return err
+				}
+			}
+			meta := tx.Bucket(bucketMeta)
+			if err := meta.Delete(keyUsage); err != nil {
+				return err
+			}
+			return meta.Put(keySchema, binary.AppendUvarint(nil, 1))
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		db, err = Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if st, _ := db.Stats(); st.Objects != scaleRecords || len(db.Pins()) != 1 {
+			b.Fatalf("after the upgrade: %+v, pins %+v", st, db.Pins())
+		}
+		db.Close()
+		b.StartTimer()
 	}
 }
