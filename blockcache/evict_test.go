@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,5 +279,45 @@ func TestEvictionRemembersUntilSomethingChanges(t *testing.T) {
 	f.c.unreserve(3 * testPart)
 	if _, ok, _ := f.db.Record(ObjectID("bucket", objs[0])); ok {
 		t.Error("the closed object was not evicted")
+	}
+}
+
+// Opens racing with eviction of the same objects: an open that finds an
+// object being evicted waits, then opens it afresh, and every read gets
+// the right bytes (run with -race).
+func TestOpenDuringEvictionOpensAfresh(t *testing.T) {
+	f := newFixture(t, Options{MaxBytes: 2 * testPart})
+	var objs []index.Object
+	var data [][]byte
+	for i := range 6 {
+		data = append(data, randBytes(uint64(500+i), testPart/2))
+		objs = append(objs, f.src.Put(fmt.Sprintf("e/o%d", i), data[i]))
+	}
+	var wg sync.WaitGroup
+	for r := range 4 {
+		wg.Go(func() {
+			for i := range 60 {
+				k := (r + i) % len(objs)
+				h, err := f.c.Open(context.Background(), objs[k])
+				if err != nil {
+					t.Errorf("open %s: %v", objs[k].Key, err)
+					return
+				}
+				got := make([]byte, len(data[k]))
+				n, err := h.ReadAt(context.Background(), got, 0)
+				h.Close()
+				if (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(got[:n], data[k]) {
+					t.Errorf("%s: %d bytes, %v, or wrong bytes", objs[k].Key, n, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if f.c.Stats().Evictions == 0 {
+		t.Fatal("nothing was evicted: the test raced nothing")
+	}
+	if s := f.c.Stats(); s.UsedBytes > 2*testPart || s.OpenObjects != 0 {
+		t.Fatalf("after the race: %+v", s)
 	}
 }
