@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -159,9 +160,17 @@ type Cache struct {
 	touchMu sync.Mutex           // guards touches
 	touches map[string]time.Time // access times not yet written, by ID
 
-	evictMu sync.Mutex   // serialises reservations and eviction
-	used    atomic.Int64 // SSD bytes of recorded blocks plus reservations
-	full    atomic.Bool  // the last reservation failed
+	evictMu sync.Mutex // serialises reservations and eviction; guards memo
+	memo    evictMemo  // where the last eviction round stopped (evict.go)
+	// memoTime is memo's LastAccess in Unix nanoseconds (MinInt64: none),
+	// read without evictMu by the touch flusher.
+	memoTime atomic.Int64
+	// releases counts last releases of objects that sort before memo
+	// (and access times written behind it): a record eviction found in
+	// use may be evictable since.
+	releases atomic.Uint64
+	used     atomic.Int64 // SSD bytes of recorded blocks plus reservations
+	full     atomic.Bool  // the last reservation failed
 	// noDirect is set once the cache filesystem refused O_DIRECT.
 	noDirect atomic.Bool
 	// heldBlocks counts the blocks open handles hold between reads
@@ -199,6 +208,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		checked: make(map[string]checkedState), maxChecked: maxChecked,
 		touches: make(map[string]time.Time),
 	}
+	c.memoTime.Store(math.MinInt64)
 	if err := c.loadUsage(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("read cache usage: %w", err)
@@ -320,6 +330,15 @@ func (c *Cache) flushTouchesNow() {
 	if err := c.db.TouchAll(batch); err != nil {
 		c.log.Warn("record access times", "objects", len(batch), "err", err)
 	}
+	// A time written behind where eviction last stopped moves a record
+	// there that eviction has not seen: make it look again.
+	memo := c.memoTime.Load()
+	for _, t := range batch {
+		if t.UnixNano() <= memo {
+			c.releases.Add(1)
+			break
+		}
+	}
 }
 
 // acquire returns the in-use object for obj with one more reference,
@@ -335,6 +354,11 @@ func (c *Cache) acquire(obj index.Object) (*object, error) {
 		o.refs++
 		c.mu.Unlock()
 		<-o.ready
+		if errors.Is(o.loadErr, errDropped) {
+			// Evicted meanwhile (evictIDs): open it afresh.
+			c.release(o)
+			return c.acquire(obj)
+		}
 		if o.loadErr != nil {
 			c.release(o)
 			return nil, o.loadErr
@@ -440,6 +464,7 @@ func (c *Cache) release(o *object) {
 	if o.refs > 0 {
 		return
 	}
+	c.notePossiblyEvictableLocked(o)
 	if c.objs[o.id] == o {
 		delete(c.objs, o.id)
 		// Every user of o has released it under c.mu, so verified is
@@ -461,6 +486,21 @@ func (c *Cache) release(o *object) {
 			c.log.Warn("drop old version", "key", o.obj.Key, "err", err)
 		}
 	}
+}
+
+// notePossiblyEvictableLocked tells eviction that o, released for the
+// last time, may be evictable now: unless it has nothing cached, is
+// pinned, or sorts after where eviction last stopped (it will be seen
+// there anyway), an eviction round must not trust what it found before.
+// c.mu is held and nobody else holds o, so o.rec is read without o.mu.
+func (c *Cache) notePossiblyEvictableLocked(o *object) {
+	if o.dropping || o.loadErr != nil || o.rec.Present.Count() == 0 {
+		return
+	}
+	if o.rec.LastAccess.UnixNano() > c.memoTime.Load() || c.db.PinnedKey(o.obj.Key) {
+		return
+	}
+	c.releases.Add(1)
 }
 
 // readFile reads p at off from o's cache file, which must hold those blocks.

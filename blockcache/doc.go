@@ -92,14 +92,32 @@
 // # Eviction
 //
 // The space cached blocks take (each rounded to filesystem blocks, as the
-// sparse file allocates them) is counted in memory, from the index once at
-// start, and every fetch reserves room for its blocks before its GET.
-// When a reservation would pass Options.MaxBytes or leave less than
+// sparse file allocates them) is counted in memory, from the index's
+// counters at start (no walk of the records or the cache folder), and
+// every fetch reserves room for its blocks before its GET. When a
+// reservation would pass Options.MaxBytes or leave less than
 // Options.MinFree free, the fetch evicts, in the fetching goroutine,
-// holding evictMu (and Cache.mu only while it drops one object), least
-// recently opened objects that are neither pinned nor open, until there is
-// room for it and a margin beyond. Access times are noted on open at most once a
-// minute per object and written to the index in one batch a second.
+// holding evictMu, least recently opened objects that are neither pinned
+// nor open, until there is room for it and a margin beyond (evict.go). It
+// reads the index's access order oldest first, in chunks of 256
+// (index.DB.Oldest: ID, key, disk usage), skips objects whose key is under
+// a pinned path (an in-memory test), and stops as soon as enough is freed.
+// Each chunk's victims are dropped together: Cache.mu is held only to put
+// a placeholder in the objects in use for each (an open of one waits for
+// it, then opens the object afresh) and to take them out again; the index
+// deletes their records in one transaction and their files are unlinked
+// with no lock held, so opens of other objects never wait for eviction's
+// disk writes.
+//
+// A round remembers where it stopped: everything before was pinned, open
+// or evicted. The next round starts there unless a pin was dropped
+// (index.DB.PinsGen) or something that sorts before it became
+// evictable: the last release of an unpinned object dated before it, or
+// an access time written before it. So with the cache full and the rest
+// pinned or open, a cold read does not read the index again until
+// something changes. Access times are noted on open at most once a
+// minute per object and written to the index in one batch a second; a
+// new record is dated when it is made.
 //
 // # Versions
 //
@@ -125,9 +143,11 @@
 // taken: the last release of an object (and dropFreshLocked in it) runs
 // under Cache.mu alone, which is safe because nobody else holds the object
 // then. Cache.evictMu is taken with neither object.mu nor Cache.mu held;
-// eviction takes Cache.mu under it for each object it drops. Dropping an
-// object (eviction, a replaced version) holds Cache.mu across its index
-// write and unlink, so that nobody opens it meanwhile. Handle.mu, the
+// eviction takes Cache.mu under it briefly, to claim the objects it drops
+// and to let them go, and deletes them without it. Dropping a replaced
+// or vanished version holds Cache.mu across its index write and unlink,
+// so that nobody opens it meanwhile. The index's in-memory pins are a
+// leaf lock: PinnedKey may be called under Cache.mu. Handle.mu, the
 // gate's mutex and Cache.touchMu are leaves: nothing else is taken while
 // one is held (and no index call is made). Opening an object's file and
 // reading its record run without any lock, behind a placeholder that other

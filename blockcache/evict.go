@@ -3,7 +3,8 @@ package blockcache
 import (
 	"errors"
 	"fmt"
-	"slices"
+	"math"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,18 +18,11 @@ import (
 var ErrCacheFull = errors.New("cache is full")
 
 // diskBlock is the filesystem block size usage is rounded to.
-const diskBlock = 4096
+const diskBlock = index.DiskBlock
 
-// diskUsage is the SSD space the present blocks of rec take: each block
-// rounded up to whole filesystem blocks, as a sparse file allocates them.
-func diskUsage(rec index.Record) int64 {
-	n := rec.Present.Count() * rec.BlockSize
-	if last := rec.Present.Len() - 1; last >= 0 && rec.Present.Has(last) {
-		tail := rec.Size - last*rec.BlockSize
-		n += roundUp(tail, diskBlock) - rec.BlockSize
-	}
-	return n
-}
+// diskUsage is the SSD space the present blocks of rec take (the index
+// keeps the same sum, Stats.DiskBytes).
+func diskUsage(rec index.Record) int64 { return rec.DiskUsage() }
 
 // missingUsage is the space the blocks in [first, last] that o lacks
 // would take.
@@ -47,15 +41,11 @@ func (c *Cache) missingUsage(o *object, first, last int64) int64 {
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
-// loadUsage sums what the index records, once at start: it reads the
-// index, not the cache folder.
+// loadUsage reads what the index records, once at start: its counters,
+// kept with the records, not a walk of the records or the cache folder.
 func (c *Cache) loadUsage() error {
-	var used int64
-	err := c.db.Records(func(r index.Record) bool {
-		used += diskUsage(r)
-		return true
-	})
-	c.used.Store(used)
+	st, err := c.db.Stats()
+	c.used.Store(st.DiskBytes)
 	return err
 }
 
@@ -95,17 +85,23 @@ func (c *Cache) unreserve(n int64) {
 
 // fits reports whether n more bytes keep the cache under its limit and
 // the filesystem above its free-space floor.
-func (c *Cache) fits(n int64) bool {
-	if c.opts.MaxBytes > 0 && c.used.Load()+n > c.opts.MaxBytes {
-		return false
+func (c *Cache) fits(n int64) bool { return c.shortfall(n) == 0 }
+
+// shortfall is how many bytes must be freed for n more to fit (0: they
+// fit); a filesystem whose free space cannot be read never fits.
+func (c *Cache) shortfall(n int64) int64 {
+	var short int64
+	if c.opts.MaxBytes > 0 {
+		short = max(short, c.used.Load()+n-c.opts.MaxBytes)
 	}
 	if c.opts.MinFree > 0 {
 		free, err := freeSpace(c.opts.Dir)
-		if err != nil || free-n < c.opts.MinFree {
-			return false
+		if err != nil {
+			return math.MaxInt64
 		}
+		short = max(short, c.opts.MinFree-(free-n))
 	}
-	return true
+	return short
 }
 
 // noRoom turns a cache-file write that found its filesystem full (ENOSPC,
@@ -131,40 +127,80 @@ func freeSpace(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// victim is an object version eviction may remove.
-type victim struct {
-	id     string
-	access time.Time
+// evictChunk is how many records, oldest first, eviction reads per index
+// transaction.
+const evictChunk = 256
+
+// evictGen is what must stay unchanged for the records eviction found
+// unevictable to stay so: the pins (none dropped) and the objects in use
+// (none released).
+type evictGen struct{ pins, releases uint64 }
+
+// evictMemo is where the last eviction round stopped: every record up to
+// pos, oldest first, was pinned, open or evicted when generation gen was
+// current, so while gen holds the next round starts after pos instead of
+// reading them all again. Guarded by evictMu.
+type evictMemo struct {
+	pos index.AccessPos
+	at  time.Time // LastAccess of the record at pos
+	gen evictGen
+}
+
+func (c *Cache) evictGen() evictGen {
+	return evictGen{pins: c.db.PinsGen(), releases: c.releases.Load()}
 }
 
 // evictLocked removes least recently used objects, skipping pinned ones
-// and ones in use, until need bytes fit or nothing is left to remove.
+// and ones in use, until need bytes fit or nothing is left to remove. It
+// reads the index's access order in chunks, from where the last round
+// stopped while nothing has been unpinned or released since, and stops as
+// soon as enough is freed. evictMu is held.
 func (c *Cache) evictLocked(need int64) error {
-	var vs []victim
-	err := c.db.Records(func(r index.Record) bool {
-		vs = append(vs, victim{id: r.ID, access: r.LastAccess})
-		return true
-	})
-	if err != nil {
-		return fmt.Errorf("list cached objects: %w", err)
+	gen := c.evictGen()
+	var m evictMemo
+	if c.memo.pos != nil && c.memo.gen == gen {
+		m = c.memo
 	}
-	slices.SortFunc(vs, func(a, b victim) int { return a.access.Compare(b.access) })
-	for _, v := range vs {
-		if c.fits(need) {
+	defer func() {
+		m.gen = gen
+		c.memo = m
+		if m.pos == nil {
+			c.memoTime.Store(math.MinInt64)
+		} else {
+			c.memoTime.Store(m.at.UnixNano())
+		}
+	}()
+	for {
+		short := c.shortfall(need)
+		if short == 0 {
 			return nil
 		}
-		if pins, err := c.db.Pinned(v.id); err != nil || len(pins) > 0 {
-			continue
+		chunk, err := c.db.Oldest(m.pos, evictChunk)
+		if err != nil {
+			return fmt.Errorf("list cached objects: %w", err)
 		}
-		evicted, err := c.evictOne(v)
+		if len(chunk) == 0 {
+			return nil
+		}
+		var ids []string
+		var freed int64
+		for _, a := range chunk {
+			if freed >= short {
+				break
+			}
+			m.pos, m.at = a.Pos, a.LastAccess
+			if c.db.PinnedKey(a.Key) {
+				continue
+			}
+			ids = append(ids, a.ID)
+			freed += a.DiskBytes
+		}
+		n, err := c.evictIDs(ids)
+		c.evictions.Add(int64(n))
 		if err != nil {
 			return err
 		}
-		if evicted {
-			c.evictions.Add(1)
-		}
 	}
-	return nil
 }
 
 // EvictObject drops the cached data of object version id (its record, its
@@ -177,18 +213,67 @@ func (c *Cache) EvictObject(id string) (bool, error) {
 // FreeSpace is how many bytes the cache filesystem has free for us.
 func (c *Cache) FreeSpace() (int64, error) { return freeSpace(c.opts.Dir) }
 
-// evictOne deletes the record, then the file, of v unless it is in use.
-// Holding Cache.mu keeps it from being opened meanwhile.
+// evictOne drops v unless it is in use.
 func (c *Cache) evictOne(v victim) (bool, error) {
+	n, err := c.evictIDs([]string{v.id})
+	return n == 1, err
+}
+
+// victim is an object version eviction may remove.
+type victim struct{ id string }
+
+// errDropped is the load error of a placeholder eviction puts in c.objs
+// while it drops an object: whoever waited on it opens the object afresh.
+var errDropped = errors.New("object dropped while opening")
+
+// evictIDs drops the records, then the files, of those of ids that are
+// not in use, and returns how many it dropped. Cache.mu is held only to
+// claim them and to let them go: each gets a placeholder in c.objs, so
+// that an open of one waits (and then opens it afresh, fetching again)
+// while eviction deletes the records in one index transaction and unlinks
+// the files, and opens of every other object go on meanwhile.
+func (c *Cache) evictIDs(ids []string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	var claimed []*object
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, busy := c.objs[v.id]; busy {
-		return false, nil
+	for _, id := range ids {
+		if _, busy := c.objs[id]; busy {
+			continue
+		}
+		o := &object{id: id, ready: make(chan struct{}), dropping: true}
+		c.objs[id] = o
+		delete(c.checked, id)
+		claimed = append(claimed, o)
 	}
-	if err := c.dropLocked(v.id); err != nil {
-		return false, fmt.Errorf("evict: %w", err)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		for _, o := range claimed {
+			if c.objs[o.id] == o {
+				delete(c.objs, o.id)
+			}
+			o.loadErr = errDropped
+			close(o.ready)
+		}
+		c.mu.Unlock()
+	}()
+	claimedIDs := make([]string, len(claimed))
+	for i, o := range claimed {
+		claimedIDs[i] = o.id
 	}
-	return true, nil
+	gone, err := c.db.DeleteRecords(claimedIDs)
+	if err != nil {
+		return 0, fmt.Errorf("evict: %w", err)
+	}
+	for _, r := range gone {
+		c.used.Add(-diskUsage(r))
+		if err := os.Remove(objectPath(c.opts.Dir, r.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return len(gone), fmt.Errorf("evict: %w", err)
+		}
+	}
+	return len(gone), nil
 }
 
 // Forget drops the cached data of object versions S3 no longer holds

@@ -3,8 +3,11 @@ package blockcache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,7 +58,7 @@ func TestEvictionKeepsUnderTheLimit(t *testing.T) {
 	if err := f.db.PutJob(index.Job{ID: "j", Paths: []string{"x"}, Created: time.Now(), State: index.JobRunning}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.db.Pin("j", []string{pinned}); err != nil {
+	if err := f.db.Pin("j", map[string]int64{objs[0].Key: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for i, o := range objs {
@@ -219,5 +222,102 @@ func TestEvictNoneKeepsWhatItHas(t *testing.T) {
 				t.Errorf("LRU evicted nothing over two epochs: %+v", s)
 			}
 		})
+	}
+}
+
+// A round that finds nothing to evict remembers where it stopped, and a
+// later round trusts that only until something could have changed: a pin
+// dropped, or an object released.
+func TestEvictionRemembersUntilSomethingChanges(t *testing.T) {
+	f := newFixture(t, Options{MaxBytes: 3 * testPart})
+	var objs []index.Object
+	for i := range 3 {
+		data := randBytes(uint64(400+i), testPart)
+		objs = append(objs, f.src.Put(fmt.Sprintf("m/o%d", i), data))
+		f.readClosed(objs[i], data)
+	}
+	if err := f.db.PutJob(index.Job{ID: "j", Paths: []string{"m"}, Created: time.Now(), State: index.JobDone}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.Pin("j", map[string]int64{"m": 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.reserve(testPart); !errors.Is(err, ErrCacheFull) {
+		t.Fatalf("reserve with everything pinned: %v, want ErrCacheFull", err)
+	}
+	order, err := f.db.Oldest(nil, 10)
+	if err != nil || len(order) != 3 {
+		t.Fatalf("Oldest = %v, %v", order, err)
+	}
+	f.c.evictMu.Lock()
+	memo := f.c.memo
+	f.c.evictMu.Unlock()
+	if !bytes.Equal(memo.pos, order[2].Pos) {
+		t.Fatalf("the round remembered %q, want the newest record %q", memo.pos, order[2].Pos)
+	}
+
+	h := f.openHandle(objs[0]) // the oldest: open, so it must stay
+	if err := f.db.Unpin("j"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.reserve(testPart); err != nil {
+		t.Fatalf("reserve after the unpin: %v; the round trusted a stale memo", err)
+	}
+	f.c.unreserve(testPart)
+	for i, o := range objs {
+		if _, ok, _ := f.db.Record(ObjectID("bucket", o)); ok != (i == 0) {
+			t.Errorf("%s cached = %v after eviction, want %v", o.Key, ok, i == 0)
+		}
+	}
+	if err := f.c.reserve(3 * testPart); !errors.Is(err, ErrCacheFull) {
+		t.Fatalf("reserve past an open object: %v, want ErrCacheFull", err)
+	}
+	h.Close()
+	if err := f.c.reserve(3 * testPart); err != nil {
+		t.Fatalf("reserve after the close: %v; the round trusted a stale memo", err)
+	}
+	f.c.unreserve(3 * testPart)
+	if _, ok, _ := f.db.Record(ObjectID("bucket", objs[0])); ok {
+		t.Error("the closed object was not evicted")
+	}
+}
+
+// Opens racing with eviction of the same objects: an open that finds an
+// object being evicted waits, then opens it afresh, and every read gets
+// the right bytes (run with -race).
+func TestOpenDuringEvictionOpensAfresh(t *testing.T) {
+	f := newFixture(t, Options{MaxBytes: 2 * testPart})
+	var objs []index.Object
+	var data [][]byte
+	for i := range 6 {
+		data = append(data, randBytes(uint64(500+i), testPart/2))
+		objs = append(objs, f.src.Put(fmt.Sprintf("e/o%d", i), data[i]))
+	}
+	var wg sync.WaitGroup
+	for r := range 4 {
+		wg.Go(func() {
+			for i := range 60 {
+				k := (r + i) % len(objs)
+				h, err := f.c.Open(context.Background(), objs[k])
+				if err != nil {
+					t.Errorf("open %s: %v", objs[k].Key, err)
+					return
+				}
+				got := make([]byte, len(data[k]))
+				n, err := h.ReadAt(context.Background(), got, 0)
+				h.Close()
+				if (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(got[:n], data[k]) {
+					t.Errorf("%s: %d bytes, %v, or wrong bytes", objs[k].Key, n, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if f.c.Stats().Evictions == 0 {
+		t.Fatal("nothing was evicted: the test raced nothing")
+	}
+	if s := f.c.Stats(); s.UsedBytes > 2*testPart || s.OpenObjects != 0 {
+		t.Fatalf("after the race: %+v", s)
 	}
 }

@@ -25,6 +25,9 @@ type object struct {
 	ready   chan struct{}
 	file    *os.File
 	loadErr error
+	// dropping marks a placeholder of evictIDs: the object is being
+	// evicted, and whoever waits on it opens it afresh.
+	dropping bool
 
 	// refs is guarded by Cache.mu: handles plus running fetches.
 	refs int
@@ -339,12 +342,17 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 	base := o.rec
 	base.Present = index.Blocks{} // AddBlocks reads presence from the index
 	o.mu.Unlock()
-	if _, err := c.db.AddBlocksSums(base, first, sums); err != nil {
+	stored, err := c.db.AddBlocksSums(base, first, sums)
+	if err != nil {
 		return fmt.Errorf("record blocks: %w", err)
 	}
 	// Set the bits rather than take the returned record: fetches of other
 	// parts may have committed since, and presence only ever grows.
 	o.mu.Lock()
+	if o.rec.LastAccess.IsZero() {
+		// A new record: the index dated it (its place in eviction's order).
+		o.rec.LastAccess = stored.LastAccess
+	}
 	if o.rec.Sums == nil {
 		o.rec.Sums = make([]uint32, o.rec.Present.Len())
 	}

@@ -30,7 +30,9 @@ func (c *Cache) DropVersion(id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if o, busy := c.objs[id]; busy {
-		o.superseded.Store(true)
+		if !o.dropping { // else it is being evicted already
+			o.superseded.Store(true)
+		}
 		return nil
 	}
 	return c.dropLocked(id)
@@ -40,11 +42,8 @@ func (c *Cache) DropVersion(id string) error {
 // that nobody opens it meanwhile.
 func (c *Cache) dropLocked(id string) error {
 	delete(c.checked, id)
-	rec, ok, err := c.db.Record(id)
+	rec, ok, err := c.db.DeleteRecord(id)
 	if err != nil || !ok {
-		return err
-	}
-	if err := c.db.DeleteRecord(id); err != nil {
 		return err
 	}
 	c.used.Add(-diskUsage(rec))

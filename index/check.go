@@ -1,7 +1,6 @@
 package index
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,8 +16,8 @@ const maxProblems = 20
 // Check opens the index file at path read-only and checks it whole: bbolt's
 // own consistency check (page tree, free list), then this package's schema
 // (see doc.go): the schema version, every bucket present, every listing,
-// record, job and current value decodes, and every pin is stored in both
-// pin buckets and names a stored job. It writes nothing and needs no
+// record, job, pin and current value decodes, every pin names a stored
+// job, and the counters and access order agree with a walk of the records. It writes nothing and needs no
 // exclusive lock, but fails with ErrLocked while a daemon holds the file.
 //
 // It exists for tests and tools that must prove a file sound, for example
@@ -101,6 +100,7 @@ func (c *checker) all() {
 		return nil
 	})
 	c.pins()
+	c.usage()
 }
 
 // schema checks the schema version and that every bucket exists.
@@ -146,34 +146,49 @@ func (c *checker) values(name []byte, check func(k, v []byte) error) {
 	})
 }
 
-// pins checks that pins and jobpins mirror each other, that every key is
-// two non-empty IDs joined by NUL with an empty value, and that every pin
-// names a stored job (DeleteJob drops a job's pins with it).
+// pins checks that every pathpins entry decodes and names a stored job
+// (DeleteJob drops a job's pins with it).
 func (c *checker) pins() {
 	jobs := c.tx.Bucket(bucketJobs)
-	mirror := func(name, other []byte, jobFirst bool) {
-		b, o := c.tx.Bucket(name), c.tx.Bucket(other)
-		_ = b.ForEach(func(k, v []byte) error {
-			first, second, ok := bytes.Cut(k, []byte{0})
-			if !ok || len(first) == 0 || len(second) == 0 || bytes.IndexByte(second, 0) >= 0 || len(v) != 0 {
-				c.addf("%s: malformed pin key %q", name, k)
-				return nil
-			}
-			if o.Get(pinKey(string(second), string(first))) == nil {
-				c.addf("%s: pin %q has no twin in %s", name, k, other)
-			}
-			job := second
-			if jobFirst {
-				job = first
-			}
-			if jobs.Get(job) == nil {
-				c.addf("%s: pin %q names job %q, which is not stored", name, k, job)
-			}
-			return nil
-		})
+	c.values(bucketPathPins, func(k, v []byte) error {
+		p, err := decodePathPin(k, v)
+		if err != nil {
+			return err
+		}
+		if jobs.Get([]byte(p.Job)) == nil {
+			return fmt.Errorf("pin %q names job %q, which is not stored", k, p.Job)
+		}
+		return nil
+	})
+}
+
+// usage walks every record (the one place besides an upgrade that does)
+// and checks the counters and the access bucket against them: one access
+// entry per record, under its LastAccess, holding its usage and key.
+func (c *checker) usage() {
+	var want Stats
+	access := c.tx.Bucket(bucketAccess)
+	_ = c.tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
+		r, err := decodeRecord(string(k), v)
+		if err != nil || checkRecordShape(r) != nil {
+			return nil // reported by values
+		}
+		want.add(r, 1)
+		if got := access.Get(accessKey(r.ID, r.LastAccess)); got == nil || string(got) != string(accessValue(r)) {
+			c.addf("access: record %s (last access %s) has no entry holding its usage and key", r.ID, r.LastAccess)
+		}
+		return nil
+	})
+	if n := access.Stats().KeyN; n != want.Objects {
+		c.addf("access: %d entries for %d records", n, want.Objects)
 	}
-	mirror(bucketPins, bucketJobPins, false)
-	mirror(bucketJobPins, bucketPins, true)
+	got, err := readUsage(c.tx)
+	switch {
+	case err != nil:
+		c.addf("meta: %w", err)
+	case got != want:
+		c.addf("meta: counters %+v, the records add up to %+v", got, want)
+	}
 }
 
 // appendBounded appends err unless maxProblems are already collected.

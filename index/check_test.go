@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -30,7 +31,7 @@ func checkFixture(t *testing.T) string {
 	if err := db.PutJob(job); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Pin(job.ID, []string{rec.ID, "not-fetched-yet"}); err != nil {
+	if err := db.Pin(job.ID, map[string]int64{rec.Key: 1, "not/fetched/yet/": 2}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.SetCurrent(rec.Key, rec.ID); err != nil {
@@ -119,15 +120,27 @@ func TestCheckFindsBadValues(t *testing.T) {
 		{"current garbage", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketCurrent).Put([]byte("k"), []byte{1, 0})
 		}, ErrCorrupt, "current"},
-		{"pin without twin", func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketPins).Put(pinKey("obj", sampleJob().ID), nil)
-		}, ErrCorrupt, "no twin"},
+		{"pin count garbage", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketPathPins).Put(pathPinKey(sampleJob().ID, "p"), []byte{0xff})
+		}, ErrCorrupt, "pathpins"},
 		{"pin of a deleted job", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketJobs).Delete([]byte(sampleJob().ID))
 		}, ErrCorrupt, "not stored"},
 		{"malformed pin", func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketJobPins).Put([]byte("no-separator"), nil)
-		}, ErrCorrupt, "malformed"},
+			return tx.Bucket(bucketPathPins).Put([]byte("no-separator"), []byte{0})
+		}, ErrCorrupt, "no job"},
+		{"counters off", func(tx *bolt.Tx) error {
+			s, err := readUsage(tx)
+			s.Complete++
+			return errors.Join(err, writeUsage(tx, s))
+		}, ErrCorrupt, "counters"},
+		{"access entry lost", func(tx *bolt.Tx) error {
+			k, _ := tx.Bucket(bucketAccess).Cursor().First()
+			return tx.Bucket(bucketAccess).Delete(k)
+		}, ErrCorrupt, "has no entry"},
+		{"access entry stray", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketAccess).Put(accessKey("gone", time.Now()), []byte{0, 'k'})
+		}, ErrCorrupt, "2 entries for 1 records"},
 		{"missing bucket", func(tx *bolt.Tx) error {
 			return tx.DeleteBucket(bucketJobs)
 		}, ErrCorrupt, "missing"},

@@ -55,8 +55,8 @@ var (
 	bucketListings = []byte("listings")
 	bucketRecords  = []byte("records")
 	bucketJobs     = []byte("jobs")
-	bucketPins     = []byte("pins")
-	bucketJobPins  = []byte("jobpins")
+	bucketPathPins = []byte("pathpins")
+	bucketAccess   = []byte("access")
 	bucketCurrent  = []byte("current")
 	keySchema      = []byte("schema")
 )
@@ -67,6 +67,7 @@ type DB struct {
 	path string   // set once in Open
 
 	listings listingLock // serialises listing writes; see listings.go
+	pins     pinSet      // the pathpins bucket, in memory; see pins.go
 
 	// commits counts write transactions committed (each an fsync of the
 	// index file); lastTx is the write transaction last counted, so that
@@ -137,7 +138,12 @@ func Open(path string, opts Options) (*DB, error) {
 	case from != SchemaVersion:
 		opts.Logger.Info("upgraded index", "path", path, "from", from, "schema", SchemaVersion)
 	}
-	return &DB{bolt: b, path: path}, nil
+	db := &DB{bolt: b, path: path}
+	if err := db.loadPins(); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	return db, nil
 }
 
 // initSchema creates the buckets of a new file (setting *created), or checks
@@ -177,7 +183,7 @@ func initSchema(tx *bolt.Tx, created *bool, from *uint64) error {
 }
 
 // allBuckets are the top-level buckets of SchemaVersion.
-var allBuckets = [][]byte{bucketListings, bucketRecords, bucketJobs, bucketPins, bucketJobPins, bucketCurrent}
+var allBuckets = [][]byte{bucketListings, bucketRecords, bucketJobs, bucketPathPins, bucketAccess, bucketCurrent}
 
 // createBuckets creates any missing top-level bucket: buckets added within
 // a schema version are created on Open, so a file made before they

@@ -10,17 +10,22 @@
 // these buckets:
 //
 //	meta      "schema" -> uvarint SchemaVersion (2)
+//	          "usage"  -> counters of the records (see below)
 //	listings  "/" + S3 prefix -> folder bucket   (root prefix "" is key "/")
 //	          folder bucket: "\x00" -> folder info value
 //	                         entry name -> entry value (one key per entry)
 //	records   cache ID -> record value
+//	access    LastAccess (12 bytes) + cache ID -> disk usage + S3 key
 //	jobs      job ID -> job value
-//	pins      cache ID + "\x00" + job ID -> empty
-//	jobpins   job ID + "\x00" + cache ID -> empty
+//	pathpins  job ID + "\x00" + path -> objects planned under path
 //	current   S3 key -> current value
 //
-// Open creates any missing bucket, so a schema 1 file written before jobs,
-// pins and current existed gains them.
+// Open creates any missing bucket, and brings a file of an older schema
+// version up to this one in the transaction that opens it (migrate.go):
+// schema 1 had no counters, no access bucket, and pins per object in
+// buckets pins and jobpins; the upgrade builds the first two from a walk
+// of the records (records_migrate.go), turns each job's object pins into
+// pins on its paths, and drops current entries whose record is gone.
 //
 // A folder's entries are keys of its own bucket, so a Lookup is one Get and
 // a readdir is a cursor walk in name order (bbolt keys sort bytewise, as
@@ -40,22 +45,48 @@
 // and generation 1; a value that does not decode is dropped (the folder is
 // listed again on its next use).
 //
-// A pin (a job needs an object kept; eviction skips pinned objects) is
-// stored in both pins and jobpins, written and deleted in one transaction,
-// so "which jobs pin this object" and "which objects does this job pin" are
-// each one prefix scan. Job and cache IDs used in pins are non-empty and
-// contain no NUL, so the prefix id+"\x00" matches exactly one ID. Pin needs
-// the job stored; DeleteJob drops the job's pins and DeleteRecord the
-// object's, in the same transaction as the deletion, so no pin outlives its
-// job or its data. ResetRecord forgets a record but keeps its pins (its
-// blocks are fetched again, still protected), CancelJob records a job
-// cancelled and drops its pins, and PruneJobs deletes old ended jobs that
-// hold no pins: each in one transaction. A write of several steps that
-// must not be seen halfway is one DB method, never a sequence of calls.
+// # Counters and access order
+//
+// Every write of a record (AddBlocksSums, RemoveBlock, TouchAll,
+// LoadRecords) and every removal (DeleteRecord(s), ResetRecord) updates,
+// in the same transaction, meta's usage value (records, complete records,
+// present bytes and disk bytes, Record.DiskUsage: each block in whole
+// 4 KiB filesystem blocks) and the record's access entry, keyed by its
+// LastAccess (seconds since the year 1 and nanoseconds, big endian) and
+// ID, so that a cursor reads records oldest first. The value holds the
+// record's disk usage and S3 key, so eviction picks victims (Oldest) and
+// checks their pins without decoding a record. Stats reads the counters:
+// nothing but Check and the upgrade walks every record. A new record with
+// no LastAccess is dated when it is made, so what was fetched just now is
+// not the first to go.
+//
+// # Pins
+//
+// A pin (a prefetch job needs objects kept; eviction skips pinned
+// objects) is on a path: an S3 key (a file) or a key prefix without its
+// trailing "/" (a folder; "" is the whole bucket). An object is pinned
+// while some pin's path Covers its key: the path is the key, or a folder
+// above it. Pins are few (a job pins the paths it was asked for, however
+// many objects are under them), so all of them are also kept in memory,
+// loaded at Open and changed after each write commits: PinnedKey is a map
+// lookup per folder level of the key, never an index read. Pin needs the
+// job stored; DeleteJob and CancelJob drop the job's pins in the same
+// transaction as the job's change, so no pin outlives its job, and
+// PruneJobs keeps a job that still holds pins. UnpinPaths drops the pins
+// on and under some paths, of any job, and refuses, dropping nothing, a
+// path that a pin above it covers (ErrPinnedAbove, naming the job and its
+// path): a part of a pinned folder cannot be released alone, and quietly
+// narrowing the folder's pin would surprise whoever pinned it. Records
+// and pins are independent: deleting or resetting a record leaves the
+// pins, which protect whatever is cached under them next. A write of
+// several steps that must not be seen halfway is one DB method, never a
+// sequence of calls.
 //
 // current maps each S3 key to the cache ID of the version readers use.
 // SetCurrent returns the ID it replaces exactly once, for the caller to
-// drop; an evicted record may still be current (it is fetched again).
+// drop. DeleteRecord drops the key's entry with the record when it still
+// names it, so current holds no more keys than the records; ResetRecord
+// keeps it (the same version is fetched again).
 //
 // Open creates the buckets in an empty file and refuses with ErrSchema a
 // file whose schema version differs, or a bbolt file without a meta bucket
@@ -78,7 +109,9 @@
 // without checksums (written before they existed) is version 1, and its
 // blocks are read as blocks without a sum. A job value is Created, the state byte (running 0, done 1,
 // failed 2, cancelled 3), the paths, the error text and the failed keys. A
-// current value is the cache ID.
+// current value is the cache ID. The usage value is the codec version,
+// then the four counters as varints; a pathpins value is the object count
+// as a varint; an access value is the disk usage as a varint, then the key.
 // Decoding never panics: truncated, overlong, unsorted, out-of-range or
 // trailing data fails with an error wrapping ErrCorrupt.
 //

@@ -102,7 +102,7 @@ func (db *DB) CancelJob(id string, failed []string) (was JobState, ok bool, err 
 		if v, err = encodeJob(j); err != nil {
 			return err
 		}
-		if err := unpinJobTx(tx, id); err != nil {
+		if err := db.unpinJobTx(tx, id); err != nil {
 			return err
 		}
 		return b.Put([]byte(id), v)
@@ -160,7 +160,7 @@ func (db *DB) DeleteJob(id string) error {
 		return nil
 	}
 	err := db.update(func(tx *bolt.Tx) error {
-		if err := unpinJobTx(tx, id); err != nil {
+		if err := db.unpinJobTx(tx, id); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketJobs).Delete([]byte(id))
@@ -191,10 +191,8 @@ func (db *DB) PruneJobs(keep int) (pruned []string, err error) {
 		if err != nil {
 			return err
 		}
-		pins := tx.Bucket(bucketJobPins).Cursor()
 		for _, k := range ended[:max(len(ended)-keep, 0)] { // sorted by ID: oldest first
-			prefix := pinKey(string(k), "")
-			if p, _ := pins.Seek(prefix); p != nil && bytes.HasPrefix(p, prefix) {
+			if hasPinsTx(tx, string(k)) {
 				continue
 			}
 			if err := jobs.Delete(k); err != nil {

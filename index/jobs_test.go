@@ -161,7 +161,7 @@ func TestJobsPinsVersionsPersist(t *testing.T) {
 	if err := db.PutJob(j); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Pin(j.ID, []string{"o2", "o1"}); err != nil {
+	if err := db.Pin(j.ID, map[string]int64{"data/sub": 2, "data/b.npz": 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.SetCurrent("data/a.npz", "o1"); err != nil {
@@ -177,11 +177,11 @@ func TestJobsPinsVersionsPersist(t *testing.T) {
 	if err != nil || !ok || !jobEqual(got, j) {
 		t.Errorf("after reopen Job = %+v, %v, %v", got, ok, err)
 	}
-	if jobs, err := db.Pinned("o2"); err != nil || !slices.Equal(jobs, []string{j.ID}) {
-		t.Errorf("after reopen Pinned(o2) = %q, %v", jobs, err)
+	if pins := db.PinsOf("data/sub/x"); len(pins) != 1 || pins[0] != (Pin{Job: j.ID, Path: "data/sub", Objects: 2}) {
+		t.Errorf("after reopen PinsOf(data/sub/x) = %+v", pins)
 	}
-	if n, err := db.PinnedCount(); err != nil || n != 2 {
-		t.Errorf("after reopen PinnedCount = %d, %v; want 2", n, err)
+	if n, err := db.PinnedCount(); err != nil || n != 3 {
+		t.Errorf("after reopen PinnedCount = %d, %v; want 3", n, err)
 	}
 	if id, ok, err := db.Current("data/a.npz"); err != nil || !ok || id != "o1" {
 		t.Errorf("after reopen Current = %q, %v, %v", id, ok, err)
@@ -227,8 +227,8 @@ func FuzzDecodeJob(f *testing.F) {
 	})
 }
 
-// A schema 1 file written before jobs, pins and current existed gains those
-// buckets on Open and keeps its records.
+// A file written before jobs, pins and current existed gains those buckets
+// on Open and keeps its records.
 func TestOpenAddsNewBucketsToOldFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "index.db")
 	db := openAt(t, path)
@@ -236,7 +236,7 @@ func TestOpenAddsNewBucketsToOldFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketJobs, bucketPins, bucketJobPins, bucketCurrent} {
+		for _, name := range [][]byte{bucketJobs, bucketPathPins, bucketCurrent} {
 			if err := tx.DeleteBucket(name); err != nil {
 				return err
 			}
@@ -253,7 +253,7 @@ func TestOpenAddsNewBucketsToOldFile(t *testing.T) {
 	db = openAt(t, path)
 	defer db.Close()
 	putJobs(t, db, "j")
-	if err := db.Pin("j", []string{"r"}); err != nil {
+	if err := db.Pin("j", map[string]int64{"k": 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.SetCurrent("k", "r"); err != nil {

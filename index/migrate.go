@@ -21,6 +21,8 @@ type upgrade struct {
 var upgrades = []upgrade{
 	{from: 1, steps: []func(tx *bolt.Tx) error{
 		upgradeListingsV1, // listings: one value per folder → one key per entry
+		upgradeRecords,    // records_migrate.go: counters, access order, current pruned
+		upgradePins,       // records_migrate.go: object pins to path pins
 	}},
 }
 

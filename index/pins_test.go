@@ -3,13 +3,10 @@ package index
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // putJobs stores an empty running job for each id.
@@ -22,12 +19,30 @@ func putJobs(t *testing.T, db *DB, ids ...string) {
 	}
 }
 
-// assertPinned checks Pinned(obj) against want (sorted job IDs).
-func assertPinned(t *testing.T, db *DB, obj string, want ...string) {
+// pin pins paths, each planned with one object, for job.
+func pin(t *testing.T, db *DB, job string, paths ...string) {
 	t.Helper()
-	got, err := db.Pinned(obj)
-	if err != nil || !slices.Equal(got, want) {
-		t.Errorf("Pinned(%q) = %q, %v; want %q", obj, got, err, want)
+	m := make(map[string]int64)
+	for _, p := range paths {
+		m[p] = 1
+	}
+	if err := db.Pin(job, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertPinsOf checks which jobs pin key (sorted job IDs).
+func assertPinsOf(t *testing.T, db *DB, key string, wantJobs ...string) {
+	t.Helper()
+	var got []string
+	for _, p := range db.PinsOf(key) {
+		got = append(got, p.Job)
+	}
+	if !slices.Equal(got, wantJobs) {
+		t.Errorf("PinsOf(%q) jobs = %q; want %q", key, got, wantJobs)
+	}
+	if db.PinnedKey(key) != (len(wantJobs) > 0) {
+		t.Errorf("PinnedKey(%q) = %v; want %v", key, !(len(wantJobs) > 0), len(wantJobs) > 0)
 	}
 }
 
@@ -38,170 +53,138 @@ func assertPinnedCount(t *testing.T, db *DB, want int) {
 	}
 }
 
-// assertJobPins checks the jobpins direction, which no exported method
-// shows, and that every entry has its mirror in pins and vice versa.
-func assertJobPins(t *testing.T, db *DB, jobID string, want ...string) {
-	t.Helper()
-	var got []string
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		pins, jobpins := tx.Bucket(bucketPins), tx.Bucket(bucketJobPins)
-		if pins.Stats().KeyN != jobpins.Stats().KeyN {
-			return fmt.Errorf("%d pins but %d jobpins", pins.Stats().KeyN, jobpins.Stats().KeyN)
-		}
-		return jobpins.ForEach(func(k, _ []byte) error {
-			j, o, _ := strings.Cut(string(k), "\x00")
-			if pins.Get(pinKey(o, j)) == nil {
-				return fmt.Errorf("jobpins %q has no mirror in pins", k)
-			}
-			if j == jobID {
-				got = append(got, o)
-			}
-			return nil
-		})
-	})
-	if err != nil || !slices.Equal(got, want) {
-		t.Errorf("pins of job %q = %q, %v; want %q", jobID, got, err, want)
+// A path covers its own key and what is under it as a folder, nothing
+// that merely starts with the same bytes.
+func TestPinPathsCoverKeys(t *testing.T) {
+	db := openTest(t)
+	putJobs(t, db, "j1", "j2", "root")
+	pin(t, db, "j1", "ds/train", "ds/dev/a.npz", "ds/val/")
+	pin(t, db, "j2", "ds/train/x")
+	for key, want := range map[string][]string{
+		"ds/train/x":     {"j1", "j2"},
+		"ds/train/x/y":   {"j1", "j2"},
+		"ds/train/y":     {"j1"},
+		"ds/train":       {"j1"},
+		"ds/trainx/y":    nil,
+		"ds/dev/a.npz":   {"j1"},
+		"ds/dev/a.npzz":  nil,
+		"ds/dev/b.npz":   nil,
+		"ds/val/z":       {"j1"}, // pinned as "ds/val/": the slash is dropped
+		"ds":             nil,
+		"other/ds/train": nil,
+	} {
+		assertPinsOf(t, db, key, want...)
 	}
+	pin(t, db, "root", "")
+	assertPinsOf(t, db, "anything/at/all", "root")
 }
 
-func TestPinBothDirectionsAndCounts(t *testing.T) {
+// PinnedCount adds up what the outermost pinned paths planned, once per
+// path: a path pinned by two jobs, or under another pinned path, does not
+// count again.
+func TestPinnedCountCountsOutermostPathsOnce(t *testing.T) {
 	db := openTest(t)
-	putJobs(t, db, "j1", "j2", "j")
+	putJobs(t, db, "j1", "j2", "j3")
 	assertPinnedCount(t, db, 0)
-	// Unsorted with a duplicate; "o" is a prefix of "o1" and job "j" of
-	// "j1", so the NUL separator must keep them apart.
-	if err := db.Pin("j1", []string{"o3", "o1", "o", "o1"}); err != nil {
+	for job, paths := range map[string]map[string]int64{
+		"j1": {"ds/train": 5},
+		"j2": {"ds/train/sub": 2, "ds/dev": 3},
+		"j3": {"ds/train": 7},
+	} {
+		if err := db.Pin(job, paths); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertPinnedCount(t, db, 7+3)
+	if err := db.Unpin("j3"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Pin("j2", []string{"o1", "o4"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Pin("j", []string{"o4"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Pin("j1", []string{"o3"}); err != nil { // again: idempotent
-		t.Fatal(err)
-	}
-	assertPinned(t, db, "o", "j1")
-	assertPinned(t, db, "o1", "j1", "j2")
-	assertPinned(t, db, "o4", "j", "j2")
-	assertPinned(t, db, "o2")
-	assertJobPins(t, db, "j1", "o", "o1", "o3")
-	assertJobPins(t, db, "j", "o4")
-	assertPinnedCount(t, db, 4)
-
-	if err := db.Unpin("j1"); err != nil {
-		t.Fatal(err)
-	}
-	assertPinned(t, db, "o1", "j2")
-	assertPinned(t, db, "o")
-	assertJobPins(t, db, "j1")
-	assertJobPins(t, db, "j2", "o1", "o4")
-	assertPinnedCount(t, db, 2)
-	if _, ok, _ := db.Job("j1"); !ok {
+	assertPinnedCount(t, db, 5+3)
+	if _, ok, _ := db.Job("j3"); !ok {
 		t.Error("Unpin removed the job itself")
 	}
-
-	if err := db.UnpinObjects([]string{"o4", "missing", "o4"}); err != nil {
-		t.Fatal(err)
-	}
-	assertPinned(t, db, "o4")
-	assertJobPins(t, db, "j2", "o1")
-	assertJobPins(t, db, "j")
-	assertPinnedCount(t, db, 1)
 }
 
 func TestPinRefusesBadInput(t *testing.T) {
 	db := openTest(t)
 	putJobs(t, db, "j")
 	for name, c := range map[string]struct {
-		job  string
-		objs []string
+		job   string
+		paths map[string]int64
 	}{
-		"missing job":   {"nope", []string{"o"}},
-		"empty job":     {"", []string{"o"}},
-		"empty object":  {"j", []string{"o", ""}},
-		"NUL in object": {"j", []string{"a\x00b"}},
+		"missing job":    {"nope", map[string]int64{"p": 1}},
+		"empty job":      {"", map[string]int64{"p": 1}},
+		"NUL in job":     {"a\x00b", map[string]int64{"p": 1}},
+		"negative count": {"j", map[string]int64{"p": 1, "q": -1}},
 	} {
-		if err := db.Pin(c.job, c.objs); !errors.Is(err, ErrInvalid) {
+		if err := db.Pin(c.job, c.paths); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
 		}
 	}
-	// A refused Pin stores nothing, not even its valid objects.
+	// A refused Pin stores nothing, not even its valid paths.
 	assertPinnedCount(t, db, 0)
+	assertPinsOf(t, db, "p")
 }
 
+// Pins die with their job (DeleteJob), in the index and in memory, and
+// what is left survives a reopen.
 func TestDeleteJobRemovesItsPins(t *testing.T) {
-	db := openTest(t)
+	path := filepath.Join(t.TempDir(), "index.db")
+	db := openAt(t, path)
 	putJobs(t, db, "j1", "j2")
-	if err := db.Pin("j1", []string{"a", "b"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Pin("j2", []string{"b"}); err != nil {
-		t.Fatal(err)
-	}
+	pin(t, db, "j1", "a", "b")
+	pin(t, db, "j2", "b")
+	gen := db.PinsGen()
 	if err := db.DeleteJob("j1"); err != nil {
 		t.Fatal(err)
 	}
-	assertPinned(t, db, "a")
-	assertPinned(t, db, "b", "j2")
-	assertJobPins(t, db, "j1")
-	assertPinnedCount(t, db, 1)
+	if db.PinsGen() == gen {
+		t.Error("PinsGen did not move when pins went")
+	}
+	assertPinsOf(t, db, "a/x")
+	assertPinsOf(t, db, "b/x", "j2")
 	// Pinning for the deleted job is refused, so no orphan pin appears.
-	if err := db.Pin("j1", []string{"a"}); !errors.Is(err, ErrInvalid) {
+	if err := db.Pin("j1", map[string]int64{"a": 1}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Pin for a deleted job: err = %v, want ErrInvalid", err)
 	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(path); err != nil {
+		t.Fatal(err)
+	}
+	db = openAt(t, path)
+	defer db.Close()
+	if got := db.Pins(); !slices.Equal(got, []Pin{{Job: "j2", Path: "b", Objects: 1}}) {
+		t.Errorf("after reopen Pins = %+v", got)
+	}
 }
 
-func TestDeleteRecordRemovesItsPins(t *testing.T) {
+// UnpinPaths drops pins on a path and under it, of every job, and refuses
+// (dropping nothing) a path that a pin above it covers, naming that pin.
+func TestUnpinPathsRefusesUnderAPinnedFolder(t *testing.T) {
 	db := openTest(t)
 	putJobs(t, db, "j1", "j2")
-	for _, id := range []string{"r1", "r2"} {
-		if _, err := db.AddBlocks(Record{ID: id, Key: "k/" + id, Size: 10, BlockSize: 4, LastAccess: time.Unix(1, 0)}, 0, 1); err != nil {
-			t.Fatal(err)
-		}
+	pin(t, db, "j1", "ds/train")
+	pin(t, db, "j2", "ds/train/a", "ds/dev")
+	_, err := db.UnpinPaths([]string{"ds/dev", "ds/train/a/b"})
+	var above *PinnedAboveError
+	if !errors.As(err, &above) || !errors.Is(err, ErrPinnedAbove) || above.Pin.Job != "j1" || above.Pin.Path != "ds/train" {
+		t.Fatalf("UnpinPaths under ds/train: %v; want a PinnedAboveError naming j1's ds/train", err)
 	}
-	if err := db.Pin("j1", []string{"r1", "r2"}); err != nil {
+	assertPinsOf(t, db, "ds/dev/x", "j2") // refused whole: ds/dev is still pinned
+	gen := db.PinsGen()
+	got, err := db.UnpinPaths([]string{"ds/"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Pin("j2", []string{"r1"}); err != nil {
-		t.Fatal(err)
+	want := []Pin{{Job: "j1", Path: "ds/train", Objects: 1}, {Job: "j2", Path: "ds/dev", Objects: 1}, {Job: "j2", Path: "ds/train/a", Objects: 1}}
+	sortPins(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("UnpinPaths(ds/) dropped %+v; want %+v", got, want)
 	}
-	if err := db.DeleteRecord("r1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, _ := db.Record("r1"); ok {
-		t.Error("record still there")
-	}
-	assertPinned(t, db, "r1")
-	assertPinned(t, db, "r2", "j1")
-	assertJobPins(t, db, "j1", "r2")
-	assertJobPins(t, db, "j2")
-	assertPinnedCount(t, db, 1)
-}
-
-func TestResetRecordKeepsItsPins(t *testing.T) {
-	db := openTest(t)
-	putJobs(t, db, "j1", "j2")
-	if _, err := db.AddBlocks(Record{ID: "r1", Key: "k/r1", Size: 10, BlockSize: 4, LastAccess: time.Unix(1, 0)}, 0, 2); err != nil {
-		t.Fatal(err)
-	}
-	for _, j := range []string{"j1", "j2"} {
-		if err := db.Pin(j, []string{"r1"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old, ok, err := db.ResetRecord("r1")
-	if err != nil || !ok || old.Present.Count() != 2 {
-		t.Fatalf("ResetRecord = %+v, %v, %v; want the record with its 2 blocks", old, ok, err)
-	}
-	if _, ok, _ := db.Record("r1"); ok {
-		t.Error("record still there")
-	}
-	assertPinned(t, db, "r1", "j1", "j2")
-	assertJobPins(t, db, "j1", "r1")
-	if _, ok, err := db.ResetRecord("r1"); ok || err != nil {
-		t.Errorf("second ResetRecord = %v, %v; want nothing to reset", ok, err)
+	if len(db.Pins()) != 0 || db.PinsGen() == gen {
+		t.Errorf("pins left %+v, gen %d -> %d", db.Pins(), gen, db.PinsGen())
 	}
 }
 
@@ -215,9 +198,7 @@ func TestPruneJobsKeepsNewestPinnedAndRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := db.Pin("2", []string{"r1"}); err != nil {
-		t.Fatal(err)
-	}
+	pin(t, db, "2", "r1")
 	pruned, err := db.PruneJobs(2)
 	if err != nil || !slices.Equal(pruned, []string{"1", "4"}) {
 		t.Fatalf("PruneJobs(2) = %q, %v; want [1 4]", pruned, err)
@@ -230,7 +211,7 @@ func TestPruneJobsKeepsNewestPinnedAndRunning(t *testing.T) {
 	if !slices.Equal(left, []string{"2", "3", "5", "6"}) {
 		t.Fatalf("jobs left %q; want the pinned, the running and the newest two", left)
 	}
-	assertPinned(t, db, "r1", "2")
+	assertPinsOf(t, db, "r1", "2")
 }
 
 func TestCancelJobDropsItsPinsOnlyWhileRunning(t *testing.T) {
@@ -239,11 +220,8 @@ func TestCancelJobDropsItsPinsOnlyWhileRunning(t *testing.T) {
 	if err := db.PutJob(Job{ID: "done", State: JobDone}); err != nil {
 		t.Fatal(err)
 	}
-	for _, j := range []string{"run", "done"} {
-		if err := db.Pin(j, []string{"r1"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pin(t, db, "run", "r1")
+	pin(t, db, "done", "r1")
 	was, ok, err := db.CancelJob("run", []string{"k/x"})
 	if err != nil || !ok || was != JobRunning {
 		t.Fatalf("CancelJob(run) = %v, %v, %v", was, ok, err)
@@ -257,68 +235,45 @@ func TestCancelJobDropsItsPinsOnlyWhileRunning(t *testing.T) {
 	if j, _, _ := db.Job("done"); j.State != JobDone {
 		t.Errorf("a done job became %v", j.State)
 	}
-	assertPinned(t, db, "r1", "done")
-	assertJobPins(t, db, "run")
+	assertPinsOf(t, db, "r1", "done")
 	if _, ok, err := db.CancelJob("none", nil); ok || err != nil {
 		t.Errorf("CancelJob(none) = %v, %v; want not found", ok, err)
 	}
 }
 
-// Concurrent pinning, unpinning and deleting keep the two directions in
-// step (run with -race).
+// Concurrent pinning, unpinning and checking keep memory and the index in
+// step (run with -race): a reopen reads back what memory says.
 func TestPinsConcurrent(t *testing.T) {
-	db := openTest(t)
-	const jobs, objs = 4, 50
+	path := filepath.Join(t.TempDir(), "index.db")
+	db := openAt(t, path)
+	const jobs, paths = 4, 50
 	var wg sync.WaitGroup
 	for j := range jobs {
 		id := fmt.Sprintf("j%d", j)
 		putJobs(t, db, id)
 		wg.Go(func() {
-			var ids []string
-			for o := range objs {
-				ids = append(ids, fmt.Sprintf("o%03d", o))
+			m := make(map[string]int64)
+			for p := range paths {
+				m[fmt.Sprintf("%s/p%03d", id, p)] = 1
 			}
-			if err := db.Pin(id, ids); err != nil {
+			if err := db.Pin(id, m); err != nil {
 				t.Error(err)
 			}
-			if err := db.UnpinObjects(ids[:10]); err != nil {
+			if _, err := db.UnpinPaths([]string{id + "/p000", id + "/p001"}); err != nil {
 				t.Error(err)
 			}
-			if _, err := db.Pinned(ids[20]); err != nil {
-				t.Error(err)
-			}
+			db.PinnedKey(id + "/p020/x")
 		})
 	}
-	wg.Go(func() {
-		if err := db.DeleteRecord("o049"); err != nil {
-			t.Error(err)
-		}
-	})
 	wg.Wait()
-	// Whatever the interleaving, each job's surviving pins are mirrored.
-	if got, err := db.Pinned("o030"); err != nil || len(got) != jobs {
-		t.Errorf("Pinned(o030) = %q, %v; want all %d jobs", got, err, jobs)
+	assertPinnedCount(t, db, jobs*(paths-2))
+	before := db.Pins()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
-	for j := range jobs {
-		assertJobPinsMirrored(t, db, fmt.Sprintf("j%d", j))
+	db = openAt(t, path)
+	defer db.Close()
+	if after := db.Pins(); !slices.Equal(before, after) {
+		t.Errorf("memory had %d pins, the index %d", len(before), len(after))
 	}
-	if n, err := db.PinnedCount(); err != nil || n < objs-11 || n > objs-10 {
-		t.Errorf("PinnedCount = %d, %v; want %d or %d", n, err, objs-11, objs-10)
-	}
-}
-
-// assertJobPinsMirrored checks that the pins of jobID are mirrored, without
-// fixing which ones they are.
-func assertJobPinsMirrored(t *testing.T, db *DB, jobID string) {
-	t.Helper()
-	var objs []string
-	_ = db.bolt.View(func(tx *bolt.Tx) error { // cannot fail: no error returned inside
-		c := tx.Bucket(bucketJobPins).Cursor()
-		p := pinKey(jobID, "")
-		for k, _ := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, _ = c.Next() {
-			objs = append(objs, string(k[len(p):]))
-		}
-		return nil
-	})
-	assertJobPins(t, db, jobID, objs...)
 }

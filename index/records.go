@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -100,6 +101,12 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 		b := tx.Bucket(bucketRecords)
 		cur := rec
 		cur.Present = rec.Present.Clone()
+		if cur.LastAccess.IsZero() {
+			// A new record counts as accessed when it is made, so that
+			// eviction does not take what was fetched just now first.
+			cur.LastAccess = time.Now()
+		}
+		var old *Record
 		if v := b.Get([]byte(rec.ID)); v != nil {
 			stored, err := decodeRecord(rec.ID, v)
 			if err != nil {
@@ -110,6 +117,9 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 					ErrInvalid, rec.ID, stored.Key, stored.Version, stored.Size, stored.BlockSize, rec.Key, rec.Version, rec.Size, rec.BlockSize)
 			}
 			cur = stored
+			before := stored
+			before.Present = stored.Present.Clone()
+			old = &before
 		}
 		for i := first; i < first+n; i++ {
 			cur.Present.Set(i)
@@ -121,7 +131,7 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 			cur.Sums = all
 		}
 		out = cur
-		return putRecord(b, cur)
+		return putRecord(tx, old, cur)
 	})
 	if err != nil {
 		return Record{}, fmt.Errorf("add blocks to %s: %w", rec.ID, err)
@@ -162,19 +172,12 @@ func updateRecord(tx *bolt.Tx, id string, fn func(*Record) error) error {
 	if err != nil {
 		return err
 	}
+	before := r
+	before.Present = r.Present.Clone()
 	if err := fn(&r); err != nil {
 		return err
 	}
-	return putRecord(b, r)
-}
-
-// putRecord encodes and stores r.
-func putRecord(b *bolt.Bucket, r Record) error {
-	v, err := encodeRecord(r)
-	if err != nil {
-		return err
-	}
-	return b.Put([]byte(r.ID), v)
+	return putRecord(tx, &before, r)
 }
 
 // TouchAll sets the LastAccess of each record named in times, in one
@@ -206,29 +209,54 @@ func (db *DB) TouchAll(times map[string]time.Time) error {
 	return nil
 }
 
-// DeleteRecord removes record id and, in the same transaction, every pin of
-// it (see Pin), so no pin outlives the data it protects. Deleting a missing
-// record is not an error.
-func (db *DB) DeleteRecord(id string) error {
-	if id == "" {
-		return nil
+// DeleteRecord removes record id (its data was evicted or dropped) and, in
+// the same transaction, its key's current entry if that still names id,
+// so current holds no more keys than the records. It returns what it
+// removed; ok is false if there was no record, which is not an error.
+func (db *DB) DeleteRecord(id string) (r Record, ok bool, err error) {
+	gone, err := db.DeleteRecords([]string{id})
+	if err != nil || len(gone) == 0 {
+		return Record{}, false, err
 	}
-	err := db.update(func(tx *bolt.Tx) error {
-		if err := unpinObjectTx(tx, id); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketRecords).Delete([]byte(id))
-	})
-	if err != nil {
-		return fmt.Errorf("delete record %s: %w", id, err)
-	}
-	return nil
+	return gone[0], true, nil
 }
 
-// ResetRecord removes record id but keeps its pins, in one transaction,
-// and returns what it removed (ok false: there was none): the object's
-// blocks are forgotten and fetched again, and it stays protected from
-// eviction meanwhile. A pin needs no record (see Pin).
+// DeleteRecords is DeleteRecord for each of ids, all in one transaction:
+// eviction drops many small objects at once. It returns the records it
+// removed; missing and empty IDs are skipped.
+func (db *DB) DeleteRecords(ids []string) ([]Record, error) {
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted) // bbolt writes sorted keys best
+	var gone []Record
+	err := db.update(func(tx *bolt.Tx) error {
+		gone = gone[:0]
+		b := tx.Bucket(bucketRecords)
+		for _, id := range slices.Compact(sorted) {
+			v := b.Get([]byte(id))
+			if id == "" || v == nil {
+				continue
+			}
+			r, err := decodeRecord(id, v)
+			if err != nil {
+				return err
+			}
+			if err := deleteRecordTx(tx, r, true); err != nil {
+				return err
+			}
+			gone = append(gone, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete %d records: %w", len(ids), err)
+	}
+	return gone, nil
+}
+
+// ResetRecord removes record id, in one transaction, and returns what it
+// removed (ok false: there was none): the object's blocks are forgotten
+// and fetched again. Its key's current entry stays (the same version is
+// fetched again), and pins, which are by path, are not touched.
 func (db *DB) ResetRecord(id string) (r Record, ok bool, err error) {
 	if id == "" {
 		return Record{}, false, nil
@@ -243,7 +271,7 @@ func (db *DB) ResetRecord(id string) (r Record, ok bool, err error) {
 			return err
 		}
 		ok = true
-		return b.Delete([]byte(id))
+		return deleteRecordTx(tx, r, false)
 	})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("reset record %s: %w", id, err)
@@ -302,23 +330,33 @@ func (db *DB) recordsAfter(after []byte, limit int) ([]Record, error) {
 	return out, err
 }
 
-// Stats summarises the cached records.
-type Stats struct {
-	Objects  int   // records
-	Complete int   // records with every block present
-	Bytes    int64 // present bytes; a record's last block counts its real length
-}
-
-// Stats walks every record and sums them up.
-func (db *DB) Stats() (Stats, error) {
-	var s Stats
-	err := db.Records(func(r Record) bool {
-		s.Objects++
-		if r.Complete() {
-			s.Complete++
+// LoadRecords stores recs as they are (LastAccess and presence included),
+// replacing any record with the same ID, with their counters and access
+// entries, in one transaction: a bulk load for tools, tests and
+// benchmarks that build a large index. IDs must be unique; they are
+// stored sorted, which bbolt loads fastest.
+func (db *DB) LoadRecords(recs []Record) error {
+	sorted := slices.Clone(recs)
+	slices.SortFunc(sorted, func(a, b Record) int { return strings.Compare(a.ID, b.ID) })
+	err := db.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		for _, r := range sorted {
+			var old *Record
+			if v := b.Get([]byte(r.ID)); v != nil {
+				stored, err := decodeRecord(r.ID, v)
+				if err != nil {
+					return err
+				}
+				old = &stored
+			}
+			if err := putRecord(tx, old, r); err != nil {
+				return err
+			}
 		}
-		s.Bytes += r.PresentBytes()
-		return true
+		return nil
 	})
-	return s, err
+	if err != nil {
+		return fmt.Errorf("load %d records: %w", len(recs), err)
+	}
+	return nil
 }

@@ -119,14 +119,14 @@ func TestTouchAndDelete(t *testing.T) {
 	if _, ok, _ := db.Record("missing"); ok {
 		t.Error("TouchAll created a record")
 	}
-	if err := db.DeleteRecord("t"); err != nil {
-		t.Fatal(err)
+	if old, ok, err := db.DeleteRecord("t"); err != nil || !ok || !old.LastAccess.Equal(when) {
+		t.Fatalf("DeleteRecord = %+v, %v, %v; want the touched record", old, ok, err)
 	}
 	if _, ok, _ := db.Record("t"); ok {
 		t.Error("record present after DeleteRecord")
 	}
-	if err := db.DeleteRecord("t"); err != nil {
-		t.Errorf("deleting twice: %v", err)
+	if _, ok, err := db.DeleteRecord("t"); ok || err != nil {
+		t.Errorf("deleting twice: %v, %v", ok, err)
 	}
 }
 
@@ -141,7 +141,7 @@ func addRecords(t *testing.T, db *DB, n int) {
 			for b := range int64(i % 3) {
 				r.Present.Set(b)
 			}
-			if err := putRecord(tx.Bucket(bucketRecords), r); err != nil {
+			if err := putRecord(tx, nil, r); err != nil {
 				return err
 			}
 		}
@@ -188,7 +188,8 @@ func TestRecordsCallbackMayWrite(t *testing.T) {
 	walked := 0
 	err := db.Records(func(r Record) bool {
 		walked++
-		return db.DeleteRecord(r.ID) == nil
+		_, _, err := db.DeleteRecord(r.ID)
+		return err == nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +210,8 @@ func TestStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Stats{Objects: 6, Complete: 2, Bytes: 2*100 + 2*150}
+	// Disk usage rounds each last block to 4096 bytes: 100, and 100+4096.
+	want := Stats{Objects: 6, Complete: 2, Bytes: 2*100 + 2*150, DiskBytes: 2*100 + 2*(100+4096)}
 	if s != want {
 		t.Errorf("Stats = %+v, want %+v", s, want)
 	}

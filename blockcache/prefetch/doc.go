@@ -11,14 +11,14 @@
 // them is listed afresh through the Tree (whatever the metadata TTL), and
 // the job's objects, their sizes and how much of them is cached already
 // are known before a byte is fetched. The job is then recorded in the
-// index (state running), its objects are pinned, and a goroutine fetches
+// index (state running), its paths are pinned, and a goroutine fetches
 // them with Cache.Warm, JobOptions.Objects objects at a time (the cache's
 // MaxFetches still bounds the GETs in flight). Warm fetches at background
 // priority: a reader of a file the job has not reached yet jumps the queue.
 // An object that keeps failing is noted and the others go on; the job then
 // ends failed with the keys. An object replaced in S3 since the plan (its
 // fetch fails with index.ErrStale) is looked up afresh and the version S3
-// holds now is fetched and pinned instead.
+// holds now is fetched instead (the job's path pins it too).
 //
 // # The fit check
 //
@@ -29,18 +29,25 @@
 //
 // # Pins
 //
-// A job pins every object it planned, under its ID, before it fetches:
-// eviction skips pinned objects, so what a prefetch brought stays on SSD
-// while the trainer needs it. Pins outlive the job: a job that is done
-// keeps them until Unpin (or Evict) releases the objects of some paths;
-// Cancel releases the job's own pins. A pinned object's record can still
-// be dropped when S3 no longer holds that version (the pin goes with it).
+// A job pins its paths, under its ID, before it fetches: the S3 key of a
+// file, the key prefix of a folder (index.DB.Pin). Every object whose key
+// is under a pinned path is pinned, including a version that replaced one
+// the job fetched and objects added to the folder later; eviction skips
+// them, so what a prefetch brought stays on SSD while the trainer needs
+// it. Pins outlive the job: a job that is done keeps them until Unpin (or
+// Evict) releases its paths; Cancel releases the job's own pins. Unpin and
+// Evict of a path release the pins on that path and on paths under it,
+// of every job; a path inside a pinned folder (train/a when a job pins
+// train) is refused, before anything is dropped, with an error naming the
+// job and the folder: unpin the folder, or cancel the job. A pinned
+// object's record can still be dropped when S3 no longer holds that
+// version; the pin stays on its path.
 //
 // # Resume and lifetimes
 //
 // Jobs.Close cancels the running jobs and waits for them; they stay
 // recorded as running, and Jobs.Resume, at the next start, plans and runs
-// them again (pinning again, since an object may have a new version). A
+// them again (pinning their paths again). A
 // job that can never run as asked (a path gone, too big now) is recorded
 // failed; one that cannot be planned for now (S3 unreachable) stays queued
 // for the next start, and Cancel still stops it.
@@ -69,5 +76,6 @@
 // CRC-32C (Cache.Scrub forgets damaged ones) and hashes each complete
 // file whose ETag is a plain MD5; a file that fails is dropped. Evict
 // drops the cached data of the objects under paths that no reader has
-// open, and their pins; Unpin only releases the pins.
+// open, and the pins on and under the paths; Unpin only releases the
+// pins (see Pins for a path inside a pinned folder).
 package prefetch

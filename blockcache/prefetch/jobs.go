@@ -7,7 +7,6 @@ import (
 	iofs "io/fs"
 	"log/slog"
 	"path"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -270,13 +269,29 @@ func (j *Jobs) checkFits(total, cached int64) error {
 	return nil
 }
 
-func (jb *job) objectIDs(bucket string) []string {
-	var ids []string
+// pinPaths is what jb pins: the S3 key (or key prefix) of each of its
+// paths, with the objects planned under it.
+func (jb *job) pinPaths(j *Jobs) map[string]int64 {
+	out := make(map[string]int64, len(jb.folders))
 	for _, f := range jb.folders {
-		for _, o := range f.objects {
-			ids = append(ids, blockcache.ObjectID(bucket, o))
-		}
+		out[j.keyPath(f.path)] += int64(len(f.objects))
 	}
-	sort.Strings(ids)
-	return ids
+	return out
+}
+
+// keyPath turns a mount-relative path into what the index pins: the S3
+// key of a file, or a folder's key prefix without its trailing "/" (the
+// mount root is the mount's prefix, "" for a whole bucket).
+func (j *Jobs) keyPath(p string) string {
+	clean := strings.Trim(path.Clean("/"+p), "/")
+	return strings.TrimSuffix(j.opts.Prefix+clean, "/")
+}
+
+// relPath turns a pinned key path back into a mount-relative path for
+// messages ("/" for the mount root).
+func (j *Jobs) relPath(k string) string {
+	if k == strings.TrimSuffix(j.opts.Prefix, "/") {
+		return "/"
+	}
+	return strings.TrimPrefix(k, j.opts.Prefix)
 }

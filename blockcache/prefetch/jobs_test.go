@@ -55,10 +55,10 @@ func TestPrefetchFolder(t *testing.T) {
 		if ok && rec.Complete() != inTrain || !ok && inTrain {
 			t.Fatalf("%s: complete=%v, want %v", k, ok && rec.Complete(), inTrain)
 		}
-		if inTrain {
-			if ids, _ := f.db.Pinned(f.id(o)); len(ids) != 1 || ids[0] != p.ID {
-				t.Fatalf("%s pinned by %v", k, ids)
-			}
+		// The job pins its path, which covers its objects and no other.
+		pins := f.db.PinsOf(o.Key)
+		if inTrain && (len(pins) != 1 || pins[0] != (index.Pin{Job: p.ID, Path: "train", Objects: 3})) || !inTrain && len(pins) != 0 {
+			t.Fatalf("%s pinned by %+v", k, pins)
 		}
 	}
 	gets := f.src.Stats().Gets
@@ -210,8 +210,8 @@ func TestPrefetchFetchesAnObjectReplacedMidJob(t *testing.T) {
 	if !rec.Complete() {
 		t.Fatal("the new version is not cached")
 	}
-	if ids, _ := f.db.Pinned(rec.ID); len(ids) != 1 {
-		t.Fatalf("the new version is pinned by %v", ids)
+	if pins := f.db.PinsOf(rec.Key); len(pins) != 1 || pins[0].Job != p.ID {
+		t.Fatalf("the new version is pinned by %+v", pins)
 	}
 }
 

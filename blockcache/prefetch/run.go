@@ -20,11 +20,11 @@ var ErrNoJob = errors.New("no such prefetch job")
 // ErrJobEnded means a job to cancel has already ended.
 var ErrJobEnded = errors.New("prefetch job already ended")
 
-// run pins what jb planned (again, on a resume: an object may have a new
-// version now) and starts its downloads: a bounded pool over its objects.
+// run pins jb's paths (again, on a resume, with what is planned now) and
+// starts its downloads: a bounded pool over its objects.
 func (j *Jobs) run(jb *job) error {
-	if err := j.db.Pin(jb.rec.ID, jb.objectIDs(j.c.Bucket())); err != nil {
-		return fmt.Errorf("pin objects: %w", err)
+	if err := j.db.Pin(jb.rec.ID, jb.pinPaths(j)); err != nil {
+		return fmt.Errorf("pin paths: %w", err)
 	}
 	ctx, cancel := context.WithCancel(j.ctx)
 	jb.cancel = cancel
@@ -81,8 +81,8 @@ func (j *Jobs) fetchAll(ctx context.Context, jb *job) {
 }
 
 // warmCurrent looks o's key up in a fresh listing and fetches the version
-// S3 holds now, pinned to the job. Its progress is not counted: the plan's
-// sizes were of the old version.
+// S3 holds now, pinned to the job already: the job's path covers its key.
+// Its progress is not counted: the plan's sizes were of the old version.
 func (j *Jobs) warmCurrent(ctx context.Context, jb *job, o index.Object) error {
 	rel := strings.TrimPrefix(o.Key, j.opts.Prefix)
 	dir, name := path.Split(rel)
@@ -92,9 +92,6 @@ func (j *Jobs) warmCurrent(ctx context.Context, jb *job, o index.Object) error {
 	}
 	e, err := j.tree.Lookup(ctx, dir, name)
 	if err != nil {
-		return err
-	}
-	if err := j.db.Pin(jb.rec.ID, []string{blockcache.ObjectID(j.c.Bucket(), e.Object)}); err != nil {
 		return err
 	}
 	return j.c.Warm(ctx, e.Object, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -149,14 +150,17 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // Evict drops the cached data of every object under paths that is not
-// open, and releases their pins. It returns how many objects it dropped
-// and how many it had to keep because they are in use.
+// open, and releases the pins on paths and under them (UnpinPaths). It
+// returns how many objects it dropped and how many it had to keep because
+// they are in use. A path that a pin above it covers (say train/a, with
+// a job pinning train) is refused before anything is dropped, with an
+// error wrapping index.ErrPinnedAbove that names the job and its path.
 func (j *Jobs) Evict(ctx context.Context, paths []string) (dropped, busy int, err error) {
 	ids, err := j.pathIDs(ctx, paths)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := j.db.UnpinObjects(ids); err != nil {
+	if err := j.unpinPaths(paths); err != nil {
 		return 0, 0, err
 	}
 	for _, id := range ids {
@@ -179,14 +183,32 @@ func (j *Jobs) Evict(ctx context.Context, paths []string) (dropped, busy int, er
 	return dropped, busy, nil
 }
 
-// Unpin releases every pin on the objects under paths; eviction may then
-// remove them.
+// Unpin releases the pins on paths and under them, whichever job holds
+// them; eviction may then remove those objects. It returns how many
+// objects are under paths. A path that a pin above it covers is refused
+// as in Evict: a part of a pinned folder cannot be released alone.
 func (j *Jobs) Unpin(ctx context.Context, paths []string) (int, error) {
 	ids, err := j.pathIDs(ctx, paths)
 	if err != nil {
 		return 0, err
 	}
-	return len(ids), j.db.UnpinObjects(ids)
+	return len(ids), j.unpinPaths(paths)
+}
+
+// unpinPaths drops the pins on and under the mount-relative paths, naming
+// mount-relative paths in a refusal.
+func (j *Jobs) unpinPaths(paths []string) error {
+	keys := make([]string, len(paths))
+	for i, p := range paths {
+		keys[i] = j.keyPath(p)
+	}
+	_, err := j.db.UnpinPaths(keys)
+	var above *index.PinnedAboveError
+	if errors.As(err, &above) {
+		return fmt.Errorf("%s is pinned by prefetch job %s through %s; unpin %s instead, or cancel the job: %w",
+			j.relPath(above.Path), above.Pin.Job, j.relPath(above.Pin.Path), j.relPath(above.Pin.Path), index.ErrPinnedAbove)
+	}
+	return err
 }
 
 // pathIDs lists paths and returns the IDs of their objects' versions.

@@ -2,7 +2,9 @@ package prefetch
 
 import (
 	"context"
+	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"s3cachefs/index"
@@ -70,5 +72,34 @@ func TestVerifyAndEvict(t *testing.T) {
 	}
 	if dropped != 1 || busy != 1 { // a dropped; b open (hb); c, d uncached
 		t.Fatalf("evict: dropped %d, busy %d", dropped, busy)
+	}
+}
+
+// Unpin and evict of a path inside a pinned folder are refused, naming the
+// job and the folder, and release nothing; of the folder itself (or one
+// above it) they release the job's pin.
+func TestUnpinInsideAPinnedFolderIsRefused(t *testing.T) {
+	f, j := jobFixture(t, JobOptions{})
+	a := f.src.Put("s/sub/a", randBytes(65, testPart))
+	p, err := j.Start(context.Background(), []string{"s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, j, p.ID)
+	_, err = j.Unpin(context.Background(), []string{"s/sub"})
+	if !errors.Is(err, index.ErrPinnedAbove) || !strings.Contains(err.Error(), "s/sub is pinned by prefetch job "+p.ID+" through s;") {
+		t.Fatalf("Unpin(s/sub) = %v; want a refusal naming job %s and s", err, p.ID)
+	}
+	if _, _, err := j.Evict(context.Background(), []string{"s/sub/a"}); !errors.Is(err, index.ErrPinnedAbove) {
+		t.Fatalf("Evict(s/sub/a) = %v; want ErrPinnedAbove", err)
+	}
+	if rec, ok, _ := f.db.Record(f.id(a)); !ok || !rec.Complete() || !f.db.PinnedKey(a.Key) {
+		t.Fatal("a refused evict dropped or unpinned the object")
+	}
+	if n, err := j.Unpin(context.Background(), []string{""}); err != nil || n != 1 {
+		t.Fatalf("Unpin of the root = %d, %v", n, err)
+	}
+	if f.db.PinnedKey(a.Key) || len(f.db.Pins()) != 0 {
+		t.Fatalf("pins left after unpinning the root: %+v", f.db.Pins())
 	}
 }

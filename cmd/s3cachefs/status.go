@@ -40,6 +40,9 @@ func (d *daemon) status() api.Status {
 	if n, err := d.db.PinnedCount(); err == nil {
 		r.PinnedObjects = n
 	}
+	for _, p := range d.db.Pins() {
+		r.PinnedPaths = append(r.PinnedPaths, api.PinnedPath{Job: p.Job, Path: p.Path, Objects: p.Objects})
+	}
 	fst := d.root.Stats()
 	r.ReadMode, r.PassthroughOff = "daemon", fst.PassthroughOff
 	if fst.Passthrough {
@@ -132,7 +135,7 @@ func printStatus(w io.Writer, r api.Status) {
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
 	fmt.Fprintf(tw, "open files\t%d (%d file nodes held by the kernel)\n", r.OpenFiles, r.FileNodes)
 	printMemory(tw, r.Memory)
-	fmt.Fprintf(tw, "pinned\t%d objects\n", r.PinnedObjects)
+	fmt.Fprintf(tw, "pinned\t%d objects in %d paths\n", r.PinnedObjects, len(r.PinnedPaths))
 	for _, p := range r.Prefetch {
 		t := p.Totals()
 		fmt.Fprintf(tw, "prefetch\t%s %s: %d/%d files, %s / %s\n", p.ID, p.State, t.FilesDone, t.Files, humanBytes(t.BytesDone), humanBytes(t.Bytes))

@@ -48,7 +48,12 @@ type Status struct {
 	FileNodes       int    `json:"file_nodes"` // file inodes the kernel holds (bounded)
 	S3GetRequests   int64  `json:"s3_get_requests"`
 	S3ListRequests  int64  `json:"s3_list_requests"`
-	PinnedObjects   int    `json:"pinned_objects"`
+	// PinnedObjects is how many objects the pinned paths held when their
+	// jobs pinned them (a path under another pinned path counts once).
+	PinnedObjects int `json:"pinned_objects"`
+	// PinnedPaths are the paths prefetch jobs pin, as S3 keys or key
+	// prefixes: an object is pinned while its key is under one of them.
+	PinnedPaths []PinnedPath `json:"pinned_paths,omitempty"`
 	// ReadMode is "passthrough" when complete files are read by the
 	// kernel straight from SSD, else "daemon".
 	ReadMode         string `json:"read_mode"`
@@ -171,4 +176,11 @@ type Result struct {
 // Error is the body of every failed request.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// PinnedPath is one path a prefetch job pins.
+type PinnedPath struct {
+	Job     string `json:"job"`
+	Path    string `json:"path"`    // S3 key or key prefix, no trailing "/"
+	Objects int64  `json:"objects"` // objects under it when it was pinned
 }
