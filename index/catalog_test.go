@@ -151,14 +151,23 @@ func TestCatalogFreshListingMakesNoRequests(t *testing.T) {
 	}
 }
 
-func TestCatalogExpiredListingListsOnce(t *testing.T) {
+// listedThenChanged returns a Catalog with a TTL of one minute over
+// dataset() that has listed train, after which S3's train holds only c.npz.
+func listedThenChanged(t *testing.T) (*fakeLister, *Catalog, *clock) {
+	t.Helper()
 	fake := dataset()
 	c, clk := newTestCatalog(t, fake, time.Minute)
-	ctx := context.Background()
-	if _, err := c.ReadDir(ctx, "train"); err != nil {
+	if _, err := c.ReadDir(context.Background(), "train"); err != nil {
 		t.Fatal(err)
 	}
 	fake.set("ds/train/", ListResult{Objects: []Object{{Key: "ds/train/c.npz", Size: 1}}})
+	return fake, c, clk
+}
+
+// Past the stale bound (one further TTL) a read waits for the LIST again.
+func TestCatalogExpiredListingListsOnce(t *testing.T) {
+	fake, c, clk := listedThenChanged(t)
+	ctx := context.Background()
 	// Past the TTL and the further TTL a stale listing is served for.
 	clk.advance(2 * time.Minute)
 

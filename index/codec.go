@@ -42,15 +42,22 @@ func (e *encoder) str(s string) {
 // monotonic reading are dropped (decoded times are UTC). Times outside the
 // years 1..9999 are clamped to that range, which the decoder enforces.
 func (e *encoder) time(t time.Time) {
-	sec, nsec := t.Unix(), t.Nanosecond()
-	switch {
-	case sec < minUnixSec:
-		sec, nsec = minUnixSec, 0
-	case sec > maxUnixSec:
-		sec, nsec = maxUnixSec, nanosInSec-1
-	}
+	sec, nsec := clampTime(t)
 	e.varint(sec)
 	e.uvarint(uint64(nsec))
+}
+
+// clampTime returns t as seconds and nanoseconds since the Unix epoch,
+// clamped to the years 1..9999 that stored times keep to.
+func clampTime(t time.Time) (sec int64, nsec int) {
+	sec, nsec = t.Unix(), t.Nanosecond()
+	switch {
+	case sec < minUnixSec:
+		return minUnixSec, 0
+	case sec > maxUnixSec:
+		return maxUnixSec, nanosInSec - 1
+	}
+	return sec, nsec
 }
 
 // decoder reads values from a byte slice. The first failure is kept in err

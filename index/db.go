@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -203,4 +204,16 @@ func (db *DB) Close() error {
 		return fmt.Errorf("close index %s: %w", db.path, err)
 	}
 	return nil
+}
+
+// cursorAfter positions c at its first key after after (at its first key
+// when after is nil), for walks that resume where the last chunk ended.
+func cursorAfter(c *bolt.Cursor, after []byte) (k, v []byte) {
+	if after == nil {
+		return c.First()
+	}
+	if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+		k, v = c.Next()
+	}
+	return k, v
 }

@@ -249,11 +249,7 @@ func seekAfter(cur *bolt.Cursor, name []byte) (k, v []byte) {
 	if cur == nil {
 		return nil, nil
 	}
-	if name == nil {
-		k, v = cur.First()
-	} else if k, v = cur.Seek(name); k != nil && bytes.Equal(k, name) {
-		k, v = cur.Next()
-	}
+	k, v = cursorAfter(cur, name)
 	if k != nil && bytes.Equal(k, metaKey) {
 		k, v = cur.Next()
 	}

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -311,14 +310,7 @@ func (db *DB) recordsAfter(after []byte, limit int) ([]Record, error) {
 	var out []Record
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRecords).Cursor()
-		k, v := c.First()
-		if after != nil {
-			k, v = c.Seek(after)
-			if k != nil && bytes.Equal(k, after) {
-				k, v = c.Next()
-			}
-		}
-		for ; k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := cursorAfter(c, after); k != nil && len(out) < limit; k, v = c.Next() {
 			r, err := decodeRecord(string(k), v)
 			if err != nil {
 				return err

@@ -106,13 +106,7 @@ func decodeUsage(b []byte) (Stats, error) {
 // the year 1 then nanoseconds, then the ID, so that a cursor walks records
 // oldest first and ties in ID order.
 func accessKey(id string, t time.Time) []byte {
-	sec, nsec := t.Unix(), t.Nanosecond()
-	switch {
-	case sec < minUnixSec:
-		sec, nsec = minUnixSec, 0
-	case sec > maxUnixSec:
-		sec, nsec = maxUnixSec, nanosInSec-1
-	}
+	sec, nsec := clampTime(t)
 	k := make([]byte, 12, 12+len(id))
 	binary.BigEndian.PutUint64(k, uint64(sec-minUnixSec))
 	binary.BigEndian.PutUint32(k[8:], uint32(nsec))
@@ -211,14 +205,7 @@ func (db *DB) Oldest(after AccessPos, limit int) ([]Access, error) {
 	var out []Access
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAccess).Cursor()
-		k, v := c.First()
-		if after != nil {
-			k, v = c.Seek(after)
-			if k != nil && string(k) == string(after) {
-				k, v = c.Next()
-			}
-		}
-		for ; k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := cursorAfter(c, after); k != nil && len(out) < limit; k, v = c.Next() {
 			if len(k) <= 12 {
 				return fmt.Errorf("%w: access key %q is too short", ErrCorrupt, k)
 			}
