@@ -432,7 +432,7 @@ func (c *Cache) load(o *object) error {
 func (c *Cache) resetRecord(rec index.Record) error {
 	old, ok, err := c.db.ResetRecord(rec.ID)
 	if ok {
-		c.used.Add(-diskUsage(old))
+		c.used.Add(-old.DiskUsage())
 	}
 	return err
 }

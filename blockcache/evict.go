@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,10 +18,6 @@ var ErrCacheFull = errors.New("cache is full")
 
 // diskBlock is the filesystem block size usage is rounded to.
 const diskBlock = index.DiskBlock
-
-// diskUsage is the SSD space the present blocks of rec take (the index
-// keeps the same sum, Stats.DiskBytes).
-func diskUsage(rec index.Record) int64 { return rec.DiskUsage() }
 
 // missingUsage is the space the blocks in [first, last] that o lacks
 // would take.
@@ -207,20 +202,12 @@ func (c *Cache) evictLocked(need int64) error {
 // pins and its file) unless it is in use, and reports whether it did. It
 // does not count as an eviction in Stats: it is asked for, not made room.
 func (c *Cache) EvictObject(id string) (bool, error) {
-	return c.evictOne(victim{id: id})
+	n, err := c.evictIDs([]string{id})
+	return n == 1, err
 }
 
 // FreeSpace is how many bytes the cache filesystem has free for us.
 func (c *Cache) FreeSpace() (int64, error) { return freeSpace(c.opts.Dir) }
-
-// evictOne drops v unless it is in use.
-func (c *Cache) evictOne(v victim) (bool, error) {
-	n, err := c.evictIDs([]string{v.id})
-	return n == 1, err
-}
-
-// victim is an object version eviction may remove.
-type victim struct{ id string }
 
 // errDropped is the load error of a placeholder eviction puts in c.objs
 // while it drops an object: whoever waited on it opens the object afresh.
@@ -268,8 +255,7 @@ func (c *Cache) evictIDs(ids []string) (int, error) {
 		return 0, fmt.Errorf("evict: %w", err)
 	}
 	for _, r := range gone {
-		c.used.Add(-diskUsage(r))
-		if err := os.Remove(objectPath(c.opts.Dir, r.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := c.removeDeleted(r); err != nil {
 			return len(gone), fmt.Errorf("evict: %w", err)
 		}
 	}

@@ -9,10 +9,6 @@ const (
 	TestPart  = testPart
 )
 
-// DiskUsage is the SSD space the present blocks of a record take, as the
-// cache's usage count adds them up.
-var DiskUsage = diskUsage
-
 // WaitFetches waits for every fetch in flight, read-ahead included.
 func (c *Cache) WaitFetches() { c.wg.Wait() }
 

@@ -453,7 +453,7 @@ func (s *soak) checkQuiet() {
 		t.Errorf("cache files still open with every handle closed: %v", fds)
 	}
 	var recorded int64
-	if err := s.f.db.Records(func(r index.Record) bool { recorded += blockcache.DiskUsage(r); return true }); err != nil {
+	if err := s.f.db.Records(func(r index.Record) bool { recorded += r.DiskUsage(); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if used := c.Stats().UsedBytes; used != recorded {

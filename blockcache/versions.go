@@ -3,6 +3,8 @@ package blockcache
 import (
 	"errors"
 	"os"
+
+	"s3cachefs/index"
 )
 
 // Version replacement (doc.go, "Versions").
@@ -46,8 +48,14 @@ func (c *Cache) dropLocked(id string) error {
 	if err != nil || !ok {
 		return err
 	}
-	c.used.Add(-diskUsage(rec))
-	if err := os.Remove(objectPath(c.opts.Dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	return c.removeDeleted(rec)
+}
+
+// removeDeleted gives back the space of rec, whose record was just
+// deleted, and removes its cache file.
+func (c *Cache) removeDeleted(rec index.Record) error {
+	c.used.Add(-rec.DiskUsage())
+	if err := os.Remove(objectPath(c.opts.Dir, rec.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
