@@ -179,26 +179,7 @@ const pruneBatch = 1024
 
 func (k kernelPruner) prune(nodes []*fileNode) {
 	if k.m.prune.Load() {
-		for len(nodes) > 0 {
-			n := min(len(nodes), pruneBatch)
-			in := make([]*fs.Inode, n)
-			for i, nd := range nodes[:n] {
-				in[i] = &nd.Inode
-			}
-			if errno := nodes[0].NotifyPrune(in); errno != 0 {
-				if errno == syscall.ENOSYS {
-					// Kernels before Linux 6.18 (FUSE 7.45) lack it:
-					// fall back to delete notifications.
-					k.m.prune.Store(false)
-					break
-				}
-				k.m.log.Debug("prune notification", "err", errno)
-			}
-			nodes = nodes[n:]
-		}
-		if k.m.prune.Load() {
-			return
-		}
+		nodes = k.notifyPrune(nodes)
 	}
 	for _, nd := range nodes {
 		name, parent := nd.Parent()
@@ -213,4 +194,28 @@ func (k kernelPruner) prune(nodes []*fileNode) {
 			k.m.log.Debug("delete notification", "path", nd.path, "err", errno)
 		}
 	}
+}
+
+// notifyPrune sends prune notifications for nodes, pruneBatch at a time,
+// and returns the nodes still to forget: none, or, when the kernel turns
+// out not to take them (before Linux 6.18, FUSE 7.45), those from the
+// refused batch on, with prune notifications switched off for good.
+func (k kernelPruner) notifyPrune(nodes []*fileNode) []*fileNode {
+	for len(nodes) > 0 {
+		n := min(len(nodes), pruneBatch)
+		in := make([]*fs.Inode, n)
+		for i, nd := range nodes[:n] {
+			in[i] = &nd.Inode
+		}
+		switch errno := nodes[0].NotifyPrune(in); errno {
+		case 0:
+		case syscall.ENOSYS:
+			k.m.prune.Store(false)
+			return nodes
+		default:
+			k.m.log.Debug("prune notification", "err", errno)
+		}
+		nodes = nodes[n:]
+	}
+	return nil
 }
