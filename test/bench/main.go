@@ -3,7 +3,10 @@
 // `rclone mount --vfs-cache-mode full` for every target of issue 5, then
 // checked reads and reads inside gVisor (checks.go, gvisor.go; issue 10)
 // and a PyTorch trainer's first and later epochs (trainer.go; issue 11),
-// and prints a markdown table of medians and ratios.
+// and prints a markdown table of medians and ratios. The opt-in scale
+// figure (scale.go; issue 13), run only with -only scale, measures folders
+// of 10^6 keys, many small files and a full cache against a synthetic S3
+// server (s3server.Fake with generated buckets) instead of versitygw.
 //
 // Everything runs on 127.0.0.1 and is set up by the program in its work
 // dir: a versitygw S3 server, a proxy in front of it that models S3 (a

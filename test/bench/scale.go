@@ -34,6 +34,7 @@ type scaleConfig struct {
 	cached      int           // tiny objects cached for the status/metrics/eviction/startup rows
 	cacheFor    time.Duration // longest the prefetch of those may take
 	statFor     time.Duration // longest the 1,000 stats may take on one side
+	lsFor       time.Duration // longest the first scandir may take
 	fill        int           // files of 1 MiB the eviction rows read
 	ttl         time.Duration // --metadata-ttl of the expiry row
 }
@@ -50,6 +51,7 @@ func (c *scaleConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.cached, "scale-cached", 1_400_000, "scale: tiny objects to cache for the status, metrics, eviction and startup rows (issue: 1,400,000)")
 	fs.DurationVar(&c.cacheFor, "scale-cache-for", 3*time.Minute, "scale: longest the prefetch caching -scale-cached objects may run; the rows then say how many it cached")
 	fs.DurationVar(&c.statFor, "scale-stat-for", 30*time.Second, "scale: longest the stats of 1,000 names may take on one side; the row then gives the mean of those done")
+	fs.DurationVar(&c.lsFor, "scale-ls-for", 10*time.Minute, "scale: longest the first scandir of -scale-keys may take; the daemon is then stopped and the row says how far it got")
 	fs.IntVar(&c.fill, "scale-fill", 400, "scale: 1 MiB files the eviction rows read with 8 readers")
 	fs.DurationVar(&c.ttl, "scale-ttl", 3*time.Second, "scale: --metadata-ttl of the mount whose listing expires")
 }
@@ -98,9 +100,10 @@ func (c scaleConfig) sets() []s3server.Set {
 type scaleFigures struct {
 	cfg scaleConfig
 
-	lsFirst, lsSecond, lsLocal, rcLsf stat  // scandir of big/: first, second, local folder; rclone lsf
-	lsLists, lsHeads, rcLists         int64 // requests of the first scandir / of rclone lsf
-	lsEntries                         int   // entries the first scandir returned
+	lsFirst, lsSecond, lsLocal, rcLsf stat          // scandir of big/: first, second, local folder; rclone lsf
+	lsLists, lsHeads, rcLists         int64         // requests of the first scandir / of rclone lsf
+	lsEntries                         int           // entries the first scandir returned
+	lsUnfinished                      time.Duration // when the first scandir was stopped after cfg.lsFor
 
 	statFS, statLocal       time.Duration // mean time of one stat, kernel caches dropped
 	statFSN, statLocalN     int           // stats done within cfg.statFor
@@ -116,6 +119,7 @@ type scaleFigures struct {
 	commits, syncs, fetched int64         // index commits and cache syncs in it, objects fetched
 	expiredStat, listTime   time.Duration // first stat after expiry / first stat of a fresh mount (the LIST)
 	expiredLists            int64         // LISTs during the expired stat
+	refreshLists            int64         // LISTs by a while after it: the refresh
 	cachedObjects           int           // objects the status rows ran at
 	usedBytes               int64         // cache used_bytes with them
 	cacheRate               float64       // objects/s the prefetch of tiny/ cached

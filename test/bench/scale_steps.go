@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -39,11 +40,26 @@ func (b *bench) scaleListing(ctx context.Context, sc *scaleFigures) error {
 		return err
 	}
 	b.proxy.Reset()
-	if err := timedScandir(&sc.lsFirst, dir, n); err != nil {
+	got, d, done, err := scandirWithin(dir, sc.cfg.lsFor, m.pid)
+	c := b.proxy.Counts()
+	sc.lsLists, sc.lsHeads, sc.lsEntries = c.List, c.Head, got
+	if !done {
+		// The daemon was stopped to end the scandir: no mount is left
+		// for the rest of the step. rclone lsf still runs.
+		b.logf("scandir %s: %d of %d entries after %s; daemon stopped", bigDir, got, n, fmtDur(d))
+		sc.lsUnfinished = d
+		if err := b.scaleDrop(sc, m, true); err != nil {
+			b.logf("drop after the stopped daemon: %v", err)
+		}
+		return b.scaleLsf(ctx, sc)
+	}
+	if err != nil {
 		return err
 	}
-	c := b.proxy.Counts()
-	sc.lsLists, sc.lsHeads, sc.lsEntries = c.List, c.Head, n
+	if got != n {
+		return fmt.Errorf("scandir %s: %d entries, want %d", dir, got, n)
+	}
+	sc.lsFirst.add(d, 0)
 	b.logf("scandir %s first: %s, %d LIST, %d HEAD", bigDir, sc.lsFirst, c.List, c.Head)
 	for range b.cfg.runs {
 		if err := timedScandir(&sc.lsSecond, dir, n); err != nil {
@@ -73,6 +89,40 @@ func (b *bench) scaleListing(ctx context.Context, sc *scaleFigures) error {
 	if err := b.scaleDrop(sc, m, true); err != nil {
 		return err
 	}
+	return b.scaleLsf(ctx, sc)
+}
+
+// scandirWithin scandirs dir; when that takes longer than limit, it stops
+// the daemon (SIGTERM: it unmounts, and the kernel ends the scandir) and
+// reports done false with the entries read so far.
+func scandirWithin(dir string, limit time.Duration, daemon int) (n int, d time.Duration, done bool, err error) {
+	type result struct {
+		n   int
+		err error
+	}
+	ch := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		n, err := scandir(dir)
+		ch <- result{n, err}
+	}()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.n, time.Since(start), true, r.err
+	case <-t.C:
+	}
+	if err := syscall.Kill(daemon, syscall.SIGTERM); err != nil {
+		return 0, 0, false, fmt.Errorf("stop daemon %d: %w", daemon, err)
+	}
+	r := <-ch
+	return r.n, time.Since(start), false, nil
+}
+
+// scaleLsf times `rclone lsf` of big/.
+func (b *bench) scaleLsf(ctx context.Context, sc *scaleFigures) error {
+	n := sc.cfg.bigFolder
 	// One run: a listing of this size takes long enough to be steady.
 	{
 		b.proxy.Reset()
@@ -357,8 +407,15 @@ func (b *bench) scaleExpiry(ctx context.Context, sc *scaleFigures) error {
 		return err
 	}
 	sc.expiredLists = b.proxy.Counts().List
-	b.logf("stat: fresh mount %s (the LIST), after expiry %s (%d LIST requests meanwhile)",
-		fmtDur(sc.listTime), fmtDur(sc.expiredStat), sc.expiredLists)
+	// Stale-while-revalidate still refreshes: watch for the re-list for
+	// a while (a few LIST times) after the stat was answered.
+	deadline := time.Now().Add(3*sc.listTime + 5*time.Second)
+	for b.proxy.Counts().List == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	sc.refreshLists = b.proxy.Counts().List
+	b.logf("stat: fresh mount %s (the LIST), after expiry %s (%d LIST requests meanwhile, %d by %s after)",
+		fmtDur(sc.listTime), fmtDur(sc.expiredStat), sc.expiredLists, sc.refreshLists, (3*sc.listTime + 5*time.Second).Round(time.Second))
 	return b.scaleDrop(sc, m, true)
 }
 
