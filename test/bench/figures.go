@@ -38,6 +38,7 @@ type results struct {
 	baselineRev                  string  // the baseline's short commit ("": not measured)
 	gvisor                       *gvisorFigures
 	trainer                      *trainerFigures
+	scale                        *scaleFigures
 }
 
 // figure is one step of the run.
@@ -49,16 +50,20 @@ type figure struct {
 // figureKeys name the figures for -only, in the order they run.
 var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount", "checks", "gvisor", "trainer"}
 
+// optInKeys name the figures that run only when -only names them, after
+// the others: they take longer than a default run may.
+var optInKeys = []string{"scale"}
+
 func (b *bench) figures(ctx context.Context) error {
 	fns := map[string]func(context.Context) error{
 		"disk": b.figRawDisk, "get": b.figSingleGet, "cold-one": b.figColdOne,
 		"cold-split": b.figColdSplit, "prefetch": b.figPrefetch, "aws": b.figAwsSync,
 		"rclone": b.figRcloneCopy, "ls": b.figListing, "rss": b.figRSSRemount,
 		"rclone-mount": b.figRcloneMount, "checks": b.figChecks, "gvisor": b.figGVisor,
-		"trainer": b.figTrainer,
+		"trainer": b.figTrainer, "scale": b.figScale,
 	}
-	for _, k := range figureKeys {
-		if len(b.cfg.only) > 0 && !slices.Contains(b.cfg.only, k) {
+	for _, k := range append(slices.Clone(figureKeys), optInKeys...) {
+		if len(b.cfg.only) > 0 && !slices.Contains(b.cfg.only, k) || len(b.cfg.only) == 0 && slices.Contains(optInKeys, k) {
 			continue
 		}
 		b.logf("== %s", k)

@@ -3,7 +3,10 @@
 // `rclone mount --vfs-cache-mode full` for every target of issue 5, then
 // checked reads and reads inside gVisor (checks.go, gvisor.go; issue 10)
 // and a PyTorch trainer's first and later epochs (trainer.go; issue 11),
-// and prints a markdown table of medians and ratios.
+// and prints a markdown table of medians and ratios. The opt-in scale
+// figure (scale.go; issue 13), run only with -only scale, measures folders
+// of 10^6 keys, many small files and a full cache against a synthetic S3
+// server (s3server.Fake with generated buckets) instead of versitygw.
 //
 // Everything runs on 127.0.0.1 and is set up by the program in its work
 // dir: a versitygw S3 server, a proxy in front of it that models S3 (a
@@ -46,6 +49,7 @@ type config struct {
 	perf       string        // folder for perf profiles of the trainer figure's daemons ("": none)
 	bin        string        // s3cachefs binary to measure ("": build the checkout's)
 	args       []string      // the command line, for the report
+	scale      scaleConfig   // sizes of the opt-in scale figure (scale.go)
 }
 
 const usage = `usage: go run ./test/bench [flags]   (or: make bench BENCH_FLAGS="...")
@@ -71,7 +75,9 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "small dataset (8+4 files of 8 MiB, 200 small files) for a smoke run")
 	fs.StringVar(&mountFlags, "mount-flags", "", "extra flags for `s3cachefs mount`, e.g. \"--max-fetches 64\"")
 	var only string
-	fs.StringVar(&only, "only", "", "measure only these figures, comma-separated: "+strings.Join(figureKeys, ","))
+	fs.StringVar(&only, "only", "", "measure only these figures, comma-separated: "+strings.Join(figureKeys, ",")+
+		" (and the opt-in "+strings.Join(optInKeys, ",")+", never run by default)")
+	cfg.scale.flags(fs)
 	fs.StringVar(&cfg.out, "out", "", "also write the table to this file (default WORK/../s3cachefs-bench.md)")
 	fs.StringVar(&cfg.baseline, "checks-baseline", "da4bcf2", "commit whose daemon reads (spliced, unchecked) the checks figure measures beside this build's; \"\" for none")
 	fs.StringVar(&cfg.perf, "perf", "", "record `perf record -g` of each daemon of the trainer figure into this folder (perf-MODE-RUN.data)")
@@ -88,8 +94,8 @@ func parseFlags(args []string) (config, error) {
 	cfg.rate = rateMB * 1e6
 	if only != "" {
 		for _, k := range strings.Split(only, ",") {
-			if !slices.Contains(figureKeys, k) {
-				return cfg, fmt.Errorf("-only: unknown figure %q (have %s)", k, strings.Join(figureKeys, ","))
+			if !slices.Contains(figureKeys, k) && !slices.Contains(optInKeys, k) {
+				return cfg, fmt.Errorf("-only: unknown figure %q (have %s)", k, strings.Join(append(figureKeys, optInKeys...), ","))
 			}
 			cfg.only = append(cfg.only, k)
 		}

@@ -82,13 +82,18 @@ type rcloneMount struct {
 // mountRclone mounts the dataset on WORK/tmp/NAME-mnt with
 // --vfs-cache-mode full and its cache in cache, and waits for the mount.
 func (b *bench) mountRclone(ctx context.Context, name, cache string) (*rcloneMount, error) {
+	return b.mountRcloneAt(ctx, name, cache, rclonePath(""))
+}
+
+// mountRcloneAt is mountRclone of the rclone path remote.
+func (b *bench) mountRcloneAt(ctx context.Context, name, cache, remote string) (*rcloneMount, error) {
 	dir := b.path("tmp", name+"-mnt")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	logPath := b.path("logs", name+".log")
 	cmd := exec.Command(rclone, "mount", "--read-only", "--vfs-cache-mode", "full",
-		"--cache-dir", cache, "--log-file", logPath, rclonePath(""), dir)
+		"--cache-dir", cache, "--log-file", logPath, remote, dir)
 	cmd.Env = b.childEnv(b.rcloneEnv()...)
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,7 +49,7 @@ func (b *bench) logf(format string, args ...any) {
 }
 
 // Work dir entries made by a run; only these are removed at the end.
-var workEntries = []string{"s3cachefs", "dataset", "dataset.spec", "s3root", "s3root.spec", "tmp", "run", "home", "logs", "baseline", "npz", "npz.spec", "s3root-npz.spec", "trainer.py"}
+var workEntries = []string{"s3cachefs", "scale-local", "dataset", "dataset.spec", "s3root", "s3root.spec", "tmp", "run", "home", "logs", "baseline", "npz", "npz.spec", "s3root-npz.spec", "trainer.py"}
 
 func run(ctx context.Context, cfg config) (err error) {
 	if os.Geteuid() != 0 {
@@ -99,6 +100,10 @@ func (b *bench) prepare(ctx context.Context, gw string) error {
 	if err := b.buildBin(ctx); err != nil {
 		return err
 	}
+	if b.onlyOptIn() {
+		b.logf("opt-in figures only: no dataset, versitygw or proxy of the default figures")
+		return nil
+	}
 	b.logf("dataset: %s", b.spec)
 	if err := generate(ctx, b.path("dataset"), b.spec); err != nil {
 		return err
@@ -123,6 +128,17 @@ func (b *bench) prepare(ctx context.Context, gw string) error {
 	}
 	b.logf("proxy on %s: %v to first byte, %s per connection", b.proxy.Endpoint, b.cfg.ttfb, fmtRate(b.cfg.rate))
 	return nil
+}
+
+// onlyOptIn reports whether -only names opt-in figures alone, which set up
+// their own server (the scale figure's synthetic one).
+func (b *bench) onlyOptIn() bool {
+	for _, k := range b.cfg.only {
+		if !slices.Contains(optInKeys, k) {
+			return false
+		}
+	}
+	return len(b.cfg.only) > 0
 }
 
 // teardown undoes everything, checks that no FUSE mount is left under the

@@ -38,6 +38,19 @@ type fsStatus struct {
 	DaemonOpens   int64    `json:"daemon_opens"`
 	FUSE          string   `json:"fuse"`
 	Fallbacks     []string `json:"fallbacks"`
+	// For the scale figure.
+	Objects         int         `json:"objects"`
+	CompleteObjects int         `json:"complete_objects"`
+	UsedBytes       int64       `json:"used_bytes"`
+	IndexCommits    int64       `json:"index_commits"`
+	CacheSyncs      int64       `json:"cache_syncs"`
+	Prefetch        []jobStatus `json:"prefetch"`
+}
+
+// jobStatus is a prefetch job in `status --json`.
+type jobStatus struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
 }
 
 // source is what every mount serves.
@@ -146,18 +159,22 @@ func (b *bench) prefetch(ctx context.Context, m *fsMount, folders ...string) (ti
 }
 
 // peakRSS returns VmHWM of pid: the most resident memory it ever had.
-func peakRSS(pid int) (int64, error) {
+func peakRSS(pid int) (int64, error) { return procStatusKB(pid, "VmHWM:") }
+
+// procStatusKB reads the field (like "VmHWM:") of /proc/PID/status, in
+// bytes.
+func procStatusKB(pid int, field string) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // waitExit waits until pid is gone or a zombie: daemons are reparented to

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/xml"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,14 +18,18 @@ import (
 	"time"
 )
 
-// Fake is an in-process S3 server over a map of keys to bytes, for keys
-// that a real server with a file backend cannot store ("..", "//", names
-// over 255 bytes, control bytes, a key that is also a folder prefix).
+// Fake is an in-process S3 server over buckets of stored objects (keys
+// that a real server with a file backend cannot store: "..", "//", names
+// over 255 bytes, control bytes, a key that is also a folder prefix) and
+// of generated ones (CreateSynthBucket: 10^6–10^7 keys whose names and
+// bytes are computed on the fly, for the scale figures).
 //
-// It answers the read calls s3cachefs makes, path-style, as S3 does:
-// ListObjectsV2 (prefix, delimiter, max-keys, start-after, continuation
-// tokens, encoding-type=url), GetObject (Range, If-Match), HeadObject and
-// HeadBucket, with S3's XML error bodies. It does not check signatures, and
+// It answers the read calls s3cachefs, rclone and the AWS CLI make,
+// path-style, as S3 does: ListObjectsV2 (prefix, delimiter, max-keys,
+// start-after, continuation tokens, encoding-type=url), ListObjects v1
+// (marker), GetObject (Range, If-Match), HeadObject, HeadBucket and
+// GetBucketLocation, with S3's XML error bodies. A page of a listing costs
+// O(page · log keys), never O(keys). It does not check signatures, and
 // objects and buckets are created through its methods, not over HTTP.
 // Every method may be called concurrently with requests.
 type Fake struct {
@@ -35,16 +38,21 @@ type Fake struct {
 	SecretKey string
 	Region    string
 
-	requests atomic.Int64 // HTTP requests answered; numbers their request IDs
+	srv      *httptest.Server // set once in NewFake
+	requests atomic.Int64     // HTTP requests answered; numbers their request IDs
 
-	mu      sync.Mutex
-	buckets map[string]*fakeBucket // guarded by mu
+	mu      sync.RWMutex
+	buckets map[string]*fakeBucket // guarded by mu, and so is every bucket's content
 }
 
-// fakeBucket is one bucket's objects.
+// fakeBucket is one bucket's objects: the generated ones of gen, overlaid
+// by the stored ones (a stored key hides a generated key of the same name)
+// minus the generated keys deleted.
 type fakeBucket struct {
-	objects  map[string]*fakeObject // values are never modified, only replaced
-	sorted   []string               // the keys in order; nil when stale
+	gen      genSets                // never modified
+	objects  map[string]*fakeObject // stored; values are never modified, only replaced
+	sorted   []string               // the stored keys in order
+	deleted  map[string]bool        // generated keys that Delete removed
 	truncate map[string]bool        // keys whose next GET body is cut short
 }
 
@@ -55,21 +63,46 @@ type fakeObject struct {
 	modified time.Time
 }
 
-// StartFake starts a Fake on 127.0.0.1 with no buckets; it is closed in
-// t.Cleanup.
-func StartFake(t testing.TB) *Fake {
-	t.Helper()
+// entry is one object as listed and served, stored or generated.
+type entry struct {
+	key      string
+	size     int64
+	etag     string // unquoted
+	modified time.Time
+	data     []byte // a stored object's bytes; nil when generated
+	gen      bool
+}
+
+// NewFake starts a Fake on 127.0.0.1 with no buckets. Close stops it.
+func NewFake() *Fake {
 	f := &Fake{
 		AccessKey: "fake" + randomHex(8),
 		SecretKey: randomHex(20),
 		Region:    "us-east-1",
 		buckets:   map[string]*fakeBucket{},
 	}
-	srv := httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(srv.Close)
-	f.Endpoint = srv.URL
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	f.Endpoint = f.srv.URL
 	return f
 }
+
+// StartFake is NewFake for tests: it is closed in t.Cleanup.
+func StartFake(t testing.TB) *Fake {
+	t.Helper()
+	f := NewFake()
+	t.Cleanup(f.Close)
+	return f
+}
+
+// Close stops the server, waiting for requests in flight.
+func (f *Fake) Close() { f.srv.Close() }
+
+// Handler is the fake's HTTP handler, for serving requests in-process
+// without a connection.
+func (f *Fake) Handler() http.Handler { return http.HandlerFunc(f.serve) }
+
+// Requests is the number of HTTP requests the fake has answered.
+func (f *Fake) Requests() int64 { return f.requests.Load() }
 
 // Server describes the fake as a Server, so that NewProxy can stand in
 // front of it, Env hands its keys to a child process and Client reads
@@ -84,8 +117,28 @@ func (f *Fake) CreateBucket(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.buckets[name] == nil {
-		f.buckets[name] = &fakeBucket{objects: map[string]*fakeObject{}, truncate: map[string]bool{}}
+		f.buckets[name] = newFakeBucket(nil)
 	}
+}
+
+// CreateSynthBucket creates (or replaces) bucket name holding the
+// generated objects of sets: see Set for their keys, SynthBytes for their
+// bytes and SynthETag for their ETags. Put and Delete work on it as on
+// any bucket. It fails when a set's name formats are not fixed-width or
+// two sets' key ranges overlap.
+func (f *Fake) CreateSynthBucket(name string, sets ...Set) error {
+	gen, err := newGenSets(sets)
+	if err != nil {
+		return fmt.Errorf("synthetic bucket %s: %w", name, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.buckets[name] = newFakeBucket(gen)
+	return nil
+}
+
+func newFakeBucket(gen genSets) *fakeBucket {
+	return &fakeBucket{gen: gen, objects: map[string]*fakeObject{}, deleted: map[string]bool{}, truncate: map[string]bool{}}
 }
 
 // RemoveBucket deletes a bucket and everything in it.
@@ -104,18 +157,25 @@ func (f *Fake) Put(bucket, key string, data []byte) {
 	defer f.mu.Unlock()
 	b := f.bucketLocked(bucket)
 	if _, had := b.objects[key]; !had {
-		b.sorted = nil
+		i, _ := slices.BinarySearch(b.sorted, key)
+		b.sorted = slices.Insert(b.sorted, i, key)
 	}
 	b.objects[key] = o
 }
 
-// Delete removes key; a missing key is no error.
+// Delete removes key, stored or generated; a missing key is no error.
 func (f *Fake) Delete(bucket, key string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b := f.bucketLocked(bucket)
-	delete(b.objects, key)
-	b.sorted = nil
+	if _, had := b.objects[key]; had {
+		delete(b.objects, key)
+		i, _ := slices.BinarySearch(b.sorted, key)
+		b.sorted = slices.Delete(b.sorted, i, i+1)
+	}
+	if _, ok := b.gen.lookup(key); ok {
+		b.deleted[key] = true
+	}
 }
 
 // Truncate makes the next GetObject of key send half the body it
@@ -134,10 +194,70 @@ func (f *Fake) bucketLocked(name string) *fakeBucket {
 	return b
 }
 
+// lookup finds key, stored first. The caller holds f.mu.
+func (b *fakeBucket) lookup(key string) (entry, bool) {
+	if o := b.objects[key]; o != nil {
+		return storedEntry(key, o), true
+	}
+	if b.deleted[key] {
+		return entry{}, false
+	}
+	if s, ok := b.gen.lookup(key); ok {
+		return genEntry(s, key), true
+	}
+	return entry{}, false
+}
+
+func storedEntry(key string, o *fakeObject) entry {
+	return entry{key: key, size: int64(len(o.data)), etag: o.etag, modified: o.modified, data: o.data}
+}
+
+func genEntry(s Set, key string) entry {
+	return entry{key: key, size: s.Size, etag: SynthETag(key, s.Size), modified: SynthModified, gen: true}
+}
+
+// cursor walks a bucket's keys in order, stored and generated merged. It
+// is used under f.mu.
+type cursor struct {
+	b  *fakeBucket
+	si int    // next index in b.sorted
+	gp genPos // next generated key
+}
+
+// seek is a cursor at the first key >= from.
+func (b *fakeBucket) seek(from string) *cursor {
+	i, _ := slices.BinarySearch(b.sorted, from)
+	return &cursor{b: b, si: i, gp: b.gen.seek(from)}
+}
+
+// next returns the key under the cursor and moves past it; false at the
+// end.
+func (c *cursor) next() (entry, bool) {
+	for {
+		set, gk, gok := c.b.gen.at(c.gp)
+		sok := c.si < len(c.b.sorted)
+		switch {
+		case !gok && !sok:
+			return entry{}, false
+		case sok && (!gok || c.b.sorted[c.si] <= gk):
+			k := c.b.sorted[c.si]
+			if gok && k == gk { // the stored object hides the generated one
+				c.gp = c.b.gen.advance(c.gp)
+			}
+			c.si++
+			return storedEntry(k, c.b.objects[k]), true
+		default:
+			c.gp = c.b.gen.advance(c.gp)
+			if !c.b.deleted[gk] {
+				return genEntry(set, gk), true
+			}
+		}
+	}
+}
+
 // serve routes one path-style request: /BUCKET[?query] or /BUCKET/KEY.
 func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
-	f.requests.Add(1)
-	w.Header().Set("x-amz-request-id", strconv.FormatInt(f.requests.Load(), 10))
+	w.Header().Set("x-amz-request-id", strconv.FormatInt(f.requests.Add(1), 10))
 	// The escaped path is split by hand: keys may hold "//", ".." and
 	// "%2F", which any path cleaning would change.
 	bucket, escKey, hasKey := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
@@ -157,42 +277,55 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	f.serveObject(w, r, bucket, key)
 }
 
-// serveBucket answers HeadBucket and ListObjectsV2.
+// serveBucket answers HeadBucket, GetBucketLocation, ListObjectsV2 and
+// ListObjects. The page is built under the read lock, so it sees one
+// state of the bucket.
 func (f *Fake) serveBucket(w http.ResponseWriter, r *http.Request, bucket string) {
-	f.mu.Lock()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	b := f.buckets[bucket]
-	var keys []string
-	var objs map[string]*fakeObject
-	if b != nil {
-		if b.sorted == nil {
-			b.sorted = slices.Sorted(maps.Keys(b.objects))
-		}
-		// Put replaces the map's values, so the listing works on a
-		// snapshot taken under the lock. sorted is never modified, only
-		// replaced.
-		keys, objs = b.sorted, maps.Clone(b.objects)
-	}
-	f.mu.Unlock()
+	q := r.URL.Query()
 	switch {
 	case b == nil:
 		writeError(w, r, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist")
 	case r.Method == http.MethodHead:
 		w.WriteHeader(http.StatusOK)
-	case r.Method == http.MethodGet && r.URL.Query().Get("list-type") == "2":
-		listV2(w, r, bucket, keys, objs)
+	case r.Method != http.MethodGet:
+		writeError(w, r, http.StatusNotImplemented, "NotImplemented", "The fake serves reads only.")
+	case q.Get("list-type") == "2":
+		listV2(w, r, bucket, b)
+	case q.Has("location"):
+		f.location(w)
+	case onlyListV1Params(q):
+		listV1(w, r, bucket, b)
 	default:
-		writeError(w, r, http.StatusNotImplemented, "NotImplemented", "The fake serves ListObjectsV2, HeadBucket and object reads only.")
+		writeError(w, r, http.StatusNotImplemented, "NotImplemented", "The fake serves ListObjects (v1, v2), GetBucketLocation, HeadBucket and object reads only.")
 	}
+}
+
+// location answers GetBucketLocation: empty for us-east-1, as S3 does.
+func (f *Fake) location(w http.ResponseWriter) {
+	region := f.Region
+	if region == "us-east-1" {
+		region = ""
+	}
+	body, _ := xml.Marshal(struct {
+		XMLName xml.Name `xml:"http://s3.amazonaws.com/doc/2006-03-01/ LocationConstraint"`
+		Region  string   `xml:",chardata"`
+	}{Region: region})
+	w.Header().Set("Content-Type", "application/xml")
+	_, _ = w.Write([]byte(xml.Header))
+	_, _ = w.Write(body)
 }
 
 // serveObject answers GetObject and HeadObject.
 func (f *Fake) serveObject(w http.ResponseWriter, r *http.Request, bucket, key string) {
 	f.mu.Lock()
 	b := f.buckets[bucket]
-	var o *fakeObject
-	var cut bool
+	var o entry
+	var found, cut bool
 	if b != nil {
-		o = b.objects[key]
+		o, found = b.lookup(key)
 		if cut = b.truncate[key] && r.Method == http.MethodGet; cut {
 			delete(b.truncate, key)
 		}
@@ -202,7 +335,7 @@ func (f *Fake) serveObject(w http.ResponseWriter, r *http.Request, bucket, key s
 	case b == nil:
 		writeError(w, r, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist")
 		return
-	case o == nil:
+	case !found:
 		writeError(w, r, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
 		return
 	}
@@ -211,35 +344,53 @@ func (f *Fake) serveObject(w http.ResponseWriter, r *http.Request, bucket, key s
 		writeError(w, r, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
 		return
 	}
-	size := int64(len(o.data))
-	first, last, ranged, ok := parseRange(r.Header.Get("Range"), size)
+	first, last, ranged, ok := parseRange(r.Header.Get("Range"), o.size)
 	if !ok {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", o.size))
 		writeError(w, r, http.StatusRequestedRangeNotSatisfiable, "InvalidRange", "The requested range is not satisfiable")
 		return
 	}
+	n := last - first + 1
 	h := w.Header()
 	h.Set("ETag", quoted)
 	h.Set("Last-Modified", o.modified.Format(http.TimeFormat))
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Length", strconv.FormatInt(last-first+1, 10))
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
 	status := http.StatusOK
 	if ranged {
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, size))
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, o.size))
 		status = http.StatusPartialContent
 	}
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return
 	}
-	body := o.data[first : last+1]
 	if cut {
 		// Fewer bytes than Content-Length: net/http then closes the
 		// connection, and the client sees the body end early.
-		body = body[:len(body)/2]
+		n /= 2
 	}
-	_, _ = w.Write(body)
+	writeBody(w, o, first, n)
+}
+
+// writeBody writes n bytes of o from off: a stored object's slice, or a
+// generated one's bytes made a chunk at a time.
+func writeBody(w http.ResponseWriter, o entry, off, n int64) {
+	if !o.gen {
+		_, _ = w.Write(o.data[off : off+n])
+		return
+	}
+	seed := keySeed(o.key)
+	buf := make([]byte, min(n, 64<<10))
+	for n > 0 {
+		p := buf[:min(n, int64(len(buf)))]
+		synthFill(seed, off, p)
+		if _, err := w.Write(p); err != nil {
+			return
+		}
+		off, n = off+int64(len(p)), n-int64(len(p))
+	}
 }
 
 // etagListHas reports whether an If-Match value ("*" or a comma-separated

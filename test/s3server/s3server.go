@@ -1,7 +1,9 @@
 // Package s3server runs a real S3 server (versitygw with its posix backend)
 // and a reverse proxy to put in front of it, which counts requests, models
 // S3's latency and per-connection bandwidth, and injects faults; and Fake,
-// an in-process server for keys that a file backend cannot store.
+// an in-process server for keys that a file backend cannot store, whose
+// synthetic buckets (CreateSynthBucket, synth.go) generate 10^6–10^7 keys
+// and their bytes on the fly for the scale figures.
 //
 // StartServer and (*Server).StartProxy return an error and are stopped
 // with Close: they serve programs (test/bench) as well as tests. Start and
