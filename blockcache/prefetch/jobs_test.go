@@ -13,7 +13,7 @@ import (
 	"s3cachefs/index"
 )
 
-func waitJob(t *testing.T, j *Jobs, id string) Progress {
+func waitJob(t testing.TB, j *Jobs, id string) Progress {
 	t.Helper()
 	j.mu.Lock()
 	jb := j.jobs[id]
