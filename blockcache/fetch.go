@@ -44,7 +44,12 @@ type object struct {
 	// handles counts the open Handles of o: blocks fetched meanwhile
 	// are kept for them (fresh.go).
 	handles atomic.Int32
-	current sync.Once // records the object as its key's current version, once
+	// curClaim is made by the commit that records the object as its
+	// key's current version and closed once it has (or failed; then it
+	// is nil again and the next commit tries), curSet once it has: both
+	// guarded by mu (versions.go).
+	curClaim chan struct{}
+	curSet   bool
 
 	// superseded is set when a newer version of the key was cached while
 	// this one was in use; the last release drops this one's data.
@@ -337,12 +342,20 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 	}
 	o.mu.Lock()
 	base := o.rec
-	base.Present = index.Blocks{} // AddBlocks reads presence from the index
+	base.Present = index.Blocks{} // the index reads presence from its record
+	// The first commit of o also records it as its key's current version
+	// (in the same transaction); the others wait for that below.
+	claim, mine := o.claimCurrentLocked()
+	p := c.commits.enqueue(index.BlockAdd{Rec: base, First: first, Sums: sums, Current: mine})
 	o.mu.Unlock()
-	if _, err := c.db.AddBlocksSums(base, first, sums); err != nil {
-		return fmt.Errorf("record blocks: %w", err)
+	res := c.commits.wait(p)
+	if mine {
+		c.madeCurrent(o, claim, res)
 	}
-	// Set the bits rather than take the returned record: fetches of other
+	if res.Err != nil {
+		return fmt.Errorf("record blocks: %w", res.Err)
+	}
+	// Set the bits rather than take the stored record: fetches of other
 	// parts may have committed since, and presence only ever grows.
 	o.mu.Lock()
 	if o.rec.Sums == nil {
@@ -361,7 +374,9 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 	// Every committer waits until the first has made o current (and
 	// dropped the version it replaces), so no reader returns before the
 	// old bytes are gone.
-	o.current.Do(func() { c.makeCurrent(o) })
+	if claim != nil && !mine {
+		<-claim
+	}
 	return nil
 }
 
