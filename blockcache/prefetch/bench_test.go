@@ -12,17 +12,21 @@ import (
 	"s3cachefs/index"
 )
 
+// smallObject is one object smallObjects put.
+type smallObject struct {
+	obj  index.Object
+	data []byte
+}
+
 // smallObjects puts n objects of size bytes under dir/ in src, in folders
-// of 1,000, and returns their data by key.
-func smallObjects(src *memstore.Store, dir string, n, size int) map[string][]byte {
-	data := make(map[string][]byte, n)
-	for i := range n {
-		k := fmt.Sprintf("%s/%03d/%06d.jpg", dir, i/1000, i)
+// of 1,000, and returns them.
+func smallObjects(src *memstore.Store, dir string, n, size int) []smallObject {
+	objs := make([]smallObject, n)
+	for i := range objs {
 		v := cachetest.RandBytes(uint64(i), size)
-		src.Put(k, v)
-		data[k] = v
+		objs[i] = smallObject{src.Put(fmt.Sprintf("%s/%03d/%06d.jpg", dir, i/1000, i), v), v}
 	}
-	return data
+	return objs
 }
 
 // BenchmarkPrefetchSmall prefetches 2,000 objects of 110 KB from memory
