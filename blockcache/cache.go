@@ -197,7 +197,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		db: db, src: src, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel,
 		gate:    newGate(opts.MaxFetches),
-		commits: &groupCommit{db: db},
+		commits: newGroupCommit(db),
 		objs:    make(map[string]*object),
 		checked: make(map[string]checkedState), maxChecked: maxChecked,
 		touches: make(map[string]time.Time),

@@ -137,6 +137,7 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 	if f, ok := o.inflight[p]; ok {
 		if urgent {
 			f.makeUrgent()
+			c.commits.hurry() // its add may be waiting in a gathering batch
 		}
 		return f
 	}
@@ -182,7 +183,7 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 		var got int64
 		var once sync.Once
 		release := func() { once.Do(c.gate.release) }
-		got, err = c.fetchRange(o, first, last, release)
+		got, err = c.fetchRange(o, first, last, f.urgent, release)
 		release()
 		if c.ctx.Err() != nil {
 			break
@@ -214,10 +215,11 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 // blocks a reader is about to take are also kept in memory (fresh.go).
 // It calls bodyDone once the body
 // is read: the gate bounds GETs, and the fsync and index commit that follow
-// need no connection, so the next GET may start meanwhile. Blocks written before a failure
+// need no connection, so the next GET may start meanwhile. urgent is the
+// fetch's promotion channel, for the group commit. Blocks written before a failure
 // are still made durable and recorded; a failure of the body wraps
 // *bodyError.
-func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64, error) {
+func (c *Cache) fetchRange(o *object, first, last int64, urgent <-chan struct{}, bodyDone func()) (int64, error) {
 	o.mu.Lock()
 	for first <= last && o.rec.Present.Has(first) {
 		first++
@@ -229,6 +231,10 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 	if first > last {
 		return 0, nil
 	}
+	// A background commit gathers adds while fetches like this one are
+	// on their way (groupcommit.go).
+	c.commits.expect()
+	defer c.commits.arrived()
 	if err := c.reserve(c.missingUsage(o, first, last)); err != nil {
 		return 0, err
 	}
@@ -258,7 +264,7 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 	}
 	c.onFetch(min((first+int64(len(sums)))*bs, end)-off, start, copyErr)
 	if len(sums) > 0 {
-		if err := c.commit(o, first, sums); err != nil {
+		if err := c.commit(o, first, sums, urgent); err != nil {
 			return 0, err
 		}
 	}
@@ -322,8 +328,9 @@ func (c *Cache) writeBlock(o *object, w *directWriter, p []byte, off int64, kept
 }
 
 // commit makes the blocks from first durable, then records them with
-// their checksums. Only after both are they served.
-func (c *Cache) commit(o *object, first int64, sums []uint32) error {
+// their checksums through the group commit, urgently once urgent is
+// closed. Only after both are they served.
+func (c *Cache) commit(o *object, first int64, sums []uint32, urgent <-chan struct{}) error {
 	n := int64(len(sums))
 	if err := c.fault("sync", o.id); err != nil {
 		return err
@@ -346,7 +353,7 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 	// The first commit of o also records it as its key's current version
 	// (in the same transaction); the others wait for that below.
 	claim, mine := o.claimCurrentLocked()
-	p := c.commits.enqueue(index.BlockAdd{Rec: base, First: first, Sums: sums, Current: mine})
+	p := c.commits.enqueue(index.BlockAdd{Rec: base, First: first, Sums: sums, Current: mine}, urgent)
 	o.mu.Unlock()
 	res := c.commits.wait(p)
 	if mine {

@@ -12,7 +12,7 @@ import (
 // made while none runs commits at once, by itself.
 func TestGroupCommitSharesTransactions(t *testing.T) {
 	f := newFixture(t, Options{})
-	g := &groupCommit{db: f.db}
+	g := newGroupCommit(f.db)
 	add := func(i int) index.BlockAdd {
 		return index.BlockAdd{Rec: index.Record{ID: fmt.Sprint("id", i), Key: fmt.Sprint("k", i), Version: "v",
 			Size: 10, BlockSize: 10}, Sums: []uint32{uint32(i + 1)}, Current: true}
@@ -20,7 +20,7 @@ func TestGroupCommitSharesTransactions(t *testing.T) {
 	before := f.db.Commits()
 	var ps []*pendingAdd
 	for i := range 50 {
-		ps = append(ps, g.enqueue(add(i))) // the first leads, the rest queue behind it
+		ps = append(ps, g.enqueue(add(i), nil)) // the first leads, the rest queue behind it
 	}
 	var wg sync.WaitGroup
 	for i, p := range ps {
@@ -34,7 +34,7 @@ func TestGroupCommitSharesTransactions(t *testing.T) {
 	if n := f.db.Commits() - before; n != 1 {
 		t.Errorf("50 queued adds took %d commits, want 1", n)
 	}
-	if r := g.wait(g.enqueue(add(50))); r.Err != nil || f.db.Commits()-before != 2 {
+	if r := g.wait(g.enqueue(add(50), nil)); r.Err != nil || f.db.Commits()-before != 2 {
 		t.Errorf("add on an idle group: %v, %d commits in all, want 2", r.Err, f.db.Commits()-before)
 	}
 	for i := range 51 {
