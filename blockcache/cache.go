@@ -138,8 +138,10 @@ type Cache struct {
 	log    *slog.Logger
 	ctx    context.Context // lifetime of fetches; cancelled by Close
 	cancel context.CancelFunc
-	gate   *gate          // bounds the GETs in flight; reads go first
-	wg     sync.WaitGroup // fetches in flight
+	gate   *gate // bounds the GETs in flight; reads go first
+	// commits records fetched blocks, many fetches per index transaction.
+	commits *groupCommit
+	wg      sync.WaitGroup // fetches in flight
 	// blocks recycles block-sized buffers (*[]byte): every fetch and
 	// check needs one, and allocating 1 MiB each time costs zeroing and
 	// garbage collection on the busiest path.
@@ -204,6 +206,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 		db: db, src: src, opts: opts, log: opts.Logger,
 		ctx: ctx, cancel: cancel,
 		gate:    newGate(opts.MaxFetches),
+		commits: newGroupCommit(db),
 		objs:    make(map[string]*object),
 		checked: make(map[string]checkedState), maxChecked: maxChecked,
 		touches: make(map[string]time.Time),

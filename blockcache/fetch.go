@@ -47,7 +47,12 @@ type object struct {
 	// handles counts the open Handles of o: blocks fetched meanwhile
 	// are kept for them (fresh.go).
 	handles atomic.Int32
-	current sync.Once // records the object as its key's current version, once
+	// curClaim is made by the commit that records the object as its
+	// key's current version and closed once it has (or failed; then it
+	// is nil again and the next commit tries), curSet once it has: both
+	// guarded by mu (versions.go).
+	curClaim chan struct{}
+	curSet   bool
 
 	// superseded is set when a newer version of the key was cached while
 	// this one was in use; the last release drops this one's data.
@@ -135,6 +140,7 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 	if f, ok := o.inflight[p]; ok {
 		if urgent {
 			f.makeUrgent()
+			c.commits.hurry() // its add may be waiting in a gathering batch
 		}
 		return f
 	}
@@ -180,7 +186,7 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 		var got int64
 		var once sync.Once
 		release := func() { once.Do(c.gate.release) }
-		got, err = c.fetchRange(o, first, last, release)
+		got, err = c.fetchRange(o, first, last, f.urgent, release)
 		release()
 		if c.ctx.Err() != nil {
 			break
@@ -212,10 +218,11 @@ func (c *Cache) fetchPart(f *fetch, o *object, first, last int64) error {
 // blocks a reader is about to take are also kept in memory (fresh.go).
 // It calls bodyDone once the body
 // is read: the gate bounds GETs, and the fsync and index commit that follow
-// need no connection, so the next GET may start meanwhile. Blocks written before a failure
+// need no connection, so the next GET may start meanwhile. urgent is the
+// fetch's promotion channel, for the group commit. Blocks written before a failure
 // are still made durable and recorded; a failure of the body wraps
 // *bodyError.
-func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64, error) {
+func (c *Cache) fetchRange(o *object, first, last int64, urgent <-chan struct{}, bodyDone func()) (int64, error) {
 	o.mu.Lock()
 	for first <= last && o.rec.Present.Has(first) {
 		first++
@@ -227,6 +234,10 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 	if first > last {
 		return 0, nil
 	}
+	// A background commit gathers adds while fetches like this one are
+	// on their way (groupcommit.go).
+	c.commits.expect()
+	defer c.commits.arrived()
 	if err := c.reserve(c.missingUsage(o, first, last)); err != nil {
 		return 0, err
 	}
@@ -256,7 +267,7 @@ func (c *Cache) fetchRange(o *object, first, last int64, bodyDone func()) (int64
 	}
 	c.onFetch(min((first+int64(len(sums)))*bs, end)-off, start, copyErr)
 	if len(sums) > 0 {
-		if err := c.commit(o, first, sums); err != nil {
+		if err := c.commit(o, first, sums, urgent); err != nil {
 			return 0, err
 		}
 	}
@@ -320,8 +331,9 @@ func (c *Cache) writeBlock(o *object, w *directWriter, p []byte, off int64, kept
 }
 
 // commit makes the blocks from first durable, then records them with
-// their checksums. Only after both are they served.
-func (c *Cache) commit(o *object, first int64, sums []uint32) error {
+// their checksums through the group commit, urgently once urgent is
+// closed. Only after both are they served.
+func (c *Cache) commit(o *object, first int64, sums []uint32, urgent <-chan struct{}) error {
 	n := int64(len(sums))
 	if err := c.fault("sync", o.id); err != nil {
 		return err
@@ -340,18 +352,25 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 	}
 	o.mu.Lock()
 	base := o.rec
-	base.Present = index.Blocks{} // AddBlocks reads presence from the index
+	base.Present = index.Blocks{} // the index reads presence from its record
+	// The first commit of o also records it as its key's current version
+	// (in the same transaction); the others wait for that below.
+	claim, mine := o.claimCurrentLocked()
+	p := c.commits.enqueue(index.BlockAdd{Rec: base, First: first, Sums: sums, Current: mine}, urgent)
 	o.mu.Unlock()
-	stored, err := c.db.AddBlocksSums(base, first, sums)
-	if err != nil {
-		return fmt.Errorf("record blocks: %w", err)
+	res := c.commits.wait(p)
+	if mine {
+		c.madeCurrent(o, claim, res)
 	}
-	// Set the bits rather than take the returned record: fetches of other
+	if res.Err != nil {
+		return fmt.Errorf("record blocks: %w", res.Err)
+	}
+	// Set the bits rather than take the stored record: fetches of other
 	// parts may have committed since, and presence only ever grows.
 	o.mu.Lock()
 	if o.rec.LastAccess.IsZero() {
 		// A new record: the index dated it (its place in eviction's order).
-		o.rec.LastAccess = stored.LastAccess
+		o.rec.LastAccess = res.Stored.LastAccess
 	}
 	if o.rec.Sums == nil {
 		o.rec.Sums = make([]uint32, o.rec.Present.Len())
@@ -369,7 +388,9 @@ func (c *Cache) commit(o *object, first int64, sums []uint32) error {
 	// Every committer waits until the first has made o current (and
 	// dropped the version it replaces), so no reader returns before the
 	// old bytes are gone.
-	o.current.Do(func() { c.makeCurrent(o) })
+	if claim != nil && !mine {
+		<-claim
+	}
 	return nil
 }
 

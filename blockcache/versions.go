@@ -9,20 +9,38 @@ import (
 
 // Version replacement (doc.go, "Versions").
 
-// makeCurrent records o as the cached version of its key and drops the
-// data of the version it replaces: an object changed in S3 leaves no old
-// bytes behind.
-func (c *Cache) makeCurrent(o *object) {
-	stale, err := c.db.SetCurrent(o.obj.Key, o.id)
-	if err != nil {
-		c.log.Warn("record current version", "key", o.obj.Key, "err", err)
-		return
+// claimCurrentLocked returns the claim to wait on before a reader may use
+// blocks just committed (nil once o is current), and whether the caller
+// made it: then its commit records o as current and it calls madeCurrent.
+// o.mu is held.
+func (o *object) claimCurrentLocked() (claim chan struct{}, mine bool) {
+	if o.curSet {
+		return nil, false
 	}
-	for _, id := range stale {
-		if err := c.DropVersion(id); err != nil {
-			c.log.Warn("drop old version", "key", o.obj.Key, "err", err)
+	if o.curClaim == nil {
+		o.curClaim = make(chan struct{})
+		mine = true
+	}
+	return o.curClaim, mine
+}
+
+// madeCurrent ends the claim of the commit that recorded o as the current
+// version of its key (res is its result): it drops the data of the
+// versions it replaced, so an object changed in S3 leaves no old bytes
+// behind, then wakes the commits waiting on the claim.
+func (c *Cache) madeCurrent(o *object, claim chan struct{}, res index.Added) {
+	if res.Err == nil {
+		for _, id := range res.Stale {
+			if err := c.DropVersion(id); err != nil {
+				c.log.Warn("drop old version", "key", o.obj.Key, "err", err)
+			}
 		}
 	}
+	o.mu.Lock()
+	o.curSet = res.Err == nil
+	o.curClaim = nil
+	o.mu.Unlock()
+	close(claim)
 }
 
 // DropVersion deletes the record (and pins), then the file, of object

@@ -71,3 +71,9 @@ const warmBytes = 32 << 20
 func (c *Cache) warmWindow() int {
 	return int(max(4, warmBytes/c.opts.PartSize))
 }
+
+// WarmWindow returns how many bytes of one object Warm keeps in flight at
+// most: a job fetching many objects at once can budget by it.
+func (c *Cache) WarmWindow() int64 {
+	return int64(c.warmWindow()) * c.opts.PartSize
+}

@@ -82,6 +82,27 @@ func (db *DB) AddBlocksSums(rec Record, first int64, sums []uint32) (Record, err
 }
 
 func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, error) {
+	rec, err := checkAdd(rec, first, n)
+	if err != nil {
+		return Record{}, err
+	}
+	var out Record
+	// Batch may run this function more than once: addBlocksTx recomputes
+	// out from what is stored every time, so a rerun is harmless.
+	err = db.batch(func(tx *bolt.Tx) error {
+		var err error
+		out, err = addBlocksTx(tx, rec, first, n, sums)
+		return err
+	})
+	if err != nil {
+		return Record{}, fmt.Errorf("add blocks to %s: %w", rec.ID, err)
+	}
+	return out, nil
+}
+
+// checkAdd returns rec with an empty Present of its length and no Sums,
+// or ErrInvalid if rec or the blocks [first, first+n) cannot be stored.
+func checkAdd(rec Record, first, n int64) (Record, error) {
 	rec.Present = Blocks{}
 	rec.Sums = nil
 	if rec.ID != "" && rec.Size >= 0 && rec.BlockSize > 0 {
@@ -93,49 +114,48 @@ func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, erro
 	if first < 0 || n < 0 || first > rec.Present.Len()-n {
 		return Record{}, fmt.Errorf("%w: record %s: blocks [%d,+%d) outside [0,%d)", ErrInvalid, rec.ID, first, n, rec.Present.Len())
 	}
-	var out Record
-	// Batch may run this function more than once: it recomputes out from
-	// what is stored every time, so a rerun is harmless.
-	err := db.batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		cur := rec
-		cur.Present = rec.Present.Clone()
-		if cur.LastAccess.IsZero() {
-			// A new record counts as accessed when it is made, so that
-			// eviction does not take what was fetched just now first.
-			cur.LastAccess = time.Now()
-		}
-		var old *Record
-		if v := b.Get([]byte(rec.ID)); v != nil {
-			stored, err := decodeRecord(rec.ID, v)
-			if err != nil {
-				return err
-			}
-			if stored.Key != rec.Key || stored.Version != rec.Version || stored.Size != rec.Size || stored.BlockSize != rec.BlockSize {
-				return fmt.Errorf("%w: record %s: stored %q %q size %d block %d, adding for %q %q size %d block %d",
-					ErrInvalid, rec.ID, stored.Key, stored.Version, stored.Size, stored.BlockSize, rec.Key, rec.Version, rec.Size, rec.BlockSize)
-			}
-			cur = stored
-			before := stored
-			before.Present = stored.Present.Clone()
-			old = &before
-		}
-		for i := first; i < first+n; i++ {
-			cur.Present.Set(i)
-		}
-		if sums != nil {
-			all := make([]uint32, cur.Present.Len())
-			copy(all, cur.Sums)
-			copy(all[first:], sums)
-			cur.Sums = all
-		}
-		out = cur
-		return putRecord(tx, old, cur)
-	})
-	if err != nil {
-		return Record{}, fmt.Errorf("add blocks to %s: %w", rec.ID, err)
+	return rec, nil
+}
+
+// addBlocksTx marks blocks [first, first+n) of rec.ID present in tx (rec
+// as checkAdd returns it), creating the record if needed, and returns the
+// stored record. A new record counts as accessed when it is made, so that
+// eviction does not take what was fetched just now first. The usage
+// counters and the access order change with the record (putRecord). It
+// writes nothing when it fails, and recomputes everything from what is
+// stored, so that bbolt's Batch may rerun it.
+func addBlocksTx(tx *bolt.Tx, rec Record, first, n int64, sums []uint32) (Record, error) {
+	b := tx.Bucket(bucketRecords)
+	cur := rec
+	cur.Present = rec.Present.Clone()
+	if cur.LastAccess.IsZero() {
+		cur.LastAccess = time.Now()
 	}
-	return out, nil
+	var old *Record
+	if v := b.Get([]byte(rec.ID)); v != nil {
+		stored, err := decodeRecord(rec.ID, v)
+		if err != nil {
+			return Record{}, err
+		}
+		if stored.Key != rec.Key || stored.Version != rec.Version || stored.Size != rec.Size || stored.BlockSize != rec.BlockSize {
+			return Record{}, fmt.Errorf("%w: record %s: stored %q %q size %d block %d, adding for %q %q size %d block %d",
+				ErrInvalid, rec.ID, stored.Key, stored.Version, stored.Size, stored.BlockSize, rec.Key, rec.Version, rec.Size, rec.BlockSize)
+		}
+		before := stored
+		before.Present = stored.Present.Clone()
+		old = &before
+		cur = stored
+	}
+	for i := first; i < first+n; i++ {
+		cur.Present.Set(i)
+	}
+	if sums != nil {
+		all := make([]uint32, cur.Present.Len())
+		copy(all, cur.Sums)
+		copy(all[first:], sums)
+		cur.Sums = all
+	}
+	return cur, putRecord(tx, old, cur)
 }
 
 // RemoveBlock marks block i of record id absent (its bytes were found

@@ -21,26 +21,30 @@ func (db *DB) SetCurrent(key, id string) (stale []string, err error) {
 	if key == "" || id == "" {
 		return nil, fmt.Errorf("%w: set current %q to %q: empty key or ID", ErrInvalid, key, id)
 	}
-	v := encodeCurrent(id)
 	err = db.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketCurrent)
-		stale = nil
-		if old := b.Get([]byte(key)); old != nil {
-			prev, err := decodeCurrent(old)
-			if err != nil {
-				return err
-			}
-			if prev == id {
-				return nil
-			}
-			stale = []string{prev}
-		}
-		return b.Put([]byte(key), v)
+		stale, err = setCurrentTx(tx, key, id)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set current version of %q: %w", key, err)
 	}
 	return stale, nil
+}
+
+// setCurrentTx is SetCurrent's write in tx.
+func setCurrentTx(tx *bolt.Tx, key, id string) (stale []string, err error) {
+	b := tx.Bucket(bucketCurrent)
+	if old := b.Get([]byte(key)); old != nil {
+		prev, err := decodeCurrent(old)
+		if err != nil {
+			return nil, err
+		}
+		if prev == id {
+			return nil, nil
+		}
+		stale = []string{prev}
+	}
+	return stale, b.Put([]byte(key), encodeCurrent(id))
 }
 
 // Current returns the ID recorded by SetCurrent for key; ok is false if

@@ -261,7 +261,7 @@ func TestMemoryLimit(t *testing.T) {
 		fetches, objects int
 		flags            []string
 	}{
-		{"192MiB", 192 << 20, 12, 8, nil},
+		{"192MiB", 192 << 20, 12, 12, nil},
 		{"64MiB", 64 << 20, 4, 4, []string{"--passthrough=false"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -240,5 +242,45 @@ func TestReadDuringPrefetch(t *testing.T) {
 	r = e.run(t, "status", "--mount", m.dir, "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Prefetch[0].State != "cancelled" {
 		t.Fatalf("after --cancel: %v %+v", err, st.Prefetch)
+	}
+}
+
+// TestPrefetchSmallFilesShareCommits: a prefetch of 1,200 small files
+// records them in shared index transactions (at most 0.1 commits per
+// file, from status's index_commits; each file's cache file is still
+// synced before it is recorded), and every file reads back as S3 has it
+// with no GET.
+func TestPrefetchSmallFilesShareCommits(t *testing.T) {
+	const n = 1200
+	e := newEnv(t)
+	rng := mrand.NewChaCha8([32]byte{13})
+	files := map[string][]byte{}
+	objs := map[string][]byte{}
+	for i := range n {
+		b := make([]byte, 8<<10+i*53%8192)
+		rng.Read(b)
+		name := fmt.Sprintf("small/%02d/img_%05d.jpg", i/100, i)
+		files[name], objs[prefix+"/"+name] = b, b
+	}
+	e.srv.PutMany(t, bucket, objs)
+	m := e.mount(t)
+	before := e.status(t, m)
+	lines := e.prefetchJSON(t, m, "small")
+	if last := lines[len(lines)-1]; last.State != "done" || last.Folders[0].FilesDone != n {
+		t.Fatalf("last progress line: %+v", last)
+	}
+	st := e.status(t, m)
+	commits, syncs := st.IndexCommits-before.IndexCommits, st.CacheSyncs-before.CacheSyncs
+	t.Logf("%d files: %d index commits (%.3f per file), %d cache-file syncs", n, commits, float64(commits)/n, syncs)
+	if float64(commits)/n > 0.1 {
+		t.Errorf("%d index commits for %d files: %.2f per file, want at most 0.1", commits, n, float64(commits)/n)
+	}
+	if syncs < n {
+		t.Errorf("%d cache-file syncs for %d files: each is synced before it is recorded", syncs, n)
+	}
+	e.proxy.Reset()
+	readAll(t, m.dir, files)
+	if c := e.proxy.Counts(); c.GetObject != 0 {
+		t.Errorf("reading prefetched files made %d GETs", c.GetObject)
 	}
 }

@@ -12,8 +12,14 @@
 // the job's objects, their sizes and how much of them is cached already
 // are known before a byte is fetched. The job is then recorded in the
 // index (state running), its paths are pinned, and a goroutine fetches
-// them with Cache.Warm, JobOptions.Objects objects at a time (the cache's
-// MaxFetches still bounds the GETs in flight). Warm fetches at background
+// them with Cache.Warm: at most JobOptions.Objects objects at a time (256
+// by default), and at most JobOptions.Bytes of them, each object counting
+// its size up to what Warm keeps in flight of one object (by default 8
+// such windows: 8 large objects, as many small ones as Objects allows).
+// Small objects need many in flight: each spends longer syncing and
+// committing than on its GET, and the cache's group commit records the
+// blocks of all those that finish together in one index transaction. The
+// cache's MaxFetches still bounds the GETs in flight. Warm fetches at background
 // priority: a reader of a file the job has not reached yet jumps the queue.
 // An object that keeps failing is noted and the others go on; the job then
 // ends failed with the keys. An object replaced in S3 since the plan (its
@@ -64,7 +70,8 @@
 // Each running job is one goroutine, started by Start or Resume and
 // stopped by Cancel (which waits for it) or Close (which cancels every job
 // and waits for them with the Jobs' WaitGroup); it waits in turn for its
-// bounded pool (errgroup, JobOptions.Objects) of Warm calls before it
+// bounded pool (errgroup, JobOptions.Objects, and a weighted semaphore
+// of JobOptions.Bytes) of Warm calls before it
 // records how the job ended. Verify, Evict and Unpin run on the caller's
 // goroutine and context.
 //

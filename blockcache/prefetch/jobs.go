@@ -30,11 +30,25 @@ type Tree interface {
 // ErrNoSpace means a prefetch job cannot fit in the cache.
 var ErrNoSpace = errors.New("does not fit in the cache")
 
+// Defaults for JobOptions: up to 256 small objects at a time, and 8
+// large ones (Bytes is 8 windows of Cache.Warm).
+const (
+	DefaultObjects = 256
+	DefaultWindows = 8
+)
+
 // JobOptions configures prefetch jobs. Zero fields take defaults.
 type JobOptions struct {
-	// Objects is how many objects a job fetches at once (default 8); the
+	// Objects is the most objects a job fetches at once (default
+	// DefaultObjects), and Bytes the most bytes of them (default
+	// DefaultWindows windows of Cache.WarmWindow): each object counts its
+	// size, up to what Cache.Warm keeps in flight of one object. So a job
+	// has many small objects in flight, whose GETs are short and whose
+	// fsyncs and index commits overlap the others' GETs, and few large
+	// ones (8 by default, as many parts each as Warm keeps in flight). The
 	// cache's MaxFetches still bounds the GETs in flight.
 	Objects int
+	Bytes   int64
 	// MaxBytes is the cache size limit; a job bigger than it fails at once.
 	// 0 means no limit but the filesystem's free space.
 	MaxBytes int64
@@ -69,7 +83,10 @@ type Jobs struct {
 // NewJobs returns a job runner over c, finding objects in tree.
 func NewJobs(c *blockcache.Cache, tree Tree, db *index.DB, opts JobOptions) *Jobs {
 	if opts.Objects <= 0 {
-		opts.Objects = 8
+		opts.Objects = DefaultObjects
+	}
+	if opts.Bytes <= 0 {
+		opts.Bytes = DefaultWindows * c.WarmWindow()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -13,7 +13,7 @@ import (
 	"s3cachefs/index"
 )
 
-func waitJob(t *testing.T, j *Jobs, id string) Progress {
+func waitJob(t testing.TB, j *Jobs, id string) Progress {
 	t.Helper()
 	j.mu.Lock()
 	jb := j.jobs[id]
@@ -248,5 +248,36 @@ func TestEndedJobsArePruned(t *testing.T) {
 	j.mu.Unlock()
 	if n > KeepEnded+1 {
 		t.Fatalf("%d jobs kept in memory", n)
+	}
+}
+
+// A prefetch of many small objects shares index commits among them (group
+// commit, and a pool with many objects in flight) and brings every byte
+// right.
+func TestPrefetchSmallObjectsShareCommits(t *testing.T) {
+	const n, size = 1200, 10 << 10
+	f, j := jobFixture(t, JobOptions{})
+	objs := smallObjects(f.src, "small", n, size)
+	c0, s0 := f.db.Commits(), f.c.Stats().Syncs
+	p, err := j.Start(context.Background(), []string{"small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p = waitJob(t, j, p.ID); p.State != "done" || p.Totals().FilesDone != n {
+		t.Fatalf("job ended %+v", p)
+	}
+	commits, syncs := f.db.Commits()-c0, f.c.Stats().Syncs-s0
+	t.Logf("%d objects: %d index commits (%.3f per object), %d cache syncs", n, commits, float64(commits)/n, syncs)
+	if float64(commits)/n > 0.1 {
+		t.Errorf("%d index commits for %d objects: %.2f per object, want at most 0.1", commits, n, float64(commits)/n)
+	}
+	gets := f.src.Stats().Gets
+	for _, o := range objs {
+		if got := readAll(t, f.openHandle(o.obj)); !bytes.Equal(got, o.data) {
+			t.Fatalf("%s differs", o.obj.Key)
+		}
+	}
+	if g := f.src.Stats().Gets; g != gets {
+		t.Errorf("reading the prefetched objects made %d GETs", g-gets)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"s3cachefs/blockcache"
 	"s3cachefs/index"
@@ -49,35 +50,51 @@ func (j *Jobs) run(jb *job) error {
 }
 
 // fetchAll warms every object of jb; an object that keeps failing is noted
-// and the rest go on.
+// and the rest go on. At most JobOptions.Objects objects are in flight,
+// and at most JobOptions.Bytes of them (pool.go).
 func (j *Jobs) fetchAll(ctx context.Context, jb *job) {
 	var g errgroup.Group
 	g.SetLimit(j.opts.Objects)
+	room := semaphore.NewWeighted(j.opts.Bytes)
 	for _, f := range jb.folders {
 		for _, o := range f.objects {
-			if ctx.Err() != nil {
-				break
+			w := j.weight(o)
+			if room.Acquire(ctx, w) != nil {
+				break // cancelled
 			}
 			g.Go(func() error {
-				err := j.c.Warm(ctx, o, func(n int64) { f.bytesDone.Add(n) })
-				if errors.Is(err, index.ErrStale) {
-					// Replaced in S3 since the plan: fetch the new version.
-					err = j.warmCurrent(ctx, jb, o)
-				}
-				switch {
-				case err == nil:
-					f.filesDone.Add(1)
-				case ctx.Err() == nil:
-					j.log.Warn("prefetch: object failed", "job", jb.rec.ID, "key", o.Key, "err", err)
-					jb.mu.Lock()
-					jb.failed = append(jb.failed, o.Key)
-					jb.mu.Unlock()
-				}
+				defer room.Release(w)
+				j.warm(ctx, jb, f, o)
 				return nil
 			})
 		}
 	}
 	g.Wait()
+}
+
+// warm fetches o, one object of folder f of jb, and notes how it went.
+func (j *Jobs) warm(ctx context.Context, jb *job, f *folder, o index.Object) {
+	err := j.c.Warm(ctx, o, func(n int64) { f.bytesDone.Add(n) })
+	if errors.Is(err, index.ErrStale) {
+		// Replaced in S3 since the plan: fetch the new version.
+		err = j.warmCurrent(ctx, jb, o)
+	}
+	switch {
+	case err == nil:
+		f.filesDone.Add(1)
+	case ctx.Err() == nil:
+		j.log.Warn("prefetch: object failed", "job", jb.rec.ID, "key", o.Key, "err", err)
+		jb.mu.Lock()
+		jb.failed = append(jb.failed, o.Key)
+		jb.mu.Unlock()
+	}
+}
+
+// weight is what o counts against JobOptions.Bytes: what Warm keeps in
+// flight of it, its size up to the cache's warm window, and never more
+// than the whole budget (so any object can go). An empty object counts 1.
+func (j *Jobs) weight(o index.Object) int64 {
+	return max(1, min(o.Size, j.c.WarmWindow(), j.opts.Bytes))
 }
 
 // warmCurrent looks o's key up in a fresh listing and fetches the version

@@ -67,7 +67,7 @@ func TestExitStatus(t *testing.T) {
 		{mount("--endpoint-url", "http://"), 2, "--endpoint-url"},
 		{mount("--metrics-addr", "nope"), 2, "--metrics-addr"},
 		{mount("--metrics-addr", "127.0.0.1:99999"), 2, "--metrics-addr"},
-		{mount("--prefetch-objects", "0"), 2, "--prefetch-objects must be 1 to 1024, got 0"},
+		{mount("--prefetch-objects", "0"), 2, "--prefetch-objects must be 1 to 4096, got 0"},
 		{mount("--max-fetches", "99999"), 2, "--max-fetches"},
 		{mount("--s3-max-attempts", "0"), 2, "--s3-max-attempts"},
 		{mount("--s3-timeout", "500ms"), 2, "--s3-timeout must be 1s to 10m, got 500ms"},

@@ -266,8 +266,10 @@ func planMemory(limit cgroupLimit, cfg mountConfig, set map[string]bool, goMemLi
 	if !set["max-fetches"] && fetches < p.MaxFetches {
 		p.MaxFetches, p.MaxFetchesFrom = fetches, "cgroup"
 	}
-	// More objects than GETs buy no speed: each object holds its cache
-	// file open and a few parts queued, waiting for a GET.
+	// Objects in flight beyond the GETs help only small files (whose
+	// syncs and index commits overlap the others' GETs); in a container
+	// with a limit, keep each object's open file and queued parts to one
+	// per GET.
 	if !set["prefetch-objects"] && fetches < p.PrefetchObjects {
 		p.PrefetchObjects, p.PrefetchObjectsFrom = fetches, "cgroup"
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"s3cachefs/blockcache"
+	pf "s3cachefs/blockcache/prefetch"
 	"s3cachefs/blockcache/s3store"
 	"s3cachefs/index"
 )
@@ -38,7 +39,7 @@ type mountConfig struct {
 	FileMode        uint32
 	DirMode         uint32
 	Prefetch        []string // mount-relative paths to prefetch once mounted
-	PrefetchObjects int      // objects a prefetch job fetches at once
+	PrefetchObjects int      // most objects a prefetch job fetches at once
 	MaxFetches      int      // ranged GETs in flight
 	MaxCacheSize    int64    // bytes; 0 = no limit but free space
 	Eviction        blockcache.Eviction
@@ -99,7 +100,8 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	fileMode := typedFlag(fs, "file-mode", "0444", "permission bits of files, an octal `mode`", modeIn("--file-mode"))
 	dirMode := typedFlag(fs, "dir-mode", "0555", "permission bits of folders, an octal `mode`", modeIn("--dir-mode"))
 	prefetch := fs.String("prefetch", "", "comma-separated folders to prefetch once mounted, e.g. train,dev")
-	prefetchObjects := intFlag(fs, "prefetch-objects", 8, 1, 1024, "`objects` a prefetch job fetches at once (1 to 1024)")
+	prefetchObjects := intFlag(fs, "prefetch-objects", pf.DefaultObjects, 1, 4096,
+		"most `objects` a prefetch job fetches at once (1 to 4096; of large ones, 8 at most)")
 	maxFetches := intFlag(fs, "max-fetches", 32, 1, 1024, "ranged `GETs` in flight (reads go before prefetch; 1 to 1024)")
 	maxCache := typedFlag(fs, "max-cache-size", "0", "most SSD space the cache may take, a `size` like 400GiB (0: no limit but --min-free)",
 		func(s string) (int64, error) { return parseSize("--max-cache-size", s) })
