@@ -71,40 +71,21 @@ type DB struct {
 	pins     pinSet      // the pathpins bucket, in memory; see pins.go
 
 	// commits counts write transactions committed (each an fsync of the
-	// index file); lastTx is the write transaction last counted, so that
-	// the calls bbolt's Batch runs in one transaction count once.
+	// index file).
 	commits atomic.Int64
-	lastTx  atomic.Pointer[bolt.Tx]
 }
 
 // Commits returns how many write transactions the DB has committed since
 // Open: each one fsyncs the index file.
 func (db *DB) Commits() int64 { return db.commits.Load() }
 
-// update runs fn in a write transaction of its own, counted.
+// update runs fn in a write transaction of its own, counted once it
+// commits.
 func (db *DB) update(fn func(tx *bolt.Tx) error) error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
-		db.countCommit(tx)
-		return fn(tx)
-	})
-}
-
-// batch runs fn in a write transaction it may share with concurrent
-// callers (bolt.DB.Batch: fn may run more than once), counted once per
-// transaction.
-func (db *DB) batch(fn func(tx *bolt.Tx) error) error {
-	return db.bolt.Batch(func(tx *bolt.Tx) error {
-		db.countCommit(tx)
-		return fn(tx)
-	})
-}
-
-// countCommit counts tx once, when it commits. Write transactions run one
-// at a time, so a tx seen last is the one running now.
-func (db *DB) countCommit(tx *bolt.Tx) {
-	if db.lastTx.Swap(tx) != tx {
 		tx.OnCommit(func() { db.commits.Add(1) })
-	}
+		return fn(tx)
+	})
 }
 
 // Open opens the index at path, creating it (mode 0600) with its buckets

@@ -182,12 +182,10 @@
 // # Concurrency
 //
 // DB and Catalog methods may be called from many goroutines. bbolt allows
-// one writer at a time: AddBlocks, the frequent write, goes through
-// bbolt's Batch so concurrent calls share one fsync'd transaction (its
-// callback is idempotent, as Batch may rerun it); blockcache gathers the
-// adds of concurrent fetches itself and records them, with the current
-// version of each object's first commit, through AddBlocksMany, one
-// transaction for many objects; access times arrive in
+// one writer at a time. Adding blocks is the frequent write: blockcache
+// gathers the adds of concurrent fetches itself and records them, with the
+// current version of each object's first commit, through AddBlocksMany,
+// one transaction for many objects; access times arrive in
 // batches already (TouchAll), one transaction each. Values are
 // decoded into fresh memory inside the read transaction, so nothing
 // returned refers to bbolt's memory map. Records hands out records outside

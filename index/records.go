@@ -75,29 +75,12 @@ func (db *DB) Record(id string) (r Record, ok bool, err error) {
 // (ErrInvalid otherwise), as must the block range.
 //
 // Callers must only add blocks whose bytes are already durable: after a
-// crash, a recorded block is trusted. AddBlocksSums commits through
-// bbolt's Batch, so concurrent calls share one fsync'd transaction.
+// crash, a recorded block is trusted. It is AddBlocksMany of one add, in
+// a transaction of its own; a caller with many adds at once (blockcache's
+// group commit) passes them all to AddBlocksMany.
 func (db *DB) AddBlocksSums(rec Record, first int64, sums []uint32) (Record, error) {
-	return db.addBlocks(rec, first, int64(len(sums)), sums)
-}
-
-func (db *DB) addBlocks(rec Record, first, n int64, sums []uint32) (Record, error) {
-	rec, err := checkAdd(rec, first, n)
-	if err != nil {
-		return Record{}, err
-	}
-	var out Record
-	// Batch may run this function more than once: addBlocksTx recomputes
-	// out from what is stored every time, so a rerun is harmless.
-	err = db.batch(func(tx *bolt.Tx) error {
-		var err error
-		out, err = addBlocksTx(tx, rec, first, n, sums)
-		return err
-	})
-	if err != nil {
-		return Record{}, fmt.Errorf("add blocks to %s: %w", rec.ID, err)
-	}
-	return out, nil
+	res := db.AddBlocksMany([]BlockAdd{{Rec: rec, First: first, Sums: sums}})[0]
+	return res.Stored, res.Err
 }
 
 // checkAdd returns rec with an empty Present of its length and no Sums,
@@ -122,8 +105,7 @@ func checkAdd(rec Record, first, n int64) (Record, error) {
 // stored record. A new record counts as accessed when it is made, so that
 // eviction does not take what was fetched just now first. The usage
 // counters and the access order change with the record (putRecord). It
-// writes nothing when it fails, and recomputes everything from what is
-// stored, so that bbolt's Batch may rerun it.
+// writes nothing when it fails.
 func addBlocksTx(tx *bolt.Tx, rec Record, first, n int64, sums []uint32) (Record, error) {
 	b := tx.Bucket(bucketRecords)
 	cur := rec

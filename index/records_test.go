@@ -64,7 +64,7 @@ func TestAddBlocksRefusesBadInput(t *testing.T) {
 }
 
 // Many goroutines adding overlapping and disjoint ranges must end with the
-// union of all of them, whatever the interleaving of Batch transactions.
+// union of all of them, whatever the order of their transactions.
 func TestAddBlocksConcurrentUnion(t *testing.T) {
 	db := openTest(t)
 	const blocks = 500
@@ -132,7 +132,7 @@ func TestTouchAndDelete(t *testing.T) {
 
 // addRecords stores n records with IDs r0000.., record i having i%3 of its
 // 2 blocks present (so 0, 1 or 2 blocks). It writes them in one transaction:
-// n AddBlocks calls in a row would each wait out bbolt's batch delay.
+// n AddBlocks calls would fsync n times.
 func addRecords(t *testing.T, db *DB, n int) {
 	t.Helper()
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
@@ -253,9 +253,9 @@ func TestAddBlocksSumsRoundTrip(t *testing.T) {
 }
 
 // TestCommitsCountTransactions: Commits counts each write transaction
-// once: separate updates one each, concurrent batched writes once per
-// transaction bbolt ran them in (so fewer than the calls when merged), and
-// a transaction that fails not at all.
+// once: separate updates one each, concurrent writes no more than once per
+// call (AddBlocksMany's test counts one transaction for many adds), and a
+// transaction that fails not at all.
 func TestCommitsCountTransactions(t *testing.T) {
 	db := openTest(t)
 	c0 := db.Commits()
@@ -286,7 +286,6 @@ func TestCommitsCountTransactions(t *testing.T) {
 	}
 	wg.Wait()
 	if got := db.Commits() - c1; got < 1 || got > writers {
-		t.Fatalf("%d batched writes counted %d commits, want 1 to %d", writers, got, writers)
+		t.Fatalf("%d concurrent writes counted %d commits, want 1 to %d", writers, got, writers)
 	}
-	t.Logf("%d batched writes in %d transactions", writers, db.Commits()-c1)
 }

@@ -12,7 +12,16 @@ import (
 
 // AddBlocks is AddBlocksSums without checksums: blocks [first, first+n).
 func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
-	return db.addBlocks(rec, first, n, nil)
+	rec, err := checkAdd(rec, first, n)
+	if err != nil {
+		return Record{}, err
+	}
+	var out Record
+	err = db.update(func(tx *bolt.Tx) error {
+		out, err = addBlocksTx(tx, rec, first, n, nil)
+		return err
+	})
+	return out, err
 }
 
 // DeleteListing removes the listing of prefix; deleting a missing listing is
