@@ -137,14 +137,16 @@ func prefixEnd(p string) (string, bool) {
 	return "", false
 }
 
-// parseMaxKeys reads max-keys (default and cap 1000).
-func parseMaxKeys(q url.Values) (int, bool) {
+// parseMaxKeys reads max-keys (default and cap 1000); a bad one is
+// answered with S3's InvalidArgument, and ok is false.
+func parseMaxKeys(w http.ResponseWriter, r *http.Request, q url.Values) (n int, ok bool) {
 	v := q.Get("max-keys")
 	if v == "" {
 		return maxListKeys, true
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
+		writeError(w, r, http.StatusBadRequest, "InvalidArgument", "Provided max-keys not an integer or within integer range")
 		return 0, false
 	}
 	return min(n, maxListKeys), true
@@ -181,9 +183,8 @@ func commonPrefixes(ps []string, encode func(string) string) []commonPrefix {
 // last item; each common prefix appears once across pages, as in S3.
 func listV2(w http.ResponseWriter, r *http.Request, bucket string, b *fakeBucket) {
 	q := r.URL.Query()
-	maxKeys, ok := parseMaxKeys(q)
+	maxKeys, ok := parseMaxKeys(w, r, q)
 	if !ok {
-		writeError(w, r, http.StatusBadRequest, "InvalidArgument", "Provided max-keys not an integer or within integer range")
 		return
 	}
 	pq := pageQuery{prefix: q.Get("prefix"), delim: q.Get("delimiter"), marker: q.Get("start-after"), maxKeys: maxKeys}
@@ -227,9 +228,8 @@ func onlyListV1Params(q url.Values) bool {
 // or a common prefix; NextMarker is sent when a delimiter is, as in S3.
 func listV1(w http.ResponseWriter, r *http.Request, bucket string, b *fakeBucket) {
 	q := r.URL.Query()
-	maxKeys, ok := parseMaxKeys(q)
+	maxKeys, ok := parseMaxKeys(w, r, q)
 	if !ok {
-		writeError(w, r, http.StatusBadRequest, "InvalidArgument", "Provided max-keys not an integer or within integer range")
 		return
 	}
 	pq := pageQuery{prefix: q.Get("prefix"), delim: q.Get("delimiter"), marker: q.Get("marker"), maxKeys: maxKeys}

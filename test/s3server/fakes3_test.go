@@ -49,14 +49,19 @@ func TestFakeConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{New: func(t *testing.T) storetest.Fixture {
 		bucket := fmt.Sprintf("conf-%d", n.Add(1))
 		f.CreateBucket(bucket)
-		return storetest.Fixture{
-			Store:        fakeStore(t, f, bucket),
-			Put:          func(_ testing.TB, key string, data []byte) { f.Put(bucket, key, data) },
-			Delete:       func(_ testing.TB, key string) { f.Delete(bucket, key) },
-			RemoveBucket: func(testing.TB) { f.RemoveBucket(bucket) },
-			Truncate:     func(_ testing.TB, key string) { f.Truncate(bucket, key) },
-		}
+		return fakeFixture(t, f, bucket)
 	}})
+}
+
+// fakeFixture is the conformance suite's view of bucket on f.
+func fakeFixture(t *testing.T, f *s3server.Fake, bucket string) storetest.Fixture {
+	return storetest.Fixture{
+		Store:        fakeStore(t, f, bucket),
+		Put:          func(_ testing.TB, key string, data []byte) { f.Put(bucket, key, data) },
+		Delete:       func(_ testing.TB, key string) { f.Delete(bucket, key) },
+		RemoveBucket: func(testing.TB) { f.RemoveBucket(bucket) },
+		Truncate:     func(_ testing.TB, key string) { f.Truncate(bucket, key) },
+	}
 }
 
 // oddKeys cannot all be files on a posix backend; the fake stores them.

@@ -34,13 +34,7 @@ func TestSynthConformance(t *testing.T) {
 		if err := f.CreateSynthBucket(bucket); err != nil {
 			t.Fatal(err)
 		}
-		return storetest.Fixture{
-			Store:        fakeStore(t, f, bucket),
-			Put:          func(_ testing.TB, key string, data []byte) { f.Put(bucket, key, data) },
-			Delete:       func(_ testing.TB, key string) { f.Delete(bucket, key) },
-			RemoveBucket: func(testing.TB) { f.RemoveBucket(bucket) },
-			Truncate:     func(_ testing.TB, key string) { f.Truncate(bucket, key) },
-		}
+		return fakeFixture(t, f, bucket)
 	}})
 }
 
