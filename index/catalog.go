@@ -364,15 +364,74 @@ func (c *Catalog) list(ctx context.Context, prefix string, force bool) (FolderIn
 	// The listing's time is taken before asking S3: anything S3 changes
 	// during the call is then at most TTL old when it is next refreshed.
 	listedAt := c.opts.Now()
-	c.calls.Add(1)
-	res, err := c.lister.List(ctx, prefix)
-	if err != nil {
-		return FolderInfo{}, fmt.Errorf("list %q: %w", prefix, err)
+	err := errUnsorted
+	if pl, ok := c.lister.(PageLister); ok {
+		err = c.listPages(ctx, pl, prefix, listedAt)
+		if errors.Is(err, errUnsorted) {
+			c.opts.Logger.Warn("S3 listed keys out of order; listing the folder again, whole", "prefix", prefix, "err", err)
+		}
 	}
-	l := toListing(prefix, res, listedAt, c.opts.Logger)
-	if _, err := c.db.putListing(l, c.opts.OnGone); err != nil {
+	if errors.Is(err, errUnsorted) {
+		err = c.listWhole(ctx, prefix, listedAt)
+	}
+	if err != nil {
 		return FolderInfo{}, err
 	}
 	info, _, err := c.db.FolderInfo(prefix)
 	return info, err
+}
+
+// listPages lists prefix a page at a time and merges each page into the
+// store as it arrives (relist). The Lister runs in a goroutine of its own,
+// at most two pages ahead of the merge, so that S3's next page is on its
+// way while the index writes the last; it has ended when listPages
+// returns.
+func (c *Catalog) listPages(ctx context.Context, pl PageLister, prefix string, listedAt time.Time) error {
+	r := c.db.beginRelist(prefix, listedAt, c.opts.Logger, c.opts.OnGone)
+	defer r.close()
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan ListResult, 2)
+	listed := make(chan error, 1)
+	c.calls.Add(1)
+	go func() {
+		defer close(pages)
+		listed <- pl.ListPages(lctx, prefix, func(page ListResult) error {
+			select {
+			case pages <- page:
+				return nil
+			case <-lctx.Done():
+				return lctx.Err()
+			}
+		})
+	}()
+	var merr error
+	for page := range pages {
+		if merr == nil {
+			if merr = r.add(page); merr != nil {
+				cancel()
+			}
+		}
+	}
+	if lerr := <-listed; merr == nil && lerr != nil {
+		return fmt.Errorf("list %q: %w", prefix, lerr)
+	}
+	if merr != nil {
+		return merr
+	}
+	_, err := r.finish()
+	return err
+}
+
+// listWhole lists prefix whole and then merges it: for Listers that cannot
+// page, and for servers that send keys out of order.
+func (c *Catalog) listWhole(ctx context.Context, prefix string, listedAt time.Time) error {
+	c.calls.Add(1)
+	res, err := c.lister.List(ctx, prefix)
+	if err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	l := toListing(prefix, res, listedAt, c.opts.Logger)
+	_, err = c.db.putListing(l, c.opts.OnGone)
+	return err
 }

@@ -52,15 +52,53 @@ var metaKey = []byte{0}
 // and the changes waiting to be written are never more than this many.
 const maxWritesPerTx = 1 << 15
 
-// listingLock serialises writers of listings. A re-list compares S3's
-// answer with the stored entries in read transactions and writes the
-// difference in later write transactions; holding mu across both keeps
-// another listing write from landing in between. Only listing writes take
-// it; readers never do.
+// listingLock serialises the writers of each folder's listing. A re-list
+// compares S3's answer with the stored entries in read transactions and
+// writes the difference in later write transactions, while S3's answer is
+// still arriving; holding the folder's lock across all of it keeps another
+// write of that listing (a forced Refresh, an Invalidate) from landing in
+// between. Listings of other folders go on meanwhile: a minute-long LIST of
+// one big folder holds up no other. Only listing writes take it; readers
+// never do.
 type listingLock struct {
 	mu    sync.Mutex
-	batch int // set before use; writes per transaction, 0 means maxWritesPerTx (tests lower it)
+	held  map[string]*folderLock // guarded by mu; the folders locked or waited for
+	batch int                    // set before use; writes per transaction, 0 means maxWritesPerTx (tests lower it)
 }
+
+// folderLock is the lock of one folder, kept while anyone holds or waits
+// for it.
+type folderLock struct {
+	mu   sync.Mutex
+	refs int // guarded by listingLock.mu
+}
+
+// lock takes the lock of prefix's listing and returns its unlock.
+func (l *listingLock) lock(prefix string) (unlock func()) {
+	l.mu.Lock()
+	if l.held == nil {
+		l.held = make(map[string]*folderLock)
+	}
+	fl := l.held[prefix]
+	if fl == nil {
+		fl = &folderLock{}
+		l.held[prefix] = fl
+	}
+	fl.refs++
+	l.mu.Unlock()
+	fl.mu.Lock()
+	return func() {
+		fl.mu.Unlock()
+		l.mu.Lock()
+		if fl.refs--; fl.refs == 0 {
+			delete(l.held, prefix)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// limit is how many writes one transaction of a re-list makes.
+func (l *listingLock) limit() int { return cmp.Or(l.batch, maxWritesPerTx) }
 
 // entryIter yields the entries of a Listing in name order: its Dirs and
 // Files merged (they share no name once toListing has applied the rules).
@@ -82,14 +120,6 @@ func (it *entryIter) next() (Entry, bool) {
 		return Entry{Name: o.Key[len(l.Prefix):], Object: o}, true
 	}
 	return Entry{}, false
-}
-
-// peek returns the name of the next entry without taking it.
-func (it *entryIter) peek() (string, bool) {
-	saved := *it
-	e, ok := it.next()
-	*it = saved
-	return e.Name, ok
 }
 
 // checkListing enforces what PutListing documents.
@@ -146,100 +176,19 @@ type listingChange struct {
 	value []byte
 }
 
-// putListing merges l into the stored entries of l.Prefix. It walks both in
-// name order in read transactions, collecting at most maxWritesPerTx
-// changes at a time, and writes each batch of changes in one write
-// transaction that also bumps the folder's generation; a listing that
-// changes nothing costs one write (ListedAt). Every batch but the last
-// stores ListedAt as zero, so that a crash or a reader between batches sees
-// the folder as invalidated, never as fresh with half of a re-list; the last
-// stores l.ListedAt. After each commit onGone, if set, gets the stored files
-// that batch deleted or replaced with another version (or with a folder).
-// It reports whether any entry changed.
+// putListing merges l into the stored entries of l.Prefix as one re-list
+// (see relist) and reports whether any entry changed.
 func (db *DB) putListing(l Listing, onGone func([]Object)) (changed bool, err error) {
 	if err := checkListing(l); err != nil {
 		return false, err
 	}
-	db.listings.mu.Lock()
-	defer db.listings.mu.Unlock()
-	it := entryIter{l: &l}
-	var after []byte // names up to after are merged; nil: none yet
-	for {
-		changes, gone, done, err := db.diffListing(l.Prefix, &it, &after)
-		if err != nil {
-			return changed, err
-		}
-		if len(changes) > 0 || done {
-			listedAt := time.Time{}
-			if done {
-				listedAt = l.ListedAt
-			}
-			if err := db.applyListing(l.Prefix, changes, listedAt); err != nil {
-				return changed, err
-			}
-			changed = changed || len(changes) > 0
-			if len(gone) > 0 && onGone != nil {
-				onGone(gone)
-			}
-		}
-		if done {
-			return changed, nil
-		}
+	r := db.beginRelist(l.Prefix, l.ListedAt, nil, onGone)
+	defer r.close()
+	r.in = l.Files
+	for _, d := range l.Dirs {
+		r.dirs[d] = true
 	}
-}
-
-// diffListing compares the stored entries after *after with it's, in one
-// read transaction, until maxWritesPerTx changes are collected or both end
-// (done). It advances it and *after past what it compared.
-func (db *DB) diffListing(prefix string, it *entryIter, after *[]byte) (changes []listingChange, gone []Object, done bool, err error) {
-	err = db.bolt.View(func(tx *bolt.Tx) error {
-		var cur *bolt.Cursor
-		if fb := tx.Bucket(bucketListings).Bucket(listingKey(prefix)); fb != nil {
-			cur = fb.Cursor()
-		}
-		k, v := seekAfter(cur, *after)
-		limit := cmp.Or(db.listings.batch, maxWritesPerTx)
-		var buf []byte // the encoding of the entry compared now
-		for len(changes) < limit {
-			name, more := it.peek()
-			switch {
-			case k == nil && !more:
-				done = true
-				return nil
-			case k != nil && (!more || string(k) < name):
-				// A stored name S3 no longer has.
-				if old, err := decodeEntry(prefix, k, v); err == nil && !old.IsDir {
-					gone = append(gone, old.Object)
-				}
-				changes = append(changes, listingChange{name: bytes.Clone(k)})
-				*after = bytes.Clone(k)
-				k, v = next(cur)
-			default:
-				e, _ := it.next()
-				buf = appendEntry(buf[:0], e)
-				nv := buf
-				if k != nil && string(k) == name {
-					if !bytes.Equal(v, nv) {
-						nv = bytes.Clone(nv)
-						old, err := decodeEntry(prefix, k, v)
-						if err == nil && !old.IsDir && (e.IsDir || old.Object.Version() != e.Object.Version()) {
-							gone = append(gone, old.Object)
-						}
-						changes = append(changes, listingChange{name: []byte(name), value: nv})
-					}
-					k, v = next(cur)
-				} else {
-					changes = append(changes, listingChange{name: []byte(name), value: bytes.Clone(nv)})
-				}
-				*after = []byte(name)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("put listing %q: %w", prefix, err)
-	}
-	return changes, gone, done, nil
+	return r.finish()
 }
 
 // seekAfter positions cur at the first entry after name (the first entry if
@@ -264,11 +213,13 @@ func next(cur *bolt.Cursor) (k, v []byte) {
 	return cur.Next()
 }
 
-// applyListing writes changes (sorted by name) to the folder bucket of
-// prefix in one transaction, creating it if needed, and stores its
+// applyListing writes changes to the folder bucket of prefix in one
+// transaction, in order, creating the bucket if needed, and stores its
 // FolderInfo with listedAt and, if anything changed, the next generation.
-func (db *DB) applyListing(prefix string, changes []listingChange, listedAt time.Time) error {
-	err := db.update(func(tx *bolt.Tx) error {
+// It returns the stored files the changes deleted or replaced with another
+// version (or with a folder): the objects whose cached data is now gone.
+func (db *DB) applyListing(prefix string, changes []listingChange, listedAt time.Time) (gone []Object, err error) {
+	err = db.update(func(tx *bolt.Tx) error {
 		fb, err := tx.Bucket(bucketListings).CreateBucketIfNotExists(listingKey(prefix))
 		if err != nil {
 			return err
@@ -280,16 +231,19 @@ func (db *DB) applyListing(prefix string, changes []listingChange, listedAt time
 			return err
 		}
 		for _, ch := range changes {
-			had := fb.Get(ch.name) != nil
+			old := fb.Get(ch.name)
+			if o, ok := replacedFile(prefix, ch, old); ok {
+				gone = append(gone, o)
+			}
 			switch {
 			case ch.value == nil:
 				err = fb.Delete(ch.name)
-				if had {
+				if old != nil {
 					info.Entries--
 				}
 			default:
 				err = fb.Put(ch.name, ch.value)
-				if !had {
+				if old == nil {
 					info.Entries++
 				}
 			}
@@ -304,9 +258,30 @@ func (db *DB) applyListing(prefix string, changes []listingChange, listedAt time
 		return fb.Put(metaKey, encodeFolderInfo(info))
 	})
 	if err != nil {
-		return fmt.Errorf("put listing %q: %w", prefix, err)
+		return nil, fmt.Errorf("put listing %q: %w", prefix, err)
 	}
-	return nil
+	return gone, nil
+}
+
+// replacedFile returns the file stored as old that ch removes from the
+// mount: deletes, turns into a folder, or replaces with another version.
+// A value that does not decode is replaced without a report: it named no
+// object the cache could hold.
+func replacedFile(prefix string, ch listingChange, old []byte) (Object, bool) {
+	if old == nil {
+		return Object{}, false
+	}
+	was, err := decodeEntry(prefix, ch.name, old)
+	if err != nil || was.IsDir {
+		return Object{}, false
+	}
+	if ch.value != nil {
+		now, err := decodeEntry(prefix, ch.name, ch.value)
+		if err == nil && !now.IsDir && now.Object.Version() == was.Object.Version() {
+			return Object{}, false
+		}
+	}
+	return was.Object, true
 }
 
 // folderInfoIn reads the FolderInfo of a folder bucket; ok is false if it
@@ -440,8 +415,7 @@ func (db *DB) Listing(prefix string) (l Listing, ok bool, err error) {
 // and generation, so that its next use lists S3 again. A missing listing
 // is left missing.
 func (db *DB) invalidateListing(prefix string) error {
-	db.listings.mu.Lock()
-	defer db.listings.mu.Unlock()
+	defer db.listings.lock(prefix)()
 	err := db.update(func(tx *bolt.Tx) error {
 		fb, info, err := folderBucket(tx, prefix)
 		if err != nil || fb == nil {

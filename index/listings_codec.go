@@ -31,6 +31,10 @@ func appendEntry(b []byte, e Entry) []byte {
 	return enc.b
 }
 
+// entryIsDir reports whether the entry value b is a folder's, without
+// decoding the rest (decodeEntry checks it).
+func entryIsDir(b []byte) bool { return len(b) >= 2 && b[1] == entryFolder }
+
 // decodeEntry decodes the value of entry name in the folder of prefix. It
 // never panics; malformed input yields an error wrapping ErrCorrupt. A
 // file's Name shares its memory with its Key: one allocation, not two.

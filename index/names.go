@@ -55,17 +55,9 @@ func toListing(prefix string, res ListResult, listedAt time.Time, log *slog.Logg
 	}
 	slices.Sort(l.Dirs)
 
-	// Sort by key to make duplicates adjacent, newest first among equal
-	// keys, with a total order so the kept one never depends on S3's order.
+	// Sort to make duplicates adjacent, the one to keep first.
 	objs := slices.Clone(res.Objects)
-	slices.SortFunc(objs, func(a, b Object) int {
-		return cmp.Or(
-			cmp.Compare(a.Key, b.Key),
-			b.LastModified.Compare(a.LastModified),
-			cmp.Compare(a.ETag, b.ETag),
-			cmp.Compare(a.Size, b.Size),
-		)
-	})
+	slices.SortFunc(objs, objectOrder)
 	// Files are filtered into objs itself (a copy of S3's answer that
 	// only this function sees): one slice of a million objects, not two.
 	l.Files = objs[:0]
@@ -93,6 +85,18 @@ func toListing(prefix string, res ListResult, listedAt time.Time, log *slog.Logg
 		l.Files = append(l.Files, o)
 	}
 	return l
+}
+
+// objectOrder sorts objects by key and, among equal keys (which only a
+// server that is not S3 sends), newest first, with a total order so that the
+// one kept of a duplicate never depends on the server's order.
+func objectOrder(a, b Object) int {
+	return cmp.Or(
+		cmp.Compare(a.Key, b.Key),
+		b.LastModified.Compare(a.LastModified),
+		cmp.Compare(a.ETag, b.ETag),
+		cmp.Compare(a.Size, b.Size),
+	)
 }
 
 // childName returns the name that key (or common prefix, if isDir) takes

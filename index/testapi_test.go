@@ -27,8 +27,7 @@ func (db *DB) AddBlocks(rec Record, first, n int64) (Record, error) {
 // DeleteListing removes the listing of prefix; deleting a missing listing is
 // not an error.
 func (db *DB) DeleteListing(prefix string) error {
-	db.listings.mu.Lock()
-	defer db.listings.mu.Unlock()
+	defer db.listings.lock(prefix)()
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketListings).DeleteBucket(listingKey(prefix))
 		if errors.Is(err, berrors.ErrBucketNotFound) {

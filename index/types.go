@@ -47,3 +47,16 @@ type ListResult struct {
 type Lister interface {
 	List(ctx context.Context, prefix string) (ListResult, error)
 }
+
+// PageLister is a Lister that can also hand over a listing a page at a
+// time, as S3 answers it; the Catalog then merges each page into the index
+// as it arrives and never holds a whole folder's answer (see relist.go).
+//
+// ListPages lists what List does and calls page with each part of it, in
+// order: objects in S3's key order across pages, each page's slices the
+// callee's to keep. It stops at page's first error and returns it, and
+// returns List's errors otherwise. It may be called concurrently.
+type PageLister interface {
+	Lister
+	ListPages(ctx context.Context, prefix string, page func(ListResult) error) error
+}

@@ -19,6 +19,21 @@ import (
 // sends it. A missing bucket gives an error wrapping ErrNoBucket (and so
 // io/fs.ErrNotExist).
 func (s *Store) List(ctx context.Context, prefix string) (index.ListResult, error) {
+	var res index.ListResult
+	err := s.ListPages(ctx, prefix, func(page index.ListResult) error {
+		res.Objects = append(res.Objects, page.Objects...)
+		res.Prefixes = append(res.Prefixes, page.Prefixes...)
+		return nil
+	})
+	if err != nil {
+		return index.ListResult{}, err
+	}
+	return res, nil
+}
+
+// ListPages is List a page of ListObjectsV2 at a time (up to 1,000 keys
+// and prefixes each): page gets each as it arrives (index.PageLister).
+func (s *Store) ListPages(ctx context.Context, prefix string, page func(index.ListResult) error) error {
 	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
 		Bucket:    aws.String(s.bucket),
 		Prefix:    aws.String(prefix),
@@ -27,20 +42,24 @@ func (s *Store) List(ctx context.Context, prefix string) (index.ListResult, erro
 		// they survive.
 		EncodingType: types.EncodingTypeUrl,
 	})
-	var res index.ListResult
+	var objects, prefixes int
 	for pages.HasMorePages() {
 		s.lists.Add(1)
-		page, err := pages.NextPage(ctx)
+		out, err := pages.NextPage(ctx)
 		if err != nil {
-			return index.ListResult{}, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, translate(asTimeout(ctx, err), opList))
+			return fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, translate(asTimeout(ctx, err), opList))
 		}
-		if err := appendPage(&res, page); err != nil {
-			return index.ListResult{}, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, err)
+		var res index.ListResult
+		if err := appendPage(&res, out); err != nil {
+			return fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, err)
+		}
+		objects, prefixes = objects+len(res.Objects), prefixes+len(res.Prefixes)
+		if err := page(res); err != nil {
+			return err
 		}
 	}
-	s.log.Debug("listed", "bucket", s.bucket, "prefix", prefix,
-		"objects", len(res.Objects), "prefixes", len(res.Prefixes))
-	return res, nil
+	s.log.Debug("listed", "bucket", s.bucket, "prefix", prefix, "objects", objects, "prefixes", prefixes)
+	return nil
 }
 
 // appendPage adds one ListObjectsV2 page to res, decoding names when the

@@ -144,40 +144,84 @@ func (s *Store) injected(op, key string) error {
 	return f(op, key)
 }
 
+// ListPageSize is how many objects and common prefixes one page of
+// ListPages holds, as S3's ListObjectsV2 by default.
+const ListPageSize = 1000
+
 // List returns one level of prefix with delimiter "/", as S3's
 // ListObjectsV2 does: objects directly under prefix (a key equal to prefix
 // included) and the common prefixes below it, each sorted by bytes.
 func (s *Store) List(ctx context.Context, prefix string) (index.ListResult, error) {
-	s.lists.Add(1)
-	if err := ctx.Err(); err != nil {
-		return index.ListResult{}, err
-	}
-	if err := s.injected(OpList, prefix); err != nil {
-		return index.ListResult{}, fmt.Errorf("list %s: %w", prefix, err)
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.noBucket {
-		return index.ListResult{}, fmt.Errorf("list %s: %w", prefix, ErrNoBucket)
-	}
 	var res index.ListResult
-	seen := make(map[string]bool)
-	for key, o := range s.objects {
-		rest, ok := strings.CutPrefix(key, prefix)
-		if !ok {
-			continue
-		}
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			p := prefix + rest[:i+1]
-			if !seen[p] {
-				seen[p] = true
-				res.Prefixes = append(res.Prefixes, p)
-			}
-			continue
-		}
-		res.Objects = append(res.Objects, o.meta)
+	err := s.ListPages(ctx, prefix, func(page index.ListResult) error {
+		res.Objects = append(res.Objects, page.Objects...)
+		res.Prefixes = append(res.Prefixes, page.Prefixes...)
+		return nil
+	})
+	return res, err
+}
+
+// ListPages is List in pages of ListPageSize objects and prefixes, cut
+// where S3 cuts them (objects and prefixes in one key order), each counted
+// as a LIST request (index.PageLister). The level is taken at once; page
+// is called without the store's lock.
+func (s *Store) ListPages(ctx context.Context, prefix string, page func(index.ListResult) error) error {
+	type item struct {
+		key    string
+		object *index.Object // nil for a common prefix
 	}
-	slices.SortFunc(res.Objects, func(a, b index.Object) int { return strings.Compare(a.Key, b.Key) })
-	slices.Sort(res.Prefixes)
-	return res, nil
+	items, err := func() ([]item, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := s.injected(OpList, prefix); err != nil {
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
+		}
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.noBucket {
+			return nil, fmt.Errorf("list %s: %w", prefix, ErrNoBucket)
+		}
+		var items []item
+		seen := make(map[string]bool)
+		for key, o := range s.objects {
+			rest, ok := strings.CutPrefix(key, prefix)
+			if !ok {
+				continue
+			}
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				if p := prefix + rest[:i+1]; !seen[p] {
+					seen[p] = true
+					items = append(items, item{key: p})
+				}
+				continue
+			}
+			items = append(items, item{key: key, object: &o.meta})
+		}
+		slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.key, b.key) })
+		return items, nil
+	}()
+	s.lists.Add(1)
+	if err != nil {
+		return err
+	}
+	for first := true; first || len(items) > 0; first = false {
+		if !first {
+			s.lists.Add(1)
+		}
+		n := min(len(items), ListPageSize)
+		var res index.ListResult
+		for _, it := range items[:n] {
+			if it.object != nil {
+				res.Objects = append(res.Objects, *it.object)
+			} else {
+				res.Prefixes = append(res.Prefixes, it.key)
+			}
+		}
+		items = items[n:]
+		if err := page(res); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -161,6 +161,36 @@ func testListPages(t *testing.T, f Fixture) {
 			t.Fatalf("%s: Size = %d, want %d", o.Key, o.Size, len(objs[o.Key]))
 		}
 	}
+
+	// ListPages hands over the same, a page of at most 1,000 at a time.
+	var paged index.ListResult
+	pages := 0
+	err := f.Store.ListPages(context.Background(), "big/", func(page index.ListResult) error {
+		pages++
+		if n := len(page.Objects) + len(page.Prefixes); n > 1000 {
+			t.Errorf("page %d holds %d objects and prefixes, more than S3's 1,000", pages, n)
+		}
+		paged.Objects = append(paged.Objects, page.Objects...)
+		paged.Prefixes = append(paged.Prefixes, page.Prefixes...)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ListPages: %v", err)
+	}
+	if want := (pageObjects + 3 + 999) / 1000; pages != want {
+		t.Errorf("ListPages gave %d pages, want %d", pages, want)
+	}
+	if !slices.Equal(keys(paged.Objects), keys(res.Objects)) || !slices.Equal(paged.Prefixes, res.Prefixes) {
+		t.Errorf("ListPages gave %d objects and %q, List %d and %q", len(paged.Objects), paged.Prefixes, len(res.Objects), res.Prefixes)
+	}
+
+	// An error from page stops the listing and comes back as it is.
+	stop := errors.New("stop here")
+	pages = 0
+	err = f.Store.ListPages(context.Background(), "big/", func(index.ListResult) error { pages++; return stop })
+	if !errors.Is(err, stop) || pages != 1 {
+		t.Errorf("ListPages whose page fails: %d pages, err %v; want 1 page and the page's error", pages, err)
+	}
 }
 
 func testMissingBucket(t *testing.T, f Fixture) {

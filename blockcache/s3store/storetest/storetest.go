@@ -14,9 +14,11 @@ import (
 	"s3cachefs/index"
 )
 
-// Store is the interface under test: index.Lister plus blockcache.Source.
+// Store is the interface under test: index.PageLister plus
+// blockcache.Source.
 type Store interface {
 	List(ctx context.Context, prefix string) (index.ListResult, error)
+	ListPages(ctx context.Context, prefix string, page func(index.ListResult) error) error
 	GetRange(ctx context.Context, key, etag string, off, n int64) (io.ReadCloser, error)
 }
 
