@@ -277,8 +277,14 @@ func (c *Cache) Open(ctx context.Context, obj index.Object) (*Handle, error) {
 }
 
 // touchEvery is how stale a recorded access time may get before an open
-// rewrites it: eviction needs recency, not a write per open.
-const touchEvery = time.Minute
+// rewrites it: eviction needs recency, not a write per open. It is short
+// because the cache may turn over in less than a minute (a full cache of
+// small files, read by many trainers): a file opened every second must
+// never look older to eviction than one cached a minute ago and never
+// opened since. The cost is one write per file per touchEvery at most,
+// and the writes of a second share one transaction (touchFlushEvery); a
+// trainer that opens each file once per epoch writes the same either way.
+const touchEvery = time.Second
 
 // touchFlushEvery is how often recorded access times are written to the
 // index, all in one transaction: a write (two fsyncs) per open would make

@@ -116,7 +116,9 @@
 // reservation would pass Options.MaxBytes or leave less than
 // Options.MinFree free, the fetch evicts, in the fetching goroutine,
 // holding evictMu, least recently opened objects that are neither pinned
-// nor open, until there is room for it and a margin beyond (evict.go). It
+// nor open, until there is room for it and a margin of two fetch parts
+// beyond (evict.go): a small margin, since every fetch waits while a round
+// runs. It
 // reads the index's access order oldest first, in chunks of 256
 // (index.DB.Oldest: ID, key, disk usage), skips objects whose key is under
 // a pinned path (an in-memory test), and stops as soon as enough is freed.
@@ -134,8 +136,10 @@
 // an access time written before it. So with the cache full and the rest
 // pinned or open, a cold read does not read the index again until
 // something changes. Access times are noted on open at most once a
-// minute per object and written to the index in one batch a second; a
-// new record is dated when it is made.
+// second per object and written to the index in one batch a second, and
+// at the start of each round, so that a file opened a moment ago is never
+// taken for the least recently used; a new record is dated when it is
+// made.
 //
 // # Versions
 //

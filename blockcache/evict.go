@@ -57,8 +57,10 @@ func (c *Cache) reserve(n int64) error {
 			return ErrCacheFull
 		}
 		// Make some room beyond this fetch, so that a full cache does not
-		// scan the index on every part.
-		if err := c.evictLocked(n + c.opts.PartSize*int64(c.opts.MaxFetches)); err != nil {
+		// evict on every part; but not much: every fetch waits while a
+		// round runs, and a round over small files unlinks one per 4 KiB
+		// (64 MiB would be 16,384 of them).
+		if err := c.evictLocked(n + evictHeadroom*c.opts.PartSize); err != nil {
 			return err
 		}
 		if !c.fits(n) {
@@ -122,6 +124,10 @@ func freeSpace(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
+// evictHeadroom is how many fetch parts of room a round frees beyond the
+// reservation that started it.
+const evictHeadroom = 2
+
 // evictChunk is how many records, oldest first, eviction reads per index
 // transaction.
 const evictChunk = 256
@@ -151,6 +157,9 @@ func (c *Cache) evictGen() evictGen {
 // stopped while nothing has been unpinned or released since, and stops as
 // soon as enough is freed. evictMu is held.
 func (c *Cache) evictLocked(need int64) error {
+	// Opens noted since the last flush count: a file opened a moment ago
+	// must not be taken as least recently used.
+	c.flushTouchesNow()
 	gen := c.evictGen()
 	var m evictMemo
 	if c.memo.pos != nil && c.memo.gen == gen {

@@ -169,6 +169,39 @@ func TestAccessTimesReachTheIndex(t *testing.T) {
 	}
 }
 
+// A file opened a moment ago is not the least recently used, however
+// recently it was cached: in a full cache that turns over in seconds, the
+// object cached first and opened since must outlive one cached later and
+// never opened again.
+func TestEvictionSeesRecentOpens(t *testing.T) {
+	// Room for four objects of a part each; a fetch that finds the cache
+	// full frees its own part and evictHeadroom more.
+	opts := Options{MaxBytes: 4 * testPart}
+	f := newFixture(t, opts)
+	var objs []index.Object
+	var data [][]byte
+	times := map[string]time.Time{}
+	now := time.Now()
+	for i := range 4 {
+		data = append(data, randBytes(uint64(90+i), testPart))
+		objs = append(objs, f.cached(fmt.Sprint("o", i), data[i]))
+		times[ObjectID("bucket", objs[i])] = now.Add(time.Duration(i-10) * time.Second)
+	}
+	if err := f.db.TouchAll(times); err != nil { // o0 cached first, o3 last
+		t.Fatal(err)
+	}
+	f.close()
+	f.open(opts)
+	f.readClosed(objs[0], data[0]) // o0 is now the most recently opened
+	more := randBytes(99, testPart)
+	f.readClosed(f.src.Put("more", more), more)
+	for i, kept := range []bool{true, false, false, false} {
+		if _, ok, _ := f.db.Record(ObjectID("bucket", objs[i])); ok != kept {
+			t.Errorf("o%d cached %v, want %v (o0 was opened a moment ago, o1 to o3 not for 7 s or more)", i, ok, kept)
+		}
+	}
+}
+
 // TestEvictNoneKeepsWhatItHas: with EvictNone a full cache evicts nothing:
 // epoch after epoch over more objects than fit, the objects cached first
 // stay cached and are hits, and the rest are served from S3
