@@ -37,7 +37,10 @@
 // the one the node last served and no stream of the node read pages of
 // another generation (a mixed read), so the kernel never keeps a mixed or
 // outdated copy past the next open.
-// The lookup go-fuse makes for each entry of a READDIRPLUS is answered from
+// The mount asks for READDIRPLUS only when the reader stats what it lists
+// (FUSE_READDIRPLUS_AUTO: the kernel's heuristic sends a plain READDIR
+// otherwise), so a scandir of a million names makes no node per name. The
+// lookup go-fuse makes for each entry of a READDIRPLUS is answered from
 // the entry the stream just handed out, not by a Tree.Lookup per entry.
 //
 // # Inode identity

@@ -124,3 +124,30 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A scandir (names and types, no stat) of a big folder makes no node per
+// name: the mount asks for READDIRPLUS only when the reader stats what it
+// lists, so the node bound never has to prune what a plain `ls` read.
+func TestMountScandirMakesNoNodes(t *testing.T) {
+	sizes := map[string]int{}
+	for i := range 5000 {
+		sizes[fmt.Sprintf("d/f%04d", i)] = 1
+	}
+	fx := newFixture(sizes)
+	dir, root := mountFixture(t, fx, time.Hour)
+	for i := range 2 {
+		es, err := os.ReadDir(filepath.Join(dir, "d"))
+		if err != nil || len(es) != 5000 {
+			t.Fatalf("readdir %d: %d entries, %v; want 5000", i+1, len(es), err)
+		}
+	}
+	// At most the first reply of the first read is READDIRPLUS (the
+	// kernel's heuristic): one page of entries.
+	if n := root.m.nodes.Live(); n > 100 {
+		t.Errorf("%d file nodes after two scandirs of 5,000 names, want at most 100", n)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "d/f4999"))
+	if err != nil || fi.Size() != 1 {
+		t.Fatalf("stat after the scandirs: %v, %v", fi, err)
+	}
+}

@@ -85,6 +85,12 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			// a whole cache block, so large sequential reads cost fewer
 			// round trips.
 			MaxWrite: fuse.MAX_KERNEL_WRITE,
+			// READDIRPLUS only when the reader stats what it lists (ls -l,
+			// os.walk with sizes): a plain scandir of a million names then
+			// costs no node per name, and the node bound (forget.go) never
+			// has to prune them, which would also drop the kernel's copy
+			// of the folder's entries.
+			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
 		},
 	}
 	if opts.NoExec {

@@ -32,11 +32,21 @@
 // strings.Compare; folders and files share the key space, since a name is
 // one or the other). The folder info key "\x00" sorts before every name
 // and can be no name (names have no control characters). A re-list merges
-// S3's answer with the stored keys and writes only what changed, at most
-// 32,768 writes per transaction; every transaction that changes an entry
-// bumps the folder's generation, and every one but the last stores
-// ListedAt zero, so that a crash or a reader between them sees the folder
-// as invalidated (listed again on use), never as fresh and half-written.
+// S3's answer with the stored keys as it arrives, a page at a time
+// (relist.go: a Lister that is a PageLister, as s3store is; others are
+// merged whole), and writes only what changed, at most 32,768 writes per
+// transaction, so it holds a page, the changes not yet written and the
+// folder's subfolder names, never the whole answer. Files come in S3's key
+// order, which is their name order, and are merged as they come; folders
+// (common prefixes, which sort as "name/") are merged once the answer is
+// complete. Every transaction that changes an entry bumps the folder's
+// generation, and every one but the last stores ListedAt zero, so that a
+// crash or a reader between them sees the folder as invalidated (listed
+// again on use), never as fresh and half-written; a re-list that changes
+// fewer than 32,768 entries writes once, at the end, so a LIST that fails
+// midway leaves the old listing served. Only writers of one folder's
+// listing wait for each other (a lock per folder): a minute-long LIST of a
+// big folder holds up no other folder's.
 //
 // Schema 1 stored each folder as one listing value under the same key
 // ("/" + prefix: ListedAt, the folder names, then each file's key, size,
