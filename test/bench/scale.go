@@ -109,6 +109,8 @@ type scaleFigures struct {
 	statFSN, statLocalN     int           // stats done within cfg.statFor
 	statRequests            int64         // S3 requests during the mount's stats
 	rssSmall, rssBig        int64         // VmHWM after listing small/ / big/ (or huge/)
+	rssSmallParts           rssSplit      // resident memory by kind then
+	rssBigParts             rssSplit
 	rssBigKeys              int           // keys of that larger folder
 	imgScan                 stat          // scandir + stat of the ImageFolder tree
 	imgRSS                  int64         // VmRSS after it

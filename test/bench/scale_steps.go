@@ -74,6 +74,9 @@ func (b *bench) scaleListing(ctx context.Context, sc *scaleFigures) error {
 	if sc.rssBig, err = peakRSS(m.pid); err != nil {
 		return err
 	}
+	if sc.rssBigParts, err = rssParts(m.pid); err != nil {
+		return err
+	}
 	sc.rssBigKeys = n
 	names := randomNames(n, 1000, 7)
 	b.proxy.Reset()
@@ -152,18 +155,16 @@ func (b *bench) scaleRclonePath(folder string) string {
 // scaleRSS lists small/ on a fresh daemon and takes its peak RSS, to set
 // beside the one after big/ (or huge/, when asked for).
 func (b *bench) scaleRSS(ctx context.Context, sc *scaleFigures) error {
-	folders := []struct {
-		dir  string
-		keys int
-		rss  *int64
-	}{{smallDir, sc.cfg.smallFolder, &sc.rssSmall}}
+	type folder struct {
+		dir   string
+		keys  int
+		rss   *int64
+		parts *rssSplit
+	}
+	folders := []folder{{smallDir, sc.cfg.smallFolder, &sc.rssSmall, &sc.rssSmallParts}}
 	if sc.cfg.hugeFolder > 0 {
 		sc.rssBigKeys = sc.cfg.hugeFolder
-		folders = append(folders, struct {
-			dir  string
-			keys int
-			rss  *int64
-		}{hugeDir, sc.cfg.hugeFolder, &sc.rssBig})
+		folders = append(folders, folder{hugeDir, sc.cfg.hugeFolder, &sc.rssBig, &sc.rssBigParts})
 	}
 	for _, f := range folders {
 		m, err := b.scaleMount(ctx, "scale-rss", false, "--metadata-ttl", "1h")
@@ -177,7 +178,10 @@ func (b *bench) scaleRSS(ctx context.Context, sc *scaleFigures) error {
 		if *f.rss, err = peakRSS(m.pid); err != nil {
 			return err
 		}
-		b.logf("scandir of %d keys: %s, daemon VmHWM %d MiB", f.keys, s, *f.rss>>20)
+		if *f.parts, err = rssParts(m.pid); err != nil {
+			return err
+		}
+		b.logf("scandir of %d keys: %s, daemon VmHWM %d MiB (now %s)", f.keys, s, *f.rss>>20, *f.parts)
 		if err := b.scaleDrop(sc, m, true); err != nil {
 			return err
 		}
@@ -612,6 +616,25 @@ func getMetrics(ctx context.Context, addr string) error {
 		return fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	return nil
+}
+
+// rssSplit is a daemon's resident memory now, by kind.
+type rssSplit struct {
+	anon, file int64 // RssAnon (heap, stacks) and RssFile (mapped files: the index, the binary)
+}
+
+func (r rssSplit) String() string {
+	return fmt.Sprintf("%s anonymous, %s mapped files", mibOf(r.anon), mibOf(r.file))
+}
+
+// rssParts reads RssAnon and RssFile of pid.
+func rssParts(pid int) (rssSplit, error) {
+	anon, err := procStatusKB(pid, "RssAnon:")
+	if err != nil {
+		return rssSplit{}, err
+	}
+	file, err := procStatusKB(pid, "RssFile:")
+	return rssSplit{anon: anon, file: file}, err
 }
 
 // currentRSS is VmRSS of pid: its resident memory now.

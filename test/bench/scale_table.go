@@ -161,7 +161,8 @@ func (b *bench) scaleRows() []row {
 			keys += " (issue: 10^5 vs 10^7; -scale-huge-keys 10000000)"
 		}
 		add(row{"scale: daemon peak RSS (VmHWM) over the whole scale run; and after scandir of one folder, " + keys,
-			fmt.Sprintf("peak %s; %s vs %s", mibOf(sc.peakRSS), mibOf(sc.rssSmall), mibOf(sc.rssBig)), "—", fmtRatio(r),
+			fmt.Sprintf("peak %s; %s vs %s (resident then: %s vs %s)", mibOf(sc.peakRSS), mibOf(sc.rssSmall), mibOf(sc.rssBig),
+				sc.rssSmallParts, sc.rssBigParts), "—", fmtRatio(r),
 			"≤ 512 MiB peak; ≤ 1.5× for 100× the keys", metMissed(sc.peakRSS <= 512*mib && r <= 1.5)})
 	}
 	for _, n := range sc.notes {
