@@ -118,16 +118,15 @@
 // holding evictMu, least recently opened objects that are neither pinned
 // nor open, until there is room for it and a margin of two fetch parts
 // beyond (evict.go): a small margin, since every fetch waits while a round
-// runs. It
-// reads the index's access order oldest first, in chunks of 256
+// runs. It reads the index's access order oldest first, in chunks of 256
 // (index.DB.Oldest: ID, key, disk usage), skips objects whose key is under
 // a pinned path (an in-memory test), and stops as soon as enough is freed.
 // Each chunk's victims are dropped together: Cache.mu is held only to put
 // a placeholder in the objects in use for each (an open of one waits for
 // it, then opens the object afresh) and to take them out again; the index
-// deletes their records in one transaction and their files are unlinked
-// with no lock held, so opens of other objects never wait for eviction's
-// disk writes.
+// deletes their records in one transaction and their files are unlinked,
+// eight at a time, with no lock held, so opens of other objects never wait
+// for eviction's disk writes.
 //
 // A round remembers where it stopped: everything before was pinned, open
 // or evicted. The next round starts there unless a pin was dropped

@@ -1,9 +1,11 @@
 package blockcache
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -263,12 +265,51 @@ func (c *Cache) evictIDs(ids []string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("evict: %w", err)
 	}
-	for _, r := range gone {
-		if err := c.removeDeleted(r); err != nil {
-			return len(gone), fmt.Errorf("evict: %w", err)
-		}
+	if err := c.removeAll(gone); err != nil {
+		return len(gone), fmt.Errorf("evict: %w", err)
 	}
 	return len(gone), nil
+}
+
+// unlinkers is how many cache files eviction unlinks at a time. Unlinking
+// a small file that was synced costs ext4 about 240 µs here, most of it
+// waiting for its journal; eight at a time take about 140 µs each.
+const unlinkers = 8
+
+// removeAll is removeDeleted for each of recs, up to unlinkers at a time;
+// every file is tried whatever happens to the others, and the first error
+// comes back with how many failed.
+func (c *Cache) removeAll(recs []index.Record) error {
+	if len(recs) == 1 {
+		return c.removeDeleted(recs[0])
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(recs))
+	next := make(chan int)
+	for range min(unlinkers, len(recs)) {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = c.removeDeleted(recs[i])
+			}
+		})
+	}
+	for i := range recs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var first error
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			first = cmp.Or(first, err)
+			failed++
+		}
+	}
+	if failed > 1 {
+		return fmt.Errorf("%w (and %d more files)", first, failed-1)
+	}
+	return first
 }
 
 // Forget drops the cached data of object versions S3 no longer holds
