@@ -43,6 +43,17 @@ func (f *fakeLister) List(ctx context.Context, prefix string) (ListResult, error
 	return f.levels[prefix], nil
 }
 
+// ListPages hands List's answer over as S3 would, one object or common
+// prefix per page, so that every test of the Catalog runs the paged merge
+// that the mount uses.
+func (f *fakeLister) ListPages(ctx context.Context, prefix string, page func(ListResult) error) error {
+	res, err := f.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	return (&pagedLister{res: res, size: 1}).ListPages(ctx, prefix, page)
+}
+
 func (f *fakeLister) set(prefix string, res ListResult) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
