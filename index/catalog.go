@@ -364,14 +364,16 @@ func (c *Catalog) list(ctx context.Context, prefix string, force bool) (FolderIn
 	// The listing's time is taken before asking S3: anything S3 changes
 	// during the call is then at most TTL old when it is next refreshed.
 	listedAt := c.opts.Now()
-	err := errUnsorted
-	if pl, ok := c.lister.(PageLister); ok {
+	var err error
+	pl, paged := c.lister.(PageLister)
+	if paged {
 		err = c.listPages(ctx, pl, prefix, listedAt)
 		if errors.Is(err, errUnsorted) {
 			c.opts.Logger.Warn("S3 listed keys out of order; listing the folder again, whole", "prefix", prefix, "err", err)
+			paged = false
 		}
 	}
-	if errors.Is(err, errUnsorted) {
+	if !paged {
 		err = c.listWhole(ctx, prefix, listedAt)
 	}
 	if err != nil {

@@ -31,7 +31,8 @@ func (o Object) Version() string {
 	return fmt.Sprintf("%d-%d", o.Size, o.LastModified.UnixNano())
 }
 
-// ListResult is one level of an S3 prefix as S3 returned it (all pages).
+// ListResult is one level of an S3 prefix as S3 returned it: all its pages
+// (Lister.List) or one (PageLister.ListPages).
 type ListResult struct {
 	Objects  []Object // keys directly under the prefix
 	Prefixes []string // common prefixes (full, ending in "/")
