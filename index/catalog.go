@@ -55,8 +55,9 @@ type Catalog struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	flights singleflight.Group // one S3 listing per prefix at a time
-	calls   atomic.Int64       // Lister.List calls made
+	flights  singleflight.Group // one S3 listing per prefix at a time
+	calls    atomic.Int64       // Lister.List calls made
+	unsorted atomic.Bool        // the Lister sent keys out of order once: list whole
 
 	mu         sync.Mutex      // guards closed, refreshing and the Adds of wg
 	closed     bool            // set by Close: no listing starts afterwards
@@ -351,10 +352,13 @@ func (c *Catalog) listing(ctx context.Context, prefix string, force bool) (Folde
 }
 
 // list asks S3 for prefix and merges the answer into the store (writing
-// only what changed; OnGone hears of what vanished). Unless forced it first
-// re-checks the store: a flight that ended while this caller was reading
-// the old listing has already done the work.
+// only what changed; OnGone hears of what vanished). It first takes the
+// folder's listing lock, waiting for a re-list of it under way; then,
+// unless forced, it re-checks the store: a flight that ended while this
+// caller waited has already done the work.
 func (c *Catalog) list(ctx context.Context, prefix string, force bool) (FolderInfo, error) {
+	r := c.db.beginRelist(prefix, c.opts.Logger, c.opts.OnGone)
+	defer r.close()
 	if !force {
 		info, ok, err := c.db.FolderInfo(prefix)
 		if err != nil || (ok && c.freshness(info.ListedAt) == fresh) {
@@ -363,18 +367,22 @@ func (c *Catalog) list(ctx context.Context, prefix string, force bool) (FolderIn
 	}
 	// The listing's time is taken before asking S3: anything S3 changes
 	// during the call is then at most TTL old when it is next refreshed.
-	listedAt := c.opts.Now()
+	r.listedAt = c.opts.Now()
 	var err error
 	pl, paged := c.lister.(PageLister)
-	if paged {
-		err = c.listPages(ctx, pl, prefix, listedAt)
+	if paged && !c.unsorted.Load() {
+		err = c.listPages(ctx, pl, r)
 		if errors.Is(err, errUnsorted) {
-			c.opts.Logger.Warn("S3 listed keys out of order; listing the folder again, whole", "prefix", prefix, "err", err)
-			paged = false
+			// Pages already written may have dropped files the server
+			// had not sent yet (their data with them); it will not
+			// happen twice.
+			c.unsorted.Store(true)
+			c.opts.Logger.Warn("S3 listed keys out of order; listing folders whole from now on", "prefix", prefix, "err", err)
+			r.reset()
 		}
 	}
-	if !paged {
-		err = c.listWhole(ctx, prefix, listedAt)
+	if !paged || c.unsorted.Load() {
+		err = c.listWhole(ctx, r)
 	}
 	if err != nil {
 		return FolderInfo{}, err
@@ -388,9 +396,8 @@ func (c *Catalog) list(ctx context.Context, prefix string, force bool) (FolderIn
 // at most two pages ahead of the merge, so that S3's next page is on its
 // way while the index writes the last; it has ended when listPages
 // returns.
-func (c *Catalog) listPages(ctx context.Context, pl PageLister, prefix string, listedAt time.Time) error {
-	r := c.db.beginRelist(prefix, listedAt, c.opts.Logger, c.opts.OnGone)
-	defer r.close()
+func (c *Catalog) listPages(ctx context.Context, pl PageLister, r *relist) error {
+	prefix := r.prefix
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pages := make(chan ListResult, 2)
@@ -427,13 +434,13 @@ func (c *Catalog) listPages(ctx context.Context, pl PageLister, prefix string, l
 
 // listWhole lists prefix whole and then merges it: for Listers that cannot
 // page, and for servers that send keys out of order.
-func (c *Catalog) listWhole(ctx context.Context, prefix string, listedAt time.Time) error {
+func (c *Catalog) listWhole(ctx context.Context, r *relist) error {
 	c.calls.Add(1)
-	res, err := c.lister.List(ctx, prefix)
+	res, err := c.lister.List(ctx, r.prefix)
 	if err != nil {
-		return fmt.Errorf("list %q: %w", prefix, err)
+		return fmt.Errorf("list %q: %w", r.prefix, err)
 	}
-	l := toListing(prefix, res, listedAt, c.opts.Logger)
-	_, err = c.db.putListing(l, c.opts.OnGone)
+	r.addWhole(toListing(r.prefix, res, r.listedAt, c.opts.Logger))
+	_, err = r.finish()
 	return err
 }

@@ -203,10 +203,12 @@
 //
 // No decoded listing is kept in memory: a Lookup reads one entry, and
 // ReadDirPage one page, in a read transaction of its own, so memory does
-// not grow with the folders seen. Listing writes (re-lists, Invalidate)
-// are serialised by one mutex held across a re-list's read and write
-// transactions, so that nothing lands between the comparison and the
-// write. ReadDirPage pages resume after the last name returned and report
+// not grow with the folders seen. Re-lists of one folder are serialised
+// by that folder's lock, held from before S3 is asked until the last write
+// (relist.go), so that no other re-list lands between a comparison and its
+// write; re-lists of other folders run meanwhile. Invalidate takes no lock:
+// it stores ListedAt zero at once and marks the folder, and a re-list
+// under way stores zero too at its end. ReadDirPage pages resume after the last name returned and report
 // the generation they were read at: pages of one generation are of one
 // listing, and a name that did not change is never skipped or repeated.
 package index

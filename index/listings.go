@@ -49,17 +49,18 @@ var metaKey = []byte{0}
 // maxWritesPerTx bounds the entries one transaction of a re-list writes or
 // deletes: a first listing of a million entries commits in about thirty
 // transactions of bounded size rather than one that holds every dirty page,
-// and the changes waiting to be written are never more than this many.
+// and the file changes waiting to be written are never more than this many
+// (a folder's subfolder changes are queued together at its end).
 const maxWritesPerTx = 1 << 15
 
-// listingLock serialises the writers of each folder's listing. A re-list
-// compares S3's answer with the stored entries in read transactions and
-// writes the difference in later write transactions, while S3's answer is
-// still arriving; holding the folder's lock across all of it keeps another
-// write of that listing (a forced Refresh, an Invalidate) from landing in
-// between. Listings of other folders go on meanwhile: a minute-long LIST of
-// one big folder holds up no other. Only listing writes take it; readers
-// never do.
+// listingLock serialises the re-lists of each folder. A re-list compares
+// S3's answer with the stored entries in read transactions and writes the
+// difference in later write transactions, while S3's answer is still
+// arriving; holding the folder's lock across all of it keeps another
+// re-list of that folder (a forced Refresh beside a background one) from
+// landing in between. Re-lists of other folders go on meanwhile: a
+// minute-long LIST of one big folder holds up no other. Readers never take
+// it, nor does Invalidate, which marks the folder instead (invalidate).
 type listingLock struct {
 	mu    sync.Mutex
 	held  map[string]*folderLock // guarded by mu; the folders locked or waited for
@@ -69,8 +70,9 @@ type listingLock struct {
 // folderLock is the lock of one folder, kept while anyone holds or waits
 // for it.
 type folderLock struct {
-	mu   sync.Mutex
-	refs int // guarded by listingLock.mu
+	mu            sync.Mutex
+	refs          int    // guarded by listingLock.mu
+	invalidations uint64 // guarded by listingLock.mu; Invalidates while the lock was held or waited for
 }
 
 // lock takes the lock of prefix's listing and returns its unlock.
@@ -94,6 +96,28 @@ func (l *listingLock) lock(prefix string) (unlock func()) {
 			delete(l.held, prefix)
 		}
 		l.mu.Unlock()
+	}
+}
+
+// invalidations counts the Invalidates of prefix since its lock was first
+// held or waited for; a re-list holding the lock compares it at its start
+// and its end. 0 if nobody holds it.
+func (l *listingLock) invalidations(prefix string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if fl := l.held[prefix]; fl != nil {
+		return fl.invalidations
+	}
+	return 0
+}
+
+// invalidate notes an Invalidate of prefix for the re-list that holds its
+// lock, if any: that re-list stores ListedAt zero at its end.
+func (l *listingLock) invalidate(prefix string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if fl := l.held[prefix]; fl != nil {
+		fl.invalidations++
 	}
 }
 
@@ -182,12 +206,10 @@ func (db *DB) putListing(l Listing, onGone func([]Object)) (changed bool, err er
 	if err := checkListing(l); err != nil {
 		return false, err
 	}
-	r := db.beginRelist(l.Prefix, l.ListedAt, nil, onGone)
+	r := db.beginRelist(l.Prefix, nil, onGone)
 	defer r.close()
-	r.in = l.Files
-	for _, d := range l.Dirs {
-		r.dirs[d] = true
-	}
+	r.listedAt = l.ListedAt
+	r.addWhole(l)
 	return r.finish()
 }
 
@@ -214,11 +236,13 @@ func next(cur *bolt.Cursor) (k, v []byte) {
 }
 
 // applyListing writes changes to the folder bucket of prefix in one
-// transaction, in order, creating the bucket if needed, and stores its
-// FolderInfo with listedAt and, if anything changed, the next generation.
-// It returns the stored files the changes deleted or replaced with another
-// version (or with a folder): the objects whose cached data is now gone.
-func (db *DB) applyListing(prefix string, changes []listingChange, listedAt time.Time) (gone []Object, err error) {
+// transaction, one after the other (a name may come twice; the last
+// wins), creating the bucket if needed, and stores its FolderInfo with the
+// time stamp gives (called inside the transaction) and, if anything
+// changed, the next generation. It returns the stored files the changes
+// deleted or replaced with another version (or with a folder): the objects
+// whose cached data is now gone.
+func (db *DB) applyListing(prefix string, changes []listingChange, stamp func() time.Time) (gone []Object, err error) {
 	err = db.update(func(tx *bolt.Tx) error {
 		fb, err := tx.Bucket(bucketListings).CreateBucketIfNotExists(listingKey(prefix))
 		if err != nil {
@@ -254,7 +278,7 @@ func (db *DB) applyListing(prefix string, changes []listingChange, listedAt time
 		if len(changes) > 0 || info.Gen == 0 {
 			info.Gen++
 		}
-		info.ListedAt = listedAt
+		info.ListedAt = stamp()
 		return fb.Put(metaKey, encodeFolderInfo(info))
 	})
 	if err != nil {
@@ -413,9 +437,11 @@ func (db *DB) Listing(prefix string) (l Listing, ok bool, err error) {
 
 // invalidateListing stores ListedAt zero for prefix, keeping its entries
 // and generation, so that its next use lists S3 again. A missing listing
-// is left missing.
+// is left missing. It does not wait for a re-list of prefix under way (a
+// LIST may take minutes): that re-list stores ListedAt zero too when it
+// ends, whatever S3 answered before or after this.
 func (db *DB) invalidateListing(prefix string) error {
-	defer db.listings.lock(prefix)()
+	db.listings.invalidate(prefix)
 	err := db.update(func(tx *bolt.Tx) error {
 		fb, info, err := folderBucket(tx, prefix)
 		if err != nil || fb == nil {

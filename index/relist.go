@@ -28,8 +28,17 @@ import (
 // '/' ("name-1", "name.txt"), so folders cannot be placed as they come: the
 // merge of files passes the stored folders by, and the folders are merged
 // at the end, from the names S3 sent. A file that has a folder's name is
-// skipped (see toListing); when it meets a stored folder it is held back
-// until the folders are known.
+// skipped (see toListing): one that meets a stored folder is held back
+// until the folders are known; one queued for writing gives its place to
+// the folder; one already written by an earlier batch of the same re-list
+// is replaced by the folder (and reported to OnGone, harmlessly: no reader
+// saw it, the folder being marked as re-listed meanwhile).
+//
+// A server that sends keys out of S3's order is found out when a key comes
+// below the one before (errUnsorted); the Catalog then lists that folder
+// again whole, and every folder whole from then on. Batches written before
+// the disorder showed may have dropped files the server had not sent yet,
+// and the cache their data, once.
 //
 // Changes are written maxWritesPerTx at a time. Each write but the last
 // stores ListedAt as zero, so that a reader or a crash in between sees the
@@ -45,12 +54,13 @@ var errUnsorted = errors.New("keys not in S3's order")
 // the folder's listing lock from beginRelist to close. Not safe for
 // concurrent use.
 type relist struct {
-	db       *DB
-	prefix   string
-	listedAt time.Time
-	log      *slog.Logger
-	onGone   func([]Object)
-	unlock   func() // nil once closed
+	db            *DB
+	prefix        string
+	listedAt      time.Time // when S3 was asked; set before the first add
+	log           *slog.Logger
+	onGone        func([]Object)
+	unlock        func() // nil once closed
+	invalidations uint64 // the folder's Invalidates when the lock was taken
 
 	// What S3 sent that is not merged yet.
 	in   []Object        // files, sorted by key, unique; in[next:] not merged
@@ -67,18 +77,36 @@ type relist struct {
 	changed    bool            // some change was written
 }
 
-// beginRelist starts a re-list of prefix taken at listedAt. log receives
-// the skipped keys (nil discards); onGone, if set, hears after each write
-// of the files it removed (see CatalogOptions.OnGone). Call close when
-// done.
-func (db *DB) beginRelist(prefix string, listedAt time.Time, log *slog.Logger, onGone func([]Object)) *relist {
+// beginRelist takes the listing lock of prefix, waiting for a re-list of
+// it under way, and starts a re-list; set listedAt before the first add.
+// log receives the skipped keys (nil discards); onGone, if set, hears after
+// each write of the files it removed (see CatalogOptions.OnGone). Call
+// close when done.
+func (db *DB) beginRelist(prefix string, log *slog.Logger, onGone func([]Object)) *relist {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &relist{
-		db: db, prefix: prefix, listedAt: listedAt, log: log, onGone: onGone,
-		unlock: db.listings.lock(prefix),
-		dirs:   make(map[string]bool),
+	r := &relist{db: db, prefix: prefix, log: log, onGone: onGone, unlock: db.listings.lock(prefix)}
+	r.invalidations = db.listings.invalidations(prefix)
+	r.reset()
+	return r
+}
+
+// reset drops what the re-list received and merged, keeping its lock, to
+// merge another answer (a whole listing after an unsorted one). What it
+// wrote stays written.
+func (r *relist) reset() {
+	r.in, r.next, r.held = nil, 0, false
+	r.dirs = make(map[string]bool)
+	r.after, r.storedDirs, r.deferred, r.pending = nil, nil, nil, nil
+}
+
+// addWhole takes a whole listing that toListing (or a caller keeping its
+// rules) made: sorted, unique, the name rules applied.
+func (r *relist) addWhole(l Listing) {
+	r.in = l.Files
+	for _, d := range l.Dirs {
+		r.dirs[d] = true
 	}
 }
 
@@ -147,11 +175,11 @@ func (r *relist) finish() (changed bool, err error) {
 	}
 	limit := r.db.listings.limit()
 	for len(r.pending) > limit {
-		if err := r.write(limit, time.Time{}); err != nil {
+		if err := r.write(limit, false); err != nil {
 			return r.changed, err
 		}
 	}
-	err = r.write(len(r.pending), r.listedAt)
+	err = r.write(len(r.pending), true)
 	return r.changed, err
 }
 
@@ -167,7 +195,7 @@ func (r *relist) merge(final bool) error {
 			return err
 		}
 		if len(r.pending) >= limit {
-			if err := r.write(limit, time.Time{}); err != nil {
+			if err := r.write(limit, false); err != nil {
 				return err
 			}
 		}
@@ -242,29 +270,39 @@ func (r *relist) diff(final bool, limit int) (done bool, err error) {
 // folder S3 sent is written unless it is stored; a stored folder S3 did
 // not send is deleted, or becomes the file S3 sent under its name. A file
 // S3 sent under a folder's name is skipped (the folder wins), with a
-// warning, whether it is stored, queued or held back.
+// warning, whether it is stored, queued or held back: a queued change of
+// that name becomes the folder's, so that a file first seen in this
+// re-list is not written and then reported gone (it still is if an
+// earlier batch of this re-list wrote it).
 func (r *relist) mergeDirs() error {
 	sent := slices.Sorted(maps.Keys(r.dirs))
+	files := len(r.pending) // the files merge's changes, in name order
+	folder := encodeEntry(Entry{IsDir: true})
 	err := r.db.bolt.View(func(tx *bolt.Tx) error {
-		var fb *bolt.Bucket
-		if lb := tx.Bucket(bucketListings); lb != nil {
-			fb = lb.Bucket(listingKey(r.prefix))
-		}
+		fb := tx.Bucket(bucketListings).Bucket(listingKey(r.prefix))
 		for _, d := range sent {
-			if _, stored := slices.BinarySearch(r.storedDirs, d); !stored && r.fileAt(fb, d) {
-				r.log.Warn("skipping S3 key: a folder has the same name", "key", r.prefix+d)
+			if _, stored := slices.BinarySearch(r.storedDirs, d); stored {
+				continue
 			}
+			i := sort.Search(files, func(i int) bool { return string(r.pending[i].name) >= d })
+			if i < files && string(r.pending[i].name) == d {
+				if v := r.pending[i].value; v != nil && !entryIsDir(v) {
+					r.log.Warn("skipping S3 key: a folder has the same name", "key", r.prefix+d)
+				}
+				r.pending[i].value = folder
+				continue
+			}
+			if fb != nil {
+				if v := fb.Get([]byte(d)); v != nil && !entryIsDir(v) {
+					r.log.Warn("skipping S3 key: a folder has the same name", "key", r.prefix+d)
+				}
+			}
+			r.pending = append(r.pending, listingChange{name: []byte(d), value: folder})
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("put listing %q: %w", r.prefix, err)
-	}
-	folder := encodeEntry(Entry{IsDir: true})
-	for _, d := range sent {
-		if _, stored := slices.BinarySearch(r.storedDirs, d); !stored {
-			r.pending = append(r.pending, listingChange{name: []byte(d), value: folder})
-		}
 	}
 	for _, o := range r.deferred {
 		if r.dirs[o.Key[len(r.prefix):]] {
@@ -286,26 +324,20 @@ func (r *relist) mergeDirs() error {
 	return nil
 }
 
-// fileAt reports whether the files merge left a file named name: a queued
-// change says so if there is one (those are in name order until folders are
-// queued), else the stored entry in fb (nil: none stored).
-func (r *relist) fileAt(fb *bolt.Bucket, name string) bool {
-	i := sort.Search(len(r.pending), func(i int) bool { return string(r.pending[i].name) >= name })
-	if i < len(r.pending) && string(r.pending[i].name) == name {
-		return r.pending[i].value != nil && !entryIsDir(r.pending[i].value)
-	}
-	if fb == nil {
-		return false
-	}
-	v := fb.Get([]byte(name))
-	return v != nil && !entryIsDir(v)
-}
-
-// write writes the first n queued changes in one transaction that stores
-// listedAt, and tells onGone what they removed.
-func (r *relist) write(n int, listedAt time.Time) error {
+// write writes the first n queued changes in one transaction, and tells
+// onGone what they removed. The last write stores the listing's ListedAt,
+// unless the folder was invalidated since the lock was taken (decided in
+// the transaction, so that an Invalidate lands either before it and is
+// seen, or after it and writes zero itself); the others store zero.
+func (r *relist) write(n int, last bool) error {
 	changes := r.pending[:n]
-	gone, err := r.db.applyListing(r.prefix, changes, listedAt)
+	stamp := func() time.Time {
+		if !last || r.db.listings.invalidations(r.prefix) != r.invalidations {
+			return time.Time{}
+		}
+		return r.listedAt
+	}
+	gone, err := r.db.applyListing(r.prefix, changes, stamp)
 	if err != nil {
 		return err
 	}

@@ -86,15 +86,16 @@ func (l *pagedLister) ListPages(ctx context.Context, prefix string, page func(Li
 }
 
 // randomLevel makes an S3 answer for prefix whose names collide the ways
-// that matter: short names of a, b, '-', '.' and ' ' (which sort below
-// '/', so "a-b" comes before the common prefix "a/"), the same name as a
-// file and a folder, folder markers, and duplicate keys of which only the
-// newest counts.
+// that matter: short names of a, b, 0, '-', '.' and ' ' (the last three
+// sort below '/', so "a-b" comes before the common prefix "a/"), the same
+// name as a file and a folder, folder markers (the folder's own and its
+// subfolders'), files without an ETag, and duplicate keys of which only
+// the newest counts.
 func randomLevel(r *rand.Rand, prefix string) ListResult {
-	alphabet := []byte("ab-. ")
+	alphabet := []byte("ab0-. ")
 	var res ListResult
 	seen := map[string]bool{}
-	for range r.IntN(40) {
+	for range r.IntN(60) {
 		b := make([]byte, 1+r.IntN(3))
 		for i := range b {
 			b[i] = alphabet[r.IntN(len(alphabet))]
@@ -104,8 +105,12 @@ func randomLevel(r *rand.Rand, prefix string) ListResult {
 			continue
 		}
 		seen[name] = true
-		if k := r.IntN(4); k != 1 { // a file
-			o := Object{Key: prefix + name, Size: int64(r.IntN(3)), ETag: fmt.Sprint("e", r.IntN(3)), LastModified: time.Unix(int64(r.IntN(3)), 0).UTC()}
+		switch k := r.IntN(5); k {
+		case 0, 1, 2: // a file
+			o := Object{Key: prefix + name, Size: int64(r.IntN(2)), ETag: fmt.Sprint("e", r.IntN(2)), LastModified: time.Unix(int64(r.IntN(2)), 0).UTC()}
+			if r.IntN(4) == 0 {
+				o.ETag = ""
+			}
 			res.Objects = append(res.Objects, o)
 			if r.IntN(6) == 0 { // and a duplicate of it
 				o.ETag, o.LastModified = "dup", o.LastModified.Add(time.Duration(r.IntN(3)-1)*time.Second)
@@ -114,8 +119,11 @@ func randomLevel(r *rand.Rand, prefix string) ListResult {
 			if k == 0 { // and a folder of the same name
 				res.Prefixes = append(res.Prefixes, prefix+name+"/")
 			}
-		} else {
+		default: // a folder, maybe with its marker
 			res.Prefixes = append(res.Prefixes, prefix+name+"/")
+			if r.IntN(4) == 0 {
+				res.Objects = append(res.Objects, Object{Key: prefix + name + "/"})
+			}
 		}
 	}
 	if r.IntN(4) == 0 {
@@ -124,74 +132,96 @@ func randomLevel(r *rand.Rand, prefix string) ListResult {
 	return res
 }
 
-// goneFrom is what a re-list from old to new must report gone: the files of
-// old that new does not show as the same version.
-func goneFrom(old, new Listing) map[string]bool {
-	kept := map[string]string{}
-	for _, o := range new.Files {
-		kept[o.Key] = o.Version()
-	}
-	gone := map[string]bool{}
-	for _, o := range old.Files {
-		if v, ok := kept[o.Key]; !ok || v != o.Version() {
-			gone[o.Key+"@"+o.Version()] = true
-		}
-	}
-	return gone
+// sameEntries reports whether two listings hold the same entries.
+func sameEntries(a, b Listing) bool {
+	return slices.Equal(a.Dirs, b.Dirs) && slices.EqualFunc(a.Files, b.Files, objectEqual)
 }
 
-// A listing merged a page at a time, in batches of any size, stores what
-// toListing makes of the whole answer, and reports the files it removed:
-// the streaming merge against the obvious whole-folder one, over random
-// folders whose names collide in every way S3 allows.
+// A folder re-listed again and again, each time merged a page at a time in
+// batches of any size, stores what toListing makes of S3's whole answer,
+// counts its entries, bumps its generation when they change, and reports
+// every file it removed; a LIST that fails midway leaves the old listing
+// as it was, or marked invalidated. The streaming merge against the
+// obvious whole-folder one, over random folders whose names collide in
+// every way S3 allows.
 func TestRelistMatchesWholeListing(t *testing.T) {
 	db := openTest(t)
 	r := rand.New(rand.NewPCG(7, 13))
+	boom := errors.New("connection reset")
 	for round := range 300 {
 		prefix := fmt.Sprintf("r%03d/", round)
-		db.listings.batch = []int{1, 2, 3, 1000}[r.IntN(4)]
-		lister := &pagedLister{size: 1 + r.IntN(5)}
+		db.listings.batch = []int{1, 2, 3, 5, 1000}[r.IntN(5)]
+		lister := &pagedLister{size: 1 + r.IntN(6)}
 		var gone []Object
 		c := NewCatalog(db, lister, CatalogOptions{Prefix: prefix, TTL: -1, OnGone: func(g []Object) { gone = append(gone, g...) }})
-		var prev Listing
-		for step := range 2 {
+		for step := range 6 {
 			res := randomLevel(r, prefix)
 			lister.set(res)
+			failAt := 0 // the page the LIST fails on; 0: none
+			if r.IntN(4) == 0 {
+				failAt = 1 + r.IntN(8)
+			}
+			lister.before = func(page int) error {
+				if page == failAt {
+					return boom
+				}
+				return nil
+			}
+			before, _, _ := db.Listing(prefix)
+			fiBefore, _, _ := db.FolderInfo(prefix)
+			genBefore := fiBefore.Gen
 			gone = nil
 			at := time.Unix(int64(100+step), 0)
 			c.opts.Now = func() time.Time { return at }
-			if err := c.Refresh(context.Background(), ""); err != nil {
-				t.Fatalf("round %d step %d: %v", round, step, err)
+			where := fmt.Sprintf("round %d step %d (pages of %d, batches of %d, failing at page %d), S3 sent %+v",
+				round, step, lister.size, db.listings.batch, failAt, res)
+			err := c.Refresh(context.Background(), "")
+			failed := errors.Is(err, boom)
+			if err != nil && !failed {
+				t.Fatalf("%s: %v", where, err)
 			}
-			want := toListing(prefix, res, at, discard)
-			got, ok, err := db.Listing(prefix)
-			if err != nil || !ok {
-				t.Fatalf("round %d step %d: Listing: ok %v, %v", round, step, ok, err)
+			got, _, err := db.Listing(prefix)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if got.Prefix != want.Prefix || !got.ListedAt.Equal(want.ListedAt) || !slices.Equal(got.Dirs, want.Dirs) ||
-				!slices.EqualFunc(got.Files, want.Files, objectEqual) {
-				t.Fatalf("round %d step %d (pages of %d, batches of %d), S3 sent %+v:\n got %+v\nwant %+v",
-					round, step, lister.size, db.listings.batch, res, got, want)
+			switch want := toListing(prefix, res, at, discard); {
+			case !failed && (!sameEntries(got, want) || !got.ListedAt.Equal(at)):
+				t.Fatalf("%s:\n got %+v\nwant %+v", where, got, want)
+			case failed && !got.ListedAt.IsZero() && (!sameEntries(got, before) || !got.ListedAt.Equal(before.ListedAt)):
+				t.Fatalf("%s: the failed re-list left %+v, neither the old listing nor invalidated", where, got)
 			}
-			if fi := info(t, db, prefix); fi.Entries != int64(len(want.Dirs)+len(want.Files)) {
-				t.Fatalf("round %d step %d: %d entries counted, %d stored", round, step, fi.Entries, len(want.Dirs)+len(want.Files))
+			fi, _, _ := db.FolderInfo(prefix)
+			if fi.Entries != int64(len(got.Dirs)+len(got.Files)) {
+				t.Fatalf("%s: %d entries counted, %d stored", where, fi.Entries, len(got.Dirs)+len(got.Files))
 			}
-			// Every file of the stored listing that went is reported. A
-			// file S3 sent beside a folder of its name may be reported
-			// too: a batch may have stored it before the folder came.
-			expect := goneFrom(prev, want)
+			if !sameEntries(got, before) && fi.Gen <= genBefore {
+				t.Fatalf("%s: the entries changed and the generation went %d -> %d", where, genBefore, fi.Gen)
+			}
+			// Every stored file that went is reported. One S3 sent beside
+			// a folder of its name may be reported too, but only when an
+			// earlier batch of the same re-list wrote it.
+			kept := map[string]string{}
+			for _, o := range got.Files {
+				kept[o.Key] = o.Version()
+			}
+			expect := map[string]bool{}
+			for _, o := range before.Files {
+				if v, ok := kept[o.Key]; !ok || v != o.Version() {
+					expect[o.Key+"@"+o.Version()] = true
+				}
+			}
 			for _, o := range gone {
 				id := o.Key + "@" + o.Version()
-				if expect[id] {
+				switch {
+				case expect[id]:
 					delete(expect, id)
-				} else if !slices.Contains(want.Dirs, o.Key[len(prefix):]) {
-					t.Fatalf("round %d step %d: %s reported gone; it was not stored, or is still shown", round, step, id)
+				case db.listings.batch == 1000 || !slices.Contains(got.Dirs, o.Key[len(prefix):]):
+					t.Fatalf("%s: %s reported gone; it was not stored before, or is still shown", where, id)
 				}
 			}
 			if len(expect) > 0 {
-				t.Fatalf("round %d step %d: gone files not reported: %v", round, step, expect)
+				t.Fatalf("%s: gone files not reported: %v", where, expect)
 			}
-			prev = want
 		}
 		c.Close()
 	}
@@ -335,4 +365,76 @@ func TestRelistLocksOneFolder(t *testing.T) {
 	}
 	cs.Close()
 	cf.Close()
+}
+
+// Invalidate (a read that met a changed object) does not wait for a LIST
+// of the folder under way, which may take minutes; that re-list then
+// stores the folder invalidated, so the next use lists it again.
+func TestInvalidateDuringRelist(t *testing.T) {
+	db := openTest(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	lister := &pagedLister{res: ListResult{Objects: []Object{{Key: "p/a"}, {Key: "p/b"}}}, size: 1}
+	lister.before = func(page int) error {
+		if page == 2 {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	c := NewCatalog(db, lister, CatalogOptions{Prefix: "p/", TTL: -1})
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.Refresh(context.Background(), "") }()
+	<-entered
+	invalidated := make(chan error, 1)
+	go func() { invalidated <- c.Invalidate("") }()
+	select {
+	case err := <-invalidated:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second): // a bound for failing, not a wait
+		t.Fatal("Invalidate waited for the LIST of the folder under way")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if fi := info(t, db, "p/"); !fi.ListedAt.IsZero() || fi.Entries != 2 {
+		t.Errorf("after a re-list invalidated midway: %+v, want ListedAt zero and the 2 entries", fi)
+	}
+	lister.before = nil
+	if _, err := c.ReadDir(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if fi := info(t, db, "p/"); fi.ListedAt.IsZero() {
+		t.Error("the next use did not list the invalidated folder again")
+	}
+}
+
+// A Lister that once sent keys out of order is listed whole from then on:
+// a later re-list of a folder it sends unsorted changes nothing and drops
+// no cached data.
+func TestUnsortedListerListedWholeAfter(t *testing.T) {
+	db := openTest(t)
+	res := ListResult{Objects: []Object{{Key: "p/a", ETag: "ea"}, {Key: "p/b", ETag: "eb"}, {Key: "p/c", ETag: "ec"}}}
+	lister := &pagedLister{res: res, size: 1, reversed: true}
+	var gone []Object
+	c := NewCatalog(db, lister, CatalogOptions{Prefix: "p/", TTL: -1, OnGone: func(g []Object) { gone = append(gone, g...) }})
+	defer c.Close()
+	db.listings.batch = 1
+	for i := range 2 {
+		if err := c.Refresh(context.Background(), ""); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, _ := db.Listing("p/"); len(got.Files) != 3 {
+			t.Fatalf("refresh %d stored %+v", i+1, got)
+		}
+	}
+	if got := c.ListCalls(); got != 3 {
+		t.Errorf("%d listings, want 3: paged then whole, then whole only", got)
+	}
+	if len(gone) != 0 {
+		t.Errorf("nothing changed in S3, yet OnGone heard of %+v", gone)
+	}
 }
