@@ -1,0 +1,41 @@
+// Package tier is s3cachefs's shared cache tier (issue 14): object
+// versions kept on a store that every node of a cluster reaches, so that
+// a node missing an object copies it from there instead of fetching it
+// from S3 again. This package holds the tier's own parts; wiring it into
+// the cache's fetch path (copy from the tier on a local miss, publish a
+// file once it is complete and checked, claims, `--shared-cache`) is the
+// next step and not done yet.
+//
+// # Trust
+//
+// Anyone who can write the tier can put anything in it; nothing read from
+// it is served before it is proven to be S3's object. A Prover hashes the
+// bytes as they are copied and checks them against the ETag S3's listing
+// gave: the MD5 of the whole object for a single-part upload, or the MD5
+// of the parts' MD5s for a multipart one, for the part sizes common
+// uploaders use (the AWS CLI's 8 MiB, doubled past 10,000 parts; 16 and 5
+// MiB; the smallest whole number of MiB) that give the ETag's part count.
+// An ETag that is neither (SSE-KMS, a server's own scheme) proves nothing
+// but the size: the caller decides whether the entry's published CRC-32C
+// table is enough, knowing that whoever wrote the entry wrote the table.
+//
+// # Folder layout
+//
+// A folder tier lives in DIR/s3cachefs-tier-v1/ (another layout would go
+// beside it):
+//
+//	objects/NN/NAME   one entry per object version: the object's bytes,
+//	                  then a trailer (folder.go: the block size, bucket,
+//	                  key, ETag, size and each block's CRC-32C, with a
+//	                  CRC-32C of its own and its length last)
+//	tmp/NAME.RANDOM   entries being written
+//
+// NAME is the hex SHA-256 of bucket, key and ETag (Name), never the
+// key, and NN its first two characters. An entry is written and synced in
+// tmp/, then hard-linked into objects/, which never replaces an entry
+// already there (a node publishing the same version second changes
+// nothing), so no node ever opens a half-written entry. Entries are never
+// changed in place; a disproved one is removed (Remove) so that a good copy
+// can take its name. Folders and files are created group-writable (0775,
+// 0664, less the umask): nodes may run as different users of one group.
+package tier

@@ -1,0 +1,297 @@
+package tier
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Version is an S3 object version as the tier knows it: the source bucket
+// and key, and the ETag and size a listing gave.
+type Version struct {
+	Bucket string
+	Key    string
+	ETag   string
+	Size   int64
+}
+
+// Name is the name of v's entry in a tier: the hex SHA-256 of its bucket,
+// key and ETag (what names an S3 object version), so that no key, however
+// odd, names a path, and another version of the key is another entry.
+func Name(v Version) string {
+	h := sha256.New()
+	for _, s := range []string{v.Bucket, v.Key, v.ETag} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Folder is a tier kept in a folder of a filesystem that every node mounts
+// (NFS, EFS, Lustre, a Modal Volume). See doc.go for its layout. All
+// methods may be called concurrently, from any number of processes and
+// nodes.
+type Folder struct {
+	root string // set once: the tier's own folder under the one given
+}
+
+// folderLayout is the name of the tier's folder under the one the user
+// gives, with its format version: another layout goes beside it.
+const folderLayout = "s3cachefs-tier-v1"
+
+// OpenFolder opens (creating if needed) the tier in dir, which must exist.
+func OpenFolder(dir string) (*Folder, error) {
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("shared cache %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("shared cache %s: not a folder", dir)
+	}
+	f := &Folder{root: filepath.Join(dir, folderLayout)}
+	for _, d := range []string{f.root, filepath.Join(f.root, "objects"), filepath.Join(f.root, "tmp")} {
+		if err := os.Mkdir(d, 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
+			return nil, fmt.Errorf("shared cache %s: %w", dir, err)
+		}
+	}
+	return f, nil
+}
+
+// entryPath is where the entry named name lives.
+func (f *Folder) entryPath(name string) string {
+	return filepath.Join(f.root, "objects", name[:2], name)
+}
+
+// Publish stores the object v as read from data (exactly v.Size bytes),
+// with the CRC-32C (Castagnoli) of each of its blocks of blockSize, as v's
+// entry. The entry appears whole or not at all: it is written and synced
+// under a temporary name in the tier's tmp folder, then linked into place,
+// which never replaces an entry already there (another node published the
+// same version first; that is not an error). Publish reads data only; it
+// checks nothing about it: publish only bytes proven to be S3's.
+func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSize int64, sums []uint32) error {
+	if blockSize <= 0 || int64(len(sums)) != (v.Size+blockSize-1)/blockSize {
+		return fmt.Errorf("publish %s: %d checksums for %d bytes in blocks of %d", v.Key, len(sums), v.Size, blockSize)
+	}
+	name := Name(v)
+	tmp, err := f.tempFile(name)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", v.Key, err)
+	}
+	defer os.Remove(tmp.Name()) // after the link, or instead of it
+	defer tmp.Close()
+	if err := writeEntry(ctx, tmp, v, data, blockSize, sums); err != nil {
+		return fmt.Errorf("publish %s: %w", v.Key, err)
+	}
+	dst := f.entryPath(name)
+	if err := os.Mkdir(filepath.Dir(dst), 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
+		return fmt.Errorf("publish %s: %w", v.Key, err)
+	}
+	if err := os.Link(tmp.Name(), dst); err != nil && !errors.Is(err, iofs.ErrExist) {
+		return fmt.Errorf("publish %s: %w", v.Key, err)
+	}
+	return nil
+}
+
+// tempFile creates a file of its own in the tier's tmp folder.
+func (f *Folder) tempFile(name string) (*os.File, error) {
+	var salt [8]byte
+	rand.Read(salt[:])
+	return os.OpenFile(filepath.Join(f.root, "tmp", name+"."+hex.EncodeToString(salt[:])), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o664)
+}
+
+// writeEntry writes v's bytes from data and the trailer to w, then syncs it.
+func writeEntry(ctx context.Context, w *os.File, v Version, data io.Reader, blockSize int64, sums []uint32) error {
+	n, err := io.Copy(w, io.LimitReader(ctxReader{ctx, data}, v.Size))
+	if err != nil {
+		return err
+	}
+	if n != v.Size {
+		return fmt.Errorf("%d bytes to publish, the object has %d", n, v.Size)
+	}
+	if _, err := w.Write(encodeTrailer(v, blockSize, sums)); err != nil {
+		return err
+	}
+	return unix.Fdatasync(int(w.Fd()))
+}
+
+// ctxReader stops reading once ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Entry is a tier entry opened for reading. Its bytes are not proven to be
+// the object: prove them (Prover) before anything read from it is served.
+type Entry struct {
+	file      *os.File
+	v         Version
+	blockSize int64
+	sums      []uint32
+}
+
+// Open opens the entry of v. An entry that is not there gives an error
+// wrapping io/fs.ErrNotExist; one whose trailer does not name v, or that is
+// cut short, one wrapping ErrDisproved. The caller closes the Entry.
+func (f *Folder) Open(v Version) (*Entry, error) {
+	file, err := os.Open(f.entryPath(Name(v)))
+	if err != nil {
+		return nil, fmt.Errorf("shared cache entry of %s: %w", v.Key, err)
+	}
+	bs, sums, err := readTrailer(file, v)
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("shared cache entry of %s: %w", v.Key, err)
+	}
+	return &Entry{file: file, v: v, blockSize: bs, sums: sums}, nil
+}
+
+// Remove deletes the entry of v (one found disproved), so that a good copy
+// can be published in its place. A missing entry is not an error. A node
+// reading the entry meanwhile keeps reading what it opened.
+func (f *Folder) Remove(v Version) error {
+	if err := os.Remove(f.entryPath(Name(v))); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("remove shared cache entry of %s: %w", v.Key, err)
+	}
+	return nil
+}
+
+// ReadAt reads the object's bytes at off (the trailer is not part of them).
+func (e *Entry) ReadAt(p []byte, off int64) (int, error) {
+	if off >= e.v.Size {
+		return 0, io.EOF
+	}
+	n, err := e.file.ReadAt(p[:min(int64(len(p)), e.v.Size-off)], off)
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// BlockSize is the block size the entry's checksums are of.
+func (e *Entry) BlockSize() int64 { return e.blockSize }
+
+// Sums are the published CRC-32C of each block, as the publisher computed
+// them: anyone who can write the tier can forge them.
+func (e *Entry) Sums() []uint32 { return e.sums }
+
+// Close closes the entry's file.
+func (e *Entry) Close() error { return e.file.Close() }
+
+// The trailer follows the object's bytes in an entry file:
+//
+//	8 bytes  magic "s3ctier1"
+//	uvarint  block size
+//	uvarint  len, bytes: bucket, key, ETag (each)
+//	uvarint  size
+//	uvarint  count of checksums, then each as 4 bytes little endian
+//	4 bytes  CRC-32C of all of the above, little endian
+//	8 bytes  length of all of the above, little endian
+var trailerMagic = []byte("s3ctier1")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func encodeTrailer(v Version, blockSize int64, sums []uint32) []byte {
+	b := append([]byte(nil), trailerMagic...)
+	b = binary.AppendUvarint(b, uint64(blockSize))
+	for _, s := range []string{v.Bucket, v.Key, v.ETag} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, uint64(v.Size))
+	b = binary.AppendUvarint(b, uint64(len(sums)))
+	for _, s := range sums {
+		b = binary.LittleEndian.AppendUint32(b, s)
+	}
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.LittleEndian.AppendUint64(b, uint64(len(b)))
+}
+
+// maxTrailer bounds a trailer read: 10,000 parts' worth of checksums of a
+// 5 TB object in 1 MiB blocks, plus the names.
+const maxTrailer = 4*(5<<40)/(1<<20) + 4096
+
+// readTrailer reads and checks the trailer of an entry file for v.
+func readTrailer(file *os.File, v Version) (blockSize int64, sums []uint32, err error) {
+	fi, err := file.Stat()
+	if err != nil {
+		return 0, nil, err
+	}
+	var tail [8]byte
+	if fi.Size() < v.Size+8 {
+		return 0, nil, fmt.Errorf("%w: %d bytes, less than the object", ErrDisproved, fi.Size())
+	}
+	if _, err := file.ReadAt(tail[:], fi.Size()-8); err != nil {
+		return 0, nil, err
+	}
+	n := int64(binary.LittleEndian.Uint64(tail[:]))
+	if n < int64(len(trailerMagic))+4 || n > maxTrailer || fi.Size() != v.Size+n+8 {
+		return 0, nil, fmt.Errorf("%w: trailer of %d bytes in a file of %d for an object of %d", ErrDisproved, n, fi.Size(), v.Size)
+	}
+	b := make([]byte, n)
+	if _, err := file.ReadAt(b, v.Size); err != nil {
+		return 0, nil, err
+	}
+	body, sum := b[:n-4], binary.LittleEndian.Uint32(b[n-4:])
+	if crc32.Checksum(body, castagnoli) != sum || string(body[:len(trailerMagic)]) != string(trailerMagic) {
+		return 0, nil, fmt.Errorf("%w: damaged trailer", ErrDisproved)
+	}
+	return decodeTrailer(body[len(trailerMagic):], v)
+}
+
+// decodeTrailer decodes a trailer's fields and checks that they name v.
+func decodeTrailer(b []byte, v Version) (blockSize int64, sums []uint32, err error) {
+	bad := fmt.Errorf("%w: malformed trailer", ErrDisproved)
+	next := func() (uint64, bool) {
+		x, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return x, true
+	}
+	bs, ok := next()
+	if !ok || bs == 0 || bs > 1<<30 {
+		return 0, nil, bad
+	}
+	var names [3]string
+	for i := range names {
+		l, ok := next()
+		if !ok || l > uint64(len(b)) {
+			return 0, nil, bad
+		}
+		names[i], b = string(b[:l]), b[l:]
+	}
+	size, ok1 := next()
+	count, ok2 := next()
+	if !ok1 || !ok2 || count != uint64(len(b))/4 || uint64(len(b))%4 != 0 {
+		return 0, nil, bad
+	}
+	if (Version{Bucket: names[0], Key: names[1], ETag: names[2], Size: int64(size)}) != v {
+		return 0, nil, fmt.Errorf("%w: the entry names another object", ErrDisproved)
+	}
+	if int64(count) != (v.Size+int64(bs)-1)/int64(bs) {
+		return 0, nil, bad
+	}
+	sums = make([]uint32, count)
+	for i := range sums {
+		sums[i] = binary.LittleEndian.Uint32(b[4*i:])
+	}
+	return int64(bs), sums, nil
+}

@@ -1,0 +1,201 @@
+package tier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"hash/crc32"
+	"io"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// blockSums is the CRC-32C of each block of data.
+func blockSums(data []byte, bs int) []uint32 {
+	var out []uint32
+	for off := 0; off < len(data); off += bs {
+		out = append(out, crc32.Checksum(data[off:min(off+bs, len(data))], castagnoli))
+	}
+	return out
+}
+
+func testVersion(data []byte) Version {
+	return Version{Bucket: "b", Key: "train/x.npz", ETag: s3ETag(data, 0), Size: int64(len(data))}
+}
+
+func readEntry(t *testing.T, e *Entry, size int64) []byte {
+	t.Helper()
+	got, err := io.ReadAll(io.NewSectionReader(e, 0, size+10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// A published entry opens as the object's bytes and checksums, and only
+// under its own version: another ETag or size of the key finds nothing.
+func TestFolderPublishOpen(t *testing.T) {
+	f, err := OpenFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randData(3, 3*mib+7)
+	v := testVersion(data)
+	sums := blockSums(data, mib)
+	if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, sums); err != nil {
+		t.Fatal(err)
+	}
+	e, err := f.Open(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got := readEntry(t, e, v.Size); !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes back, not the %d published", len(got), len(data))
+	}
+	if e.BlockSize() != mib || !slices.Equal(e.Sums(), sums) {
+		t.Errorf("block size %d and %d sums, want %d and %d", e.BlockSize(), len(e.Sums()), mib, len(sums))
+	}
+	for _, other := range []Version{{v.Bucket, v.Key, "other", v.Size}, {"c", v.Key, v.ETag, v.Size}, {v.Bucket, "train/y.npz", v.ETag, v.Size}} {
+		if _, err := f.Open(other); !errors.Is(err, iofs.ErrNotExist) {
+			t.Errorf("Open(%+v): %v, want ErrNotExist", other, err)
+		}
+	}
+	// The same version with another size is not this entry.
+	if _, err := f.Open(Version{v.Bucket, v.Key, v.ETag, v.Size + 1}); !errors.Is(err, ErrDisproved) {
+		t.Errorf("Open with another size: %v, want ErrDisproved", err)
+	}
+}
+
+// Nodes publishing the same version at once leave one whole entry and no
+// error; a publish that fails midway (the source cut short) leaves no entry
+// and no temporary file behind.
+func TestFolderPublishRaceAndFailure(t *testing.T) {
+	dir := t.TempDir()
+	f, err := OpenFolder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randData(4, 2*mib)
+	v := testVersion(data)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { errs[i] = f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("publisher %d: %v", i, err)
+		}
+	}
+	e, err := f.Open(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readEntry(t, e, v.Size); !bytes.Equal(got, data) {
+		t.Error("the entry is not the object")
+	}
+	e.Close()
+
+	short := testVersion(append(bytes.Clone(data), 1))
+	if err := f.Publish(context.Background(), short, bytes.NewReader(data), mib, make([]uint32, 3)); err == nil {
+		t.Error("a publish whose source ended early succeeded")
+	}
+	if _, err := f.Open(short); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("after the failed publish: %v, want no entry", err)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(dir, folderLayout, "tmp")); len(tmp) != 0 {
+		t.Errorf("temporary files left: %v", tmp)
+	}
+}
+
+// An entry that is damaged or rewritten to name another object is refused
+// at Open (ErrDisproved); bytes flipped with the trailer left alone pass
+// Open but not the Prover. Remove takes a refused entry away.
+func TestFolderRefusesDamagedEntries(t *testing.T) {
+	data := randData(5, mib+3)
+	v := testVersion(data)
+	for _, c := range []struct {
+		name   string
+		damage func(path string) error
+		atOpen bool
+	}{
+		{"cut short", func(p string) error { return os.Truncate(p, v.Size+5) }, true},
+		{"trailer byte flipped", func(p string) error { return flipAt(p, -20) }, true},
+		{"a byte grown", func(p string) error { return appendTo(p, []byte{0}) }, true},
+		{"data byte flipped", func(p string) error { return flipAt(p, 100) }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, err := OpenFolder(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.damage(f.entryPath(Name(v))); err != nil {
+				t.Fatal(err)
+			}
+			e, err := f.Open(v)
+			if c.atOpen {
+				if !errors.Is(err, ErrDisproved) {
+					t.Fatalf("Open: %v, want ErrDisproved", err)
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := NewProver(v.ETag, v.Size)
+				io.Copy(p, io.NewSectionReader(e, 0, v.Size))
+				e.Close()
+				if err := p.Check(); !errors.Is(err, ErrDisproved) {
+					t.Fatalf("Prover: %v, want ErrDisproved", err)
+				}
+			}
+			if err := f.Remove(v); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Open(v); !errors.Is(err, iofs.ErrNotExist) {
+				t.Errorf("after Remove: %v", err)
+			}
+		})
+	}
+}
+
+// flipAt flips one bit of the byte at off (from the end if negative).
+func flipAt(path string, off int64) error {
+	file, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	if off < 0 {
+		fi, err := file.Stat()
+		if err != nil {
+			return err
+		}
+		off += fi.Size()
+	}
+	b := make([]byte, 1)
+	if _, err := file.ReadAt(b, off); err != nil {
+		return err
+	}
+	b[0] ^= 1
+	_, err = file.WriteAt(b, off)
+	return err
+}
+
+func appendTo(path string, b []byte) error {
+	file, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	_, err = file.Write(b)
+	return err
+}

@@ -1,0 +1,120 @@
+package tier
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// s3ETag is the ETag S3 gives data uploaded in parts of partSize (0: one
+// PUT).
+func s3ETag(data []byte, partSize int) string {
+	if partSize == 0 {
+		sum := md5.Sum(data)
+		return hex.EncodeToString(sum[:])
+	}
+	var sums []byte
+	n := 0
+	for off := 0; off < len(data); off += partSize {
+		sum := md5.Sum(data[off:min(off+partSize, len(data))])
+		sums = append(sums, sum[:]...)
+		n++
+	}
+	sum := md5.Sum(sums)
+	return fmt.Sprintf("%s-%d", hex.EncodeToString(sum[:]), n)
+}
+
+func randData(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// prove writes data to a Prover in uneven pieces and returns its verdict.
+func prove(etag string, size int64, data []byte) (Method, error) {
+	p := NewProver(etag, size)
+	for off := 0; off < len(data); {
+		n := min(len(data)-off, 1+off%(3*mib+17))
+		p.Write(data[off : off+n])
+		off += n
+	}
+	return p.Method(), p.Check()
+}
+
+// An object is proven by the ETag S3 gave it, single-part or multipart
+// with any part size a common uploader uses; one flipped byte, a byte too
+// many or too few, is disproved.
+func TestProverProvesAndDisproves(t *testing.T) {
+	data := randData(1, 21*mib+5)
+	for _, c := range []struct {
+		name     string
+		partSize int
+		method   Method
+	}{
+		{"one PUT", 0, ByMD5},
+		{"8 MiB parts (aws s3 sync)", 8 * mib, ByPartMD5},
+		{"16 MiB parts", 16 * mib, ByPartMD5},
+		{"5 MiB parts", 5 * mib, ByPartMD5},
+		{"6 MiB parts (the smallest whole MiB for 4 parts)", 6 * mib, ByPartMD5},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			etag := s3ETag(data, c.partSize)
+			size := int64(len(data))
+			if m, err := prove(etag, size, data); m != c.method || err != nil {
+				t.Fatalf("the object itself: %v, %v; want %v, proven", m, err, c.method)
+			}
+			bad := bytes.Clone(data)
+			bad[len(bad)/2] ^= 1
+			if _, err := prove(etag, size, bad); !errors.Is(err, ErrDisproved) {
+				t.Errorf("one byte flipped: %v, want ErrDisproved", err)
+			}
+			if _, err := prove(etag, size, data[:len(data)-1]); !errors.Is(err, ErrDisproved) {
+				t.Errorf("one byte short: %v, want ErrDisproved", err)
+			}
+			if _, err := prove(etag, size, append(bytes.Clone(data), 0)); !errors.Is(err, ErrDisproved) {
+				t.Errorf("one byte more: %v, want ErrDisproved", err)
+			}
+		})
+	}
+}
+
+// An ETag that is no MD5 (SSE-KMS, another server's scheme) or whose parts
+// cannot be inferred proves nothing: only the size is checked, and the
+// caller is told.
+func TestProverUnprovable(t *testing.T) {
+	data := randData(2, 3*mib)
+	for _, etag := range []string{"", "not-an-md5", "synthetic0123", s3ETag(data, 0)[:30], s3ETag(data, 0) + "-0",
+		s3ETag(data, 0) + "-40"} { // 40 parts of a 3 MiB object: no whole-MiB part size
+		m, err := prove(etag, int64(len(data)), data)
+		if m != Unprovable || err != nil {
+			t.Errorf("ETag %q: %v, %v; want unprovable, size right", etag, m, err)
+		}
+		if _, err := prove(etag, int64(len(data))+1, data); !errors.Is(err, ErrDisproved) {
+			t.Errorf("ETag %q, wrong size: %v, want ErrDisproved", etag, err)
+		}
+	}
+}
+
+// The AWS CLI doubles its 8 MiB parts until an object fits in 10,000: the
+// part size of a 100 GB upload is inferred without reading it several
+// times.
+func TestPartSizesFollowTheCLI(t *testing.T) {
+	const size = 100 << 30 // 100 GiB: 12,800 parts of 8 MiB, 6,400 of 16 MiB
+	got := partSizes(size, 6400)
+	if len(got) == 0 || got[0] != 16*mib {
+		t.Errorf("part sizes for 100 GiB in 6,400 parts: %v, want 16 MiB first", got)
+	}
+	if got := partSizes(21*mib+5, 3); len(got) == 0 || got[0] != 8*mib {
+		t.Errorf("part sizes for 21 MiB in 3 parts: %v, want 8 MiB first", got)
+	}
+	if got := partSizes(3*mib, 40); len(got) != 0 {
+		t.Errorf("part sizes for 3 MiB in 40 parts: %v, want none", got)
+	}
+}
