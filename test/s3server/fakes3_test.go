@@ -160,6 +160,15 @@ func TestFakePagination(t *testing.T) {
 	if code := apiCode(err); code != "InvalidArgument" {
 		t.Errorf("bad continuation token: err = %v, want InvalidArgument", err)
 	}
+	// A negative max-keys is refused by both list versions, as S3 does.
+	_, err = client.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("pages"), MaxKeys: aws.Int32(-1)})
+	if code := apiCode(err); code != "InvalidArgument" {
+		t.Errorf("ListObjectsV2 with max-keys -1: err = %v, want InvalidArgument", err)
+	}
+	_, err = client.ListObjects(context.Background(), &s3.ListObjectsInput{Bucket: aws.String("pages"), MaxKeys: aws.Int32(-1)})
+	if code := apiCode(err); code != "InvalidArgument" {
+		t.Errorf("ListObjects with max-keys -1: err = %v, want InvalidArgument", err)
+	}
 }
 
 func apiCode(err error) string {
