@@ -195,8 +195,8 @@ type Cache struct {
 	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks, freshServed, syncs atomic.Int64
 
 	// The shared tier (shared.go); publishes is nil without one.
-	publishes  chan index.Object // objects to publish, for publisher
-	publishing sync.WaitGroup    // objects queued and not yet published (or failed)
+	publishes                                                                     chan index.Object // objects to publish, for publisher
+	publishing                                                                    sync.WaitGroup    // objects queued and not yet published (or failed)
 	tierBytes, tierMisses, tierRejected, published, publishErrors, publishDropped atomic.Int64
 }
 
@@ -282,7 +282,7 @@ func (c *Cache) Stats() Stats {
 		Uncached: c.uncached.Load(), Full: c.full.Load(), Corrupt: c.corrupt.Load(),
 		BlocksChecked: c.checks.Load(),
 		BlocksFresh:   c.freshServed.Load(), Syncs: c.syncs.Load(),
-		TierBytes:     c.tierBytes.Load(), TierMisses: c.tierMisses.Load(), TierRejected: c.tierRejected.Load(),
+		TierBytes: c.tierBytes.Load(), TierMisses: c.tierMisses.Load(), TierRejected: c.tierRejected.Load(),
 		Published: c.published.Load(), PublishErrors: c.publishErrors.Load(), PublishDropped: c.publishDropped.Load(),
 	}
 }
