@@ -62,6 +62,10 @@ type Options struct {
 	OnFetch func(bytes int64, d time.Duration, err error)
 	// Eviction is what a full cache does; the zero value is EvictLRU.
 	Eviction Eviction
+	// Tier, if set, is the shared tier (shared.go): objects of which
+	// nothing is cached are copied from it when it holds them, and
+	// objects fetched from S3 are published to it once complete.
+	Tier Tier
 	// Logger receives fetch failures; nil discards.
 	Logger *slog.Logger
 }
@@ -127,6 +131,12 @@ type Stats struct {
 	// Syncs counts fdatasyncs of cache files: one per part fetched (or
 	// per body retry), before its blocks are recorded.
 	Syncs int64
+	// The shared tier: bytes of objects copied from it; objects it did
+	// not hold, and entries it held that were refused (not proven to be
+	// the object, or unreadable), both then fetched from S3; objects
+	// published to it, publishes that failed, and objects not queued for
+	// publishing because the queue was full.
+	TierBytes, TierMisses, TierRejected, Published, PublishErrors, PublishDropped int64
 }
 
 // Cache is the SSD store. Create it with New and stop it with Close.
@@ -183,6 +193,11 @@ type Cache struct {
 	freshBlocks atomic.Int64
 
 	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks, freshServed, syncs atomic.Int64
+
+	// The shared tier (shared.go); publishes is nil without one.
+	publishes                                                                     chan index.Object // objects to publish, for publisher
+	publishing                                                                    sync.WaitGroup    // objects queued and not yet published (or failed)
+	tierBytes, tierMisses, tierRejected, published, publishErrors, publishDropped atomic.Int64
 }
 
 // ErrClosed is returned by Open after Close.
@@ -222,6 +237,11 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 	}
 	c.flusher.Add(1)
 	go c.flushTouches()
+	if opts.Tier != nil {
+		c.publishes = make(chan index.Object, publishQueue)
+		c.flusher.Add(1)
+		go c.publisher()
+	}
 	return c, nil
 }
 
@@ -262,6 +282,8 @@ func (c *Cache) Stats() Stats {
 		Uncached: c.uncached.Load(), Full: c.full.Load(), Corrupt: c.corrupt.Load(),
 		BlocksChecked: c.checks.Load(),
 		BlocksFresh:   c.freshServed.Load(), Syncs: c.syncs.Load(),
+		TierBytes: c.tierBytes.Load(), TierMisses: c.tierMisses.Load(), TierRejected: c.tierRejected.Load(),
+		Published: c.published.Load(), PublishErrors: c.publishErrors.Load(), PublishDropped: c.publishDropped.Load(),
 	}
 }
 

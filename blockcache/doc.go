@@ -140,6 +140,21 @@
 // taken for the least recently used; a new record is dated when it is
 // made.
 //
+// # Shared tier
+//
+// With Options.Tier (shared.go), the first fetch of an object of which
+// nothing is cached (in this run, once per object) is one fill of the whole
+// object from the tier instead of per-part GETs: every part's waiters wait
+// on it; it reserves the object's room, streams Tier.Fill into the cache
+// file a block at a time, summing each block, and records every block in
+// one commit only if Fill returns nil (the tier proved the bytes are the
+// object). Otherwise (no entry, a refused entry, no room) it records
+// nothing and ends with errTierFallback, on which await and Warm start the
+// usual fetches from S3. An object that becomes complete from S3 fetches is
+// queued (at most 256; more are dropped, counted) for the publisher
+// goroutine, which reads the cache file checking each block against its
+// sum and hands it to Tier.Publish; it ends with the cache.
+//
 // # Versions
 //
 // The first commit of a version records it as its key's current one (in

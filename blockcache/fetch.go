@@ -57,6 +57,11 @@ type object struct {
 	// superseded is set when a newer version of the key was cached while
 	// this one was in use; the last release drops this one's data.
 	superseded atomic.Bool
+
+	// tierTried is set once a fill from the shared tier was started, and
+	// published once o was queued for publishing (or came from the
+	// tier): both guarded by mu (shared.go).
+	tierTried, published bool
 }
 
 // fetch is one ranged GET of a part, shared by every reader waiting on it.
@@ -105,24 +110,36 @@ func (c *Cache) ensure(ctx context.Context, o *object, first, last int64) (bool,
 
 // await starts or joins the fetches of the parts holding blocks [first,
 // last] and waits for them. urgent fetches go before background ones.
+// A fill from the shared tier that did not record the object
+// (errTierFallback) is followed by the usual fetches.
 func (c *Cache) await(ctx context.Context, o *object, first, last int64, urgent bool) (bool, error) {
-	var waits []*fetch
-	for p := c.partOf(first); p <= c.partOf(last); p++ {
-		if f := c.startFetch(o, p, urgent); f != nil {
-			waits = append(waits, f)
-		}
-	}
-	for _, f := range waits {
-		select {
-		case <-f.done:
-			if f.err != nil {
-				return true, f.err
+	waited := false
+	for {
+		var waits []*fetch
+		for p := c.partOf(first); p <= c.partOf(last); p++ {
+			if f := c.startFetch(o, p, urgent); f != nil {
+				waits = append(waits, f)
 			}
-		case <-ctx.Done():
-			return true, ctx.Err()
+		}
+		again := false
+		for _, f := range waits {
+			select {
+			case <-f.done:
+				switch {
+				case errors.Is(f.err, errTierFallback):
+					again = true
+				case f.err != nil:
+					return true, f.err
+				}
+			case <-ctx.Done():
+				return true, ctx.Err()
+			}
+		}
+		waited = waited || len(waits) > 0
+		if !again {
+			return waited, nil
 		}
 	}
-	return len(waits) > 0, nil
 }
 
 // startFetch starts (or joins) the fetch of part p of o and returns it, or
@@ -158,12 +175,30 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 	o.refs++ // the fetch keeps the file open until it is done
 	c.wg.Add(1)
 	c.mu.Unlock()
-	o.inflight[p] = f
+	parts := []int64{p}
+	fill := c.tierFillLocked(o)
+	if fill {
+		// One fill of the whole object from the tier: every part waits
+		// on it.
+		parts = parts[:0]
+		for q := int64(0); q <= c.partOf(o.rec.Present.Len()-1); q++ {
+			parts = append(parts, q)
+		}
+	}
+	for _, q := range parts {
+		o.inflight[q] = f
+	}
 	go func() {
 		defer c.wg.Done()
-		f.err = c.fetchPart(f, o, first, last)
+		if fill {
+			f.err = c.fillFromTier(f, o)
+		} else {
+			f.err = c.fetchPart(f, o, first, last)
+		}
 		o.mu.Lock()
-		delete(o.inflight, p)
+		for _, q := range parts {
+			delete(o.inflight, q)
+		}
 		o.mu.Unlock()
 		// Let go of the file before waking the waiters: once a reader
 		// is back, only handles hold the object (eviction may count on it).
@@ -384,6 +419,7 @@ func (c *Cache) commit(o *object, first int64, sums []uint32, urgent <-chan stru
 		o.verified.Set(b) // written from the bytes just summed
 	}
 	o.noteWrittenLocked(st)
+	c.notePublishLocked(o)
 	o.mu.Unlock()
 	// Every committer waits until the first has made o current (and
 	// dropped the version it replaces), so no reader returns before the

@@ -2,6 +2,7 @@ package blockcache
 
 import (
 	"context"
+	"errors"
 
 	"s3cachefs/index"
 )
@@ -26,15 +27,21 @@ func (c *Cache) Warm(ctx context.Context, obj index.Object, progress func(bytes 
 	wait := func() error {
 		f := queue[0]
 		queue = queue[1:]
-		if f != nil {
+		for f != nil {
 			select {
 			case <-f.done:
-				if f.err != nil {
-					return f.err
-				}
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+			switch {
+			case errors.Is(f.err, errTierFallback):
+				// Not filled from the shared tier: fetch from S3.
+				f = c.startFetch(o, next, false)
+				continue
+			case f.err != nil:
+				return f.err
+			}
+			break
 		}
 		if progress != nil {
 			start := next * c.opts.PartSize

@@ -1,10 +1,12 @@
 // Package tier is s3cachefs's shared cache tier (issue 14): object
 // versions kept on a store that every node of a cluster reaches, so that
 // a node missing an object copies it from there instead of fetching it
-// from S3 again. This package holds the tier's own parts; wiring it into
-// the cache's fetch path (copy from the tier on a local miss, publish a
-// file once it is complete and checked, claims, `--shared-cache`) is the
-// next step and not done yet.
+// from S3 again. Shared is the tier as the block cache uses it
+// (blockcache.Tier, `--shared-cache DIR`): the cache copies an object of
+// which it has nothing from the tier through Shared.Fill, which proves it
+// on the way, and publishes what it fetched from S3 once complete through
+// Shared.Publish. Not here yet: a bucket as the tier, claims (so that nodes
+// prefetching at once fetch each object from S3 about once), and gc.
 //
 // # Trust
 //

@@ -19,6 +19,7 @@ import (
 	"s3cachefs/blockcache"
 	"s3cachefs/blockcache/prefetch"
 	"s3cachefs/blockcache/s3store"
+	"s3cachefs/blockcache/tier"
 	s3fs "s3cachefs/fs"
 	"s3cachefs/fs/mounttab"
 	"s3cachefs/index"
@@ -120,11 +121,19 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var shared blockcache.Tier
+	if cfg.SharedCache != "" {
+		folder, err := tier.OpenFolder(cfg.SharedCache)
+		if err != nil {
+			return nil, err
+		}
+		shared = tier.NewShared(folder, cfg.Source.Bucket)
+	}
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
 		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches,
 		PartSize: cfg.PartSize, ReadAhead: readAhead(cfg.ReadAhead),
 		MaxBytes: cfg.MaxCacheSize, MinFree: minFree, BodyAttempts: cfg.S3MaxAttempts,
-		Eviction: cfg.Eviction, Logger: log, OnFetch: d.metrics.fetchHook(),
+		Eviction: cfg.Eviction, Logger: log, OnFetch: d.metrics.fetchHook(), Tier: shared,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)

@@ -82,6 +82,9 @@ func TestExitStatus(t *testing.T) {
 		{mount("--eviction", "fifo"), 2, `--eviction must be lru or none, got "fifo"`},
 		{mount("-o", "eviction=random"), 2, "--eviction must be lru or none"},
 		{mount("-o", "bogus"), 2, "unknown mount option"},
+		{mount("--shared-cache", "s3://near/cache"), 2, "only a folder can be a shared cache for now"},
+		{mount("-o", "shared_cache=s3://near/cache"), 2, "only a folder can be a shared cache for now"},
+		{mount("--shared-cache", filepath.Join(mnt, "tier")), 2, "--shared-cache " + filepath.Join(mnt, "tier") + " must not lie inside the mountpoint"},
 		{[]string{"mount", src, mnt, "--cache-dir", filepath.Join(mnt, "cache")}, 2, "inside the mountpoint"},
 
 		{[]string{"prefetch", "--mount", mnt}, 2, "PATH"},

@@ -174,6 +174,16 @@ func newStatusCollector(status func() api.Status) *statusCollector {
 		func(r *api.Status) float64 { return float64(r.IndexCommits) })
 	add("cache_syncs_total", "fdatasyncs of cache files, one per part fetched before its blocks are recorded.", counter, false,
 		func(r *api.Status) float64 { return float64(r.CacheSyncs) })
+	add("shared_cache_bytes_total", "Bytes copied from the shared cache (--shared-cache) instead of S3.", counter, false,
+		func(r *api.Status) float64 { return float64(r.TierBytes) })
+	add("shared_cache_misses_total", "Objects the shared cache did not hold (fetched from S3).", counter, false,
+		func(r *api.Status) float64 { return float64(r.TierMisses) })
+	add("shared_cache_rejected_total", "Shared cache entries refused: not proven to be the S3 object, or unreadable (fetched from S3).", counter, false,
+		func(r *api.Status) float64 { return float64(r.TierRejected) })
+	add("shared_cache_published_total", "Objects published to the shared cache.", counter, false,
+		func(r *api.Status) float64 { return float64(r.Published) })
+	add("shared_cache_publish_errors_total", "Publishes to the shared cache that failed.", counter, false,
+		func(r *api.Status) float64 { return float64(r.PublishErrors) })
 	add("corrupt_blocks_total", "Cached blocks found damaged on read and fetched again.", counter, false,
 		func(r *api.Status) float64 { return float64(r.CorruptBlocks) })
 	add("s3_get_requests_total", "S3 GET requests sent.", counter, false,

@@ -28,6 +28,7 @@ func fakeStatus() api.Status {
 		CacheFull: true, OpenFiles: 14, Objects: 15, CompleteObjects: 16,
 		CachedBytes: 17, PinnedObjects: 18, PassthroughOpens: 19, DaemonOpens: 20,
 		IndexCommits: 21, CacheSyncs: 22, ReadMode: "passthrough", FileNodes: 23,
+		TierBytes: 24, TierMisses: 25, TierRejected: 26, Published: 27, PublishErrors: 28,
 	}
 }
 
@@ -46,7 +47,9 @@ func TestStatusCollectorValues(t *testing.T) {
 		"s3cachefs_pinned_objects": 18, "s3cachefs_passthrough_opens_total": 19,
 		"s3cachefs_daemon_opens_total": 20, "s3cachefs_passthrough": 1,
 		"s3cachefs_index_commits_total": 21, "s3cachefs_cache_syncs_total": 22,
-		"s3cachefs_file_nodes": 23,
+		"s3cachefs_file_nodes": 23, "s3cachefs_shared_cache_bytes_total": 24,
+		"s3cachefs_shared_cache_misses_total": 25, "s3cachefs_shared_cache_rejected_total": 26,
+		"s3cachefs_shared_cache_published_total": 27, "s3cachefs_shared_cache_publish_errors_total": 28,
 	}
 	c := newStatusCollector(fakeStatus)
 	reg := prometheus.NewPedanticRegistry() // also checks descriptions against metrics

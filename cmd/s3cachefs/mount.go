@@ -52,6 +52,7 @@ type mountConfig struct {
 	S3Timeout       time.Duration // longest wait for response headers or a silent body
 	S3MaxAttempts   int           // attempts per S3 request, the first included
 	NoExec          bool          // mount option noexec
+	SharedCache     string        // absolute folder of the shared tier; "" = none
 
 	// FuseFD is N when MOUNTPOINT is /dev/fd/N: a mount that another
 	// process made on a /dev/fuse it handed over (see fdmount.go); 0 for
@@ -115,6 +116,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	s3Timeout := typedFlag(fs, "s3-timeout", s3store.DefaultTimeout.String(), "how long (a `duration`) an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)",
 		durationIn("--s3-timeout", time.Second, 10*time.Minute, "1s to 10m"))
 	s3Attempts := intFlag(fs, "s3-max-attempts", s3store.DefaultMaxAttempts, 1, 100, "`attempts` per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
+	sharedCache := fs.String("shared-cache", "", "a `folder` every node mounts (NFS, EFS, Lustre, a Modal Volume) shared as a cache tier: objects another node fetched are copied from it, proven by their ETag, instead of from S3; objects fetched from S3 are published to it")
 	metricsAddr := typedFlag(fs, "metrics-addr", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics, e.g. 127.0.0.1:9100 (default: off)", parseMetricsAddr)
 	args, opts, err := applyMountOptions(fs, args)
 	if err != nil {
@@ -157,6 +159,9 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.CacheDir, err = absPath(*cacheDir); err != nil {
 		return cfg, err
 	}
+	if cfg.SharedCache, err = parseSharedCache(*sharedCache); err != nil {
+		return cfg, err
+	}
 	if cfg.FuseFD > 0 {
 		cfg.KernelReadAhead = 0 // the daemon cannot tell which mount is its own
 	}
@@ -172,7 +177,22 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.CacheDir == cfg.Name || strings.HasPrefix(cfg.CacheDir, cfg.Name+"/") {
 		return cfg, usagef("cache dir %s must not lie inside the mountpoint", cfg.CacheDir)
 	}
+	if d := cfg.SharedCache; d != "" && (d == cfg.Name || strings.HasPrefix(d, cfg.Name+"/")) {
+		return cfg, usagef("--shared-cache %s must not lie inside the mountpoint", d)
+	}
 	return cfg, nil
+}
+
+// parseSharedCache checks --shared-cache: "" (none) or a folder, made
+// absolute. A bucket (s3://) is not a tier this version can use.
+func parseSharedCache(s string) (string, error) {
+	switch {
+	case s == "":
+		return "", nil
+	case strings.Contains(s, "://"):
+		return "", usagef("--shared-cache %s: only a folder can be a shared cache for now, not a bucket", s)
+	}
+	return absPath(s)
 }
 
 func cmdMount(args []string, stdout io.Writer) error {

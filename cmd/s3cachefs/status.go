@@ -32,6 +32,8 @@ func (d *daemon) status() api.Status {
 	r.UsedBytes, r.CacheLimit, r.CacheFull, r.Evictions, r.UncachedReads = cs.UsedBytes, d.cfg.MaxCacheSize, cs.Full, cs.Evictions, cs.Uncached
 	r.CorruptBlocks, r.Eviction = cs.Corrupt, evictionName(d.cfg.Eviction)
 	r.IndexCommits, r.CacheSyncs = d.db.Commits(), cs.Syncs
+	r.SharedCache, r.TierBytes, r.TierMisses, r.TierRejected = d.cfg.SharedCache, cs.TierBytes, cs.TierMisses, cs.TierRejected
+	r.Published, r.PublishErrors, r.PublishDropped = cs.Published, cs.PublishErrors, cs.PublishDropped
 	var st unix.Statfs_t
 	if err := unix.Statfs(d.cfg.CacheDir, &st); err == nil {
 		r.FreeBytes = int64(st.Bavail) * int64(st.Bsize)
@@ -133,6 +135,10 @@ func printStatus(w io.Writer, r api.Status) {
 	fmt.Fprintf(tw, "bytes\t%s from S3, %s from SSD through the daemon (%d blocks checked against their CRC-32C, %d served fresh from memory)\n",
 		humanBytes(r.BytesFromS3), humanBytes(r.BytesFromSSD), r.BlocksChecked, r.BlocksFresh)
 	fmt.Fprintf(tw, "S3 requests\t%d GET, %d LIST\n", r.S3GetRequests, r.S3ListRequests)
+	if r.SharedCache != "" {
+		fmt.Fprintf(tw, "shared cache\t%s: %s copied from it (%d objects not there, %d entries refused), %d published (%d failed, %d dropped)\n",
+			r.SharedCache, humanBytes(r.TierBytes), r.TierMisses, r.TierRejected, r.Published, r.PublishErrors, r.PublishDropped)
+	}
 	fmt.Fprintf(tw, "open files\t%d (%d file nodes held by the kernel)\n", r.OpenFiles, r.FileNodes)
 	printMemory(tw, r.Memory)
 	fmt.Fprintf(tw, "pinned\t%d objects in %d paths\n", r.PinnedObjects, len(r.PinnedPaths))

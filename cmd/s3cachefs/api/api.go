@@ -71,6 +71,18 @@ type Status struct {
 	// the daemon started.
 	IndexCommits int64 `json:"index_commits"`
 	CacheSyncs   int64 `json:"cache_syncs"`
+	// SharedCache is the folder of the shared tier ("" for none). From
+	// it: TierBytes copied, TierMisses objects it did not hold,
+	// TierRejected entries refused (not proven to be the object, or
+	// unreadable; then fetched from S3); to it: Published objects,
+	// PublishErrors failed, PublishDropped not queued (queue full).
+	SharedCache    string `json:"shared_cache,omitempty"`
+	TierBytes      int64  `json:"shared_cache_bytes"`
+	TierMisses     int64  `json:"shared_cache_misses"`
+	TierRejected   int64  `json:"shared_cache_rejected"`
+	Published      int64  `json:"shared_cache_published"`
+	PublishErrors  int64  `json:"shared_cache_publish_errors"`
+	PublishDropped int64  `json:"shared_cache_publish_dropped"`
 	// FUSE is what the FUSE side announced at INIT; Fallbacks what the
 	// mount's self-check found it does unlike Linux, and how the mount
 	// answers instead.

@@ -1,0 +1,67 @@
+package tier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+
+	"s3cachefs/index"
+)
+
+// Shared is a Folder as the block cache uses it (blockcache.Tier) for the
+// objects of one bucket: it copies an entry out only with its proof, and
+// removes an entry it disproves.
+type Shared struct {
+	folder *Folder // set once
+	bucket string  // set once
+}
+
+// NewShared returns the tier in folder for the objects of bucket.
+func NewShared(folder *Folder, bucket string) *Shared {
+	return &Shared{folder: folder, bucket: bucket}
+}
+
+func (s *Shared) version(obj index.Object) Version {
+	return Version{Bucket: s.bucket, Key: obj.Key, ETag: obj.ETag, Size: obj.Size}
+}
+
+// Fill writes obj's entry to w, hashing it as it goes, and returns nil only
+// once it is proven to be obj (Prover). An object whose ETag proves nothing
+// is not taken from the tier: an error wrapping io/fs.ErrNotExist, as for
+// an object the tier does not hold. An entry disproved, or whose trailer
+// is damaged, is removed and reported with an error wrapping ErrDisproved.
+func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error {
+	v := s.version(obj)
+	p := NewProver(v.ETag, v.Size)
+	if p.Method() == Unprovable {
+		return fmt.Errorf("shared cache: the ETag of %s proves nothing: %w", obj.Key, iofs.ErrNotExist)
+	}
+	e, err := s.folder.Open(v)
+	if errors.Is(err, ErrDisproved) {
+		return errors.Join(err, s.folder.Remove(v))
+	}
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if _, err := io.Copy(io.MultiWriter(w, p), ctxReader{ctx, io.NewSectionReader(e, 0, v.Size)}); err != nil {
+		return fmt.Errorf("copy %s from the shared cache: %w", obj.Key, err)
+	}
+	if err := p.Check(); err != nil {
+		err = fmt.Errorf("shared cache entry of %s: %w", obj.Key, err)
+		return errors.Join(err, s.folder.Remove(v))
+	}
+	return nil
+}
+
+// Publish stores obj in the tier (Folder.Publish). An object whose ETag
+// proves nothing is not published: no node would take it.
+func (s *Shared) Publish(ctx context.Context, obj index.Object, r io.Reader, blockSize int64, sums []uint32) error {
+	v := s.version(obj)
+	if NewProver(v.ETag, v.Size).Method() == Unprovable {
+		return nil
+	}
+	return s.folder.Publish(ctx, v, r, blockSize, sums)
+}
