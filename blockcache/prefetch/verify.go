@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/internal/ctxio"
 	"s3cachefs/index"
 )
 
@@ -130,23 +131,10 @@ func fileMD5(ctx context.Context, path string, size int64) (string, error) {
 	}
 	defer f.Close()
 	h := md5.New()
-	if _, err := io.Copy(h, io.LimitReader(ctxReader{ctx, f}, size)); err != nil {
+	if _, err := io.Copy(h, io.LimitReader(ctxio.Reader(ctx, f), size)); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// ctxReader stops a long read when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Evict drops the cached data of every object under paths that is not

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"s3cachefs/blockcache/internal/ctxio"
 )
 
 // Version is an S3 object version as the tier knows it: the source bucket
@@ -111,7 +113,7 @@ func (f *Folder) tempFile(name string) (*os.File, error) {
 
 // writeEntry writes v's bytes from data and the trailer to w, then syncs it.
 func writeEntry(ctx context.Context, w *os.File, v Version, data io.Reader, blockSize int64, sums []uint32) error {
-	n, err := io.Copy(w, io.LimitReader(ctxReader{ctx, data}, v.Size))
+	n, err := io.Copy(w, io.LimitReader(ctxio.Reader(ctx, data), v.Size))
 	if err != nil {
 		return err
 	}
@@ -122,19 +124,6 @@ func writeEntry(ctx context.Context, w *os.File, v Version, data io.Reader, bloc
 		return err
 	}
 	return unix.Fdatasync(int(w.Fd()))
-}
-
-// ctxReader stops reading once ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Entry is a tier entry opened for reading. Its bytes are not proven to be

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"s3cachefs/blockcache/internal/cachetest"
 )
 
 // blockSums is the CRC-32C of each block of data.
@@ -43,7 +45,7 @@ func TestFolderPublishOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := randData(3, 3*mib+7)
+	data := cachetest.RandBytes(3, 3*mib+7)
 	v := testVersion(data)
 	sums := blockSums(data, mib)
 	if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, sums); err != nil {
@@ -80,7 +82,7 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := randData(4, 2*mib)
+	data := cachetest.RandBytes(4, 2*mib)
 	v := testVersion(data)
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
@@ -118,7 +120,7 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 // at Open (ErrDisproved); bytes flipped with the trailer left alone pass
 // Open but not the Prover. Remove takes a refused entry away.
 func TestFolderRefusesDamagedEntries(t *testing.T) {
-	data := randData(5, mib+3)
+	data := cachetest.RandBytes(5, mib+3)
 	v := testVersion(data)
 	for _, c := range []struct {
 		name   string

@@ -6,8 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"testing"
+
+	"s3cachefs/blockcache/internal/cachetest"
 )
 
 // s3ETag is the ETag S3 gives data uploaded in parts of partSize (0: one
@@ -28,15 +29,6 @@ func s3ETag(data []byte, partSize int) string {
 	return fmt.Sprintf("%s-%d", hex.EncodeToString(sum[:]), n)
 }
 
-func randData(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 1))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
 // prove writes data to a Prover in uneven pieces and returns its verdict.
 func prove(etag string, size int64, data []byte) (Method, error) {
 	p := NewProver(etag, size)
@@ -52,7 +44,7 @@ func prove(etag string, size int64, data []byte) (Method, error) {
 // with any part size a common uploader uses; one flipped byte, a byte too
 // many or too few, is disproved.
 func TestProverProvesAndDisproves(t *testing.T) {
-	data := randData(1, 21*mib+5)
+	data := cachetest.RandBytes(1, 21*mib+5)
 	for _, c := range []struct {
 		name     string
 		partSize int
@@ -89,7 +81,7 @@ func TestProverProvesAndDisproves(t *testing.T) {
 // cannot be inferred proves nothing: only the size is checked, and the
 // caller is told.
 func TestProverUnprovable(t *testing.T) {
-	data := randData(2, 3*mib)
+	data := cachetest.RandBytes(2, 3*mib)
 	for _, etag := range []string{"", "not-an-md5", "synthetic0123", s3ETag(data, 0)[:30], s3ETag(data, 0) + "-0",
 		s3ETag(data, 0) + "-40"} { // 40 parts of a 3 MiB object: no whole-MiB part size
 		m, err := prove(etag, int64(len(data)), data)

@@ -7,6 +7,7 @@ import (
 	"io"
 	iofs "io/fs"
 
+	"s3cachefs/blockcache/internal/ctxio"
 	"s3cachefs/index"
 )
 
@@ -46,7 +47,7 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 		return err
 	}
 	defer e.Close()
-	if _, err := io.Copy(io.MultiWriter(w, p), ctxReader{ctx, io.NewSectionReader(e, 0, v.Size)}); err != nil {
+	if _, err := io.Copy(io.MultiWriter(w, p), ctxio.Reader(ctx, io.NewSectionReader(e, 0, v.Size))); err != nil {
 		return fmt.Errorf("copy %s from the shared cache: %w", obj.Key, err)
 	}
 	if err := p.Check(); err != nil {
