@@ -137,6 +137,10 @@ type Stats struct {
 	// published to it, publishes that failed, and objects not queued for
 	// publishing because the queue was full.
 	TierBytes, TierMisses, TierRejected, Published, PublishErrors, PublishDropped int64
+	// Claims in the tier by prefetches: won (this node fetched the
+	// object from S3 for all), waited for (another node was fetching
+	// it), and failed (claims do not work: fetched unclaimed).
+	ClaimsWon, ClaimsWaited, ClaimErrors int64
 }
 
 // Cache is the SSD store. Create it with New and stop it with Close.
@@ -195,9 +199,11 @@ type Cache struct {
 	hits, misses, fromS3, fromSSD, fetches, fetchErrs, evictions, uncached, corrupt, checks, freshServed, syncs atomic.Int64
 
 	// The shared tier (shared.go); publishes is nil without one.
-	publishes                                                                     chan index.Object // objects to publish, for publisher
-	publishing                                                                    sync.WaitGroup    // objects queued and not yet published (or failed)
+	publishes                                                                     chan toPublish // objects to publish, for publisher
+	publishing                                                                    sync.WaitGroup // objects queued and not yet published (or failed)
 	tierBytes, tierMisses, tierRejected, published, publishErrors, publishDropped atomic.Int64
+	claimsWon, claimsWaited, claimErrors                                          atomic.Int64
+	tierWarned                                                                    atomic.Bool // warnTierOnce warned
 }
 
 // ErrClosed is returned by Open after Close.
@@ -238,7 +244,7 @@ func New(db *index.DB, src Source, opts Options) (*Cache, error) {
 	c.flusher.Add(1)
 	go c.flushTouches()
 	if opts.Tier != nil {
-		c.publishes = make(chan index.Object, publishQueue)
+		c.publishes = make(chan toPublish, publishQueue)
 		c.flusher.Add(1)
 		go c.publisher()
 	}
@@ -284,6 +290,7 @@ func (c *Cache) Stats() Stats {
 		BlocksFresh:   c.freshServed.Load(), Syncs: c.syncs.Load(),
 		TierBytes: c.tierBytes.Load(), TierMisses: c.tierMisses.Load(), TierRejected: c.tierRejected.Load(),
 		Published: c.published.Load(), PublishErrors: c.publishErrors.Load(), PublishDropped: c.publishDropped.Load(),
+		ClaimsWon: c.claimsWon.Load(), ClaimsWaited: c.claimsWaited.Load(), ClaimErrors: c.claimErrors.Load(),
 	}
 }
 

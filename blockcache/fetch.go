@@ -60,8 +60,10 @@ type object struct {
 
 	// tierTried is set once a fill from the shared tier was started, and
 	// published once o was queued for publishing (or came from the
-	// tier): both guarded by mu (shared.go).
+	// tier); claim releases this node's claim on o in the tier, until it
+	// goes with o to the publisher: all guarded by mu (shared.go).
 	tierTried, published bool
+	claim                func()
 }
 
 // fetch is one ranged GET of a part, shared by every reader waiting on it.
@@ -70,6 +72,7 @@ type fetch struct {
 	err     error
 	urgent  chan struct{} // closed once a reader waits on the fetch
 	promote sync.Once     // closes urgent
+	fill    bool          // set once: a fill of the whole object from the tier
 }
 
 // makeUrgent moves the fetch ahead of background fetches.
@@ -185,6 +188,7 @@ func (c *Cache) startFetch(o *object, p int64, urgent bool) *fetch {
 			parts = append(parts, q)
 		}
 	}
+	f.fill = fill
 	for _, q := range parts {
 		o.inflight[q] = f
 	}

@@ -7,6 +7,9 @@ import (
 	"io"
 	iofs "io/fs"
 	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"s3cachefs/index"
 )
@@ -15,53 +18,98 @@ import (
 // (package tier implements it over a shared folder). The cache copies an
 // object from it instead of fetching it from S3 when it holds none of the
 // object's blocks, and publishes an object it fetched from S3 once every
-// block is present. Both methods may be called concurrently.
+// block is present. A prefetch (Warm) that finds no entry claims the
+// object first, so that of the nodes prefetching it at once only one
+// fetches it from S3. All methods may be called concurrently.
 type Tier interface {
+	// Provable reports whether bytes of obj from the tier can be proven
+	// to be obj (by its ETag). Objects that cannot are neither copied
+	// from the tier, nor claimed, nor published.
+	Provable(obj index.Object) bool
 	// Fill writes obj's bytes to w, in order from offset 0, and returns
 	// nil only if it wrote all obj.Size of them and they are proven to
 	// be obj (its ETag). An error wrapping io/fs.ErrNotExist means the
-	// tier has no usable entry of obj (none, or one that cannot be
-	// proven); any other error means the entry was refused or could not
-	// be read, and nothing written may be used. An error from w is
-	// returned as it is.
+	// tier has no usable entry of obj, and nothing was written; any
+	// other error means the entry was refused or could not be read, and
+	// nothing written may be used. An error from w is returned wrapped.
 	Fill(ctx context.Context, obj index.Object, w io.Writer) error
 	// Publish stores obj for other nodes, read from r (exactly obj.Size
-	// bytes), with the CRC-32C of each of its blocks of blockSize. It may
-	// take long; the cache calls it in the background.
+	// bytes), with the CRC-32C of each of its blocks of blockSize. It
+	// may take long; the cache calls it in the background.
 	Publish(ctx context.Context, obj index.Object, r io.Reader, blockSize int64, sums []uint32) error
+	// Claim makes this node the one that fetches obj from S3 for the
+	// nodes sharing the tier, until release is called (once it is
+	// published, or the fetch failed) or the claim expires (the node
+	// died). ok is false, with no error, when another node holds a live
+	// claim; an error wrapping io/fs.ErrExist means the entry is there
+	// now (fill from it); any other that claims do not work (fetch from
+	// S3 all the same).
+	Claim(ctx context.Context, obj index.Object) (release func(), ok bool, err error)
+	// AwaitClaim returns once the claim another node holds on obj was
+	// released or expired, or obj's entry appeared: then fill, or claim
+	// again.
+	AwaitClaim(ctx context.Context, obj index.Object) error
 }
 
+// ErrClaimed means another node sharing the tier is fetching the object
+// from S3: WarmUnclaimed returns it rather than wait for that node.
+var ErrClaimed = errors.New("being fetched by another node")
+
 // errTierFallback ends a fill from the tier that did not record the object:
-// its waiters start the usual fetches from S3.
-var errTierFallback = errors.New("not filled from the shared tier")
+// its waiters start the usual fetches from S3. errTierMiss is the one for a
+// tier without an entry: a prefetch then claims the object.
+var (
+	errTierFallback = errors.New("not filled from the shared tier")
+	errTierMiss     = fmt.Errorf("%w: no entry", errTierFallback)
+)
 
 // publishQueue bounds the objects waiting to be published; more are
 // dropped (counted), not waited for: publishing never holds up a fetch.
-const publishQueue = 256
+// publishers is how many are published at once.
+const (
+	publishQueue = 256
+	publishers   = 4
+)
+
+// toPublish is an object queued for publishing, with the claim on it to
+// release once it is published (or not).
+type toPublish struct {
+	obj     index.Object
+	release func() // nil: not claimed
+}
 
 // tierFillLocked decides, with o.mu held, whether the fetch of o's parts is
-// to be one fill from the tier: when there is a tier, o has no block yet and
-// no fill of it was tried in this run.
+// to be one fill from the tier: when there is a tier that can prove o, o
+// has no block yet, and this is the first fetch of o in this run (or
+// the first since retryTierLocked).
 func (c *Cache) tierFillLocked(o *object) bool {
-	if c.opts.Tier == nil || o.tierTried || o.rec.Present.Count() > 0 || o.obj.ETag == "" {
+	// Only the very first fetch of o may fill: one before it may still
+	// write and record parts.
+	first := !o.tierTried && len(o.inflight) == 0
+	o.tierTried = true
+	return first && c.opts.Tier != nil && o.rec.Present.Count() == 0 && c.opts.Tier.Provable(o.obj)
+}
+
+// retryTierLocked lets the next fetch of o be a fill from the tier again,
+// if o still has no block and no fetch: another node published it since.
+// o.mu is held.
+func (o *object) retryTierLocked() bool {
+	if o.rec.Present.Count() > 0 || len(o.inflight) > 0 {
 		return false
 	}
-	o.tierTried = true
+	o.tierTried = false
 	return true
 }
 
 // fillFromTier copies all of o from the tier into its cache file and
-// records every block, or returns errTierFallback (having recorded
-// nothing) when the tier has no entry, refuses it, or the cache has no room.
+// records every block, or returns an error wrapping errTierFallback
+// (having recorded nothing, and left nothing on disk) when the tier has no
+// entry, refuses it, or the cache has no room. The cache's room is
+// reserved only once the tier has an entry to copy.
 func (c *Cache) fillFromTier(f *fetch, o *object) error {
 	nblocks := o.rec.Present.Len()
 	c.commits.expect()
 	defer c.commits.arrived()
-	need := c.missingUsage(o, 0, nblocks-1)
-	if err := c.reserve(need); err != nil {
-		return errTierFallback
-	}
-	defer func() { c.unreserve(c.missingUsage(o, 0, nblocks-1)) }()
 	if err := c.gate.acquire(c.ctx, isClosed(f.urgent), f.urgent); err != nil {
 		return err
 	}
@@ -72,18 +120,24 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 	if err == nil && int64(len(w.sums)) != nblocks {
 		err = fmt.Errorf("%d of %d blocks", len(w.sums), nblocks)
 	}
+	if err != nil {
+		w.undo()
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, iofs.ErrNotExist):
 		c.tierMisses.Add(1)
-		return errTierFallback
+		return errTierMiss
 	case c.ctx.Err() != nil:
 		return err
+	case errors.Is(err, ErrCacheFull):
+		return fmt.Errorf("%w: %w", errTierFallback, err)
 	default:
 		c.tierRejected.Add(1)
 		c.log.Warn("shared cache entry not used; fetching from S3", "key", o.obj.Key, "err", err)
 		return errTierFallback
 	}
+	defer func() { c.unreserve(c.missingUsage(o, 0, nblocks-1)) }() // what commit did not record
 	o.mu.Lock()
 	o.published = true // it is in the tier already
 	o.mu.Unlock()
@@ -95,17 +149,26 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 }
 
 // blockWriter writes an object's bytes, arriving in order, to its cache
-// file a block at a time, and sums each block.
+// file a block at a time, and sums each block. It reserves the object's
+// room with its first byte.
 type blockWriter struct {
-	c    *Cache
-	o    *object
-	buf  *[]byte // one block
-	n    int     // bytes of the current block in buf
-	off  int64   // where the current block starts
-	sums []uint32
+	c        *Cache
+	o        *object
+	buf      *[]byte // one block
+	n        int     // bytes of the current block in buf
+	off      int64   // where the current block starts
+	sums     []uint32
+	reserved int64 // room reserved for the object
 }
 
 func (w *blockWriter) Write(p []byte) (int, error) {
+	if w.reserved == 0 && len(p) > 0 {
+		need := w.c.missingUsage(w.o, 0, w.o.rec.Present.Len()-1)
+		if err := w.c.reserve(need); err != nil {
+			return 0, err
+		}
+		w.reserved = need
+	}
 	bs := w.c.opts.BlockSize
 	total := len(p)
 	for len(p) > 0 {
@@ -132,40 +195,171 @@ func (w *blockWriter) Write(p []byte) (int, error) {
 	return total, nil
 }
 
+// undo gives back what a fill that is not recorded took: the bytes it
+// wrote (punched out of the cache file, so that they use no disk the cache
+// does not count) and its reservation.
+func (w *blockWriter) undo() {
+	if w.off > 0 {
+		err := unix.Fallocate(int(w.o.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, w.off)
+		if err != nil {
+			w.c.log.Debug("free an unused fill from the shared cache", "key", w.o.obj.Key, "err", err)
+		}
+	}
+	w.c.unreserve(w.reserved)
+	w.reserved = 0
+}
+
+// claimForWarm is what Warm does with the tier before fetching o from S3:
+// it copies o from the tier if it holds it; else it claims o, or, when
+// another node holds the claim, waits for that node's entry (wait) or
+// returns ErrClaimed. It returns nil once o is filled from the tier, or
+// may be fetched from S3 (with o.claim set when this node claimed it).
+func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) error {
+	for {
+		f := c.startFetch(o, 0, false)
+		if f == nil || !f.fill {
+			return nil // present, or fetched from S3 for a reader already
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !errors.Is(f.err, errTierMiss) {
+			// Filled, refused (fetch it from S3), or failed.
+			if errors.Is(f.err, errTierFallback) {
+				return nil
+			}
+			return f.err
+		}
+		release, ok, err := c.opts.Tier.Claim(ctx, o.obj)
+		switch {
+		case err == nil && ok:
+			c.claimsWon.Add(1)
+			o.mu.Lock()
+			o.claim = release
+			o.mu.Unlock()
+			return nil
+		case errors.Is(err, iofs.ErrExist):
+			// Published since the miss: copy it.
+		case err == nil && !wait:
+			c.retryTier(o)
+			return fmt.Errorf("%s: %w", o.obj.Key, ErrClaimed)
+		case err == nil:
+			c.claimsWaited.Add(1)
+			if err := c.opts.Tier.AwaitClaim(ctx, o.obj); err != nil {
+				return err
+			}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			c.claimErrors.Add(1)
+			c.warnTierOnce("shared cache claims do not work; fetching from S3 unclaimed", "key", o.obj.Key, "err", err)
+			return nil
+		}
+		if !c.retryTier(o) {
+			return nil
+		}
+	}
+}
+
+// retryTier is retryTierLocked with o.mu taken.
+func (c *Cache) retryTier(o *object) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.retryTierLocked()
+}
+
+// dropClaim releases the claim this node holds on o, if any, unless it was
+// handed to the publisher.
+func (c *Cache) dropClaim(o *object) {
+	o.mu.Lock()
+	release := o.claim
+	o.claim = nil
+	o.mu.Unlock()
+	if release != nil {
+		release()
+	}
+}
+
+// warnTierOnce logs a warning about the tier the first time, and at debug
+// level after that: a tier that is down would log on every object.
+func (c *Cache) warnTierOnce(msg string, args ...any) {
+	if c.tierWarned.CompareAndSwap(false, true) {
+		c.log.Warn(msg, args...)
+		return
+	}
+	c.log.Debug(msg, args...)
+}
+
 // notePublishLocked queues o for publishing once its last block is
-// recorded, if it came from S3 and was not queued before. o.mu is held.
+// recorded, if it came from S3 and was not queued before; the claim on it,
+// if any, goes with it. o.mu is held.
 func (c *Cache) notePublishLocked(o *object) {
 	if c.publishes == nil || o.published || o.rec.Present.Count() != o.rec.Present.Len() {
 		return
 	}
 	o.published = true
+	if !c.opts.Tier.Provable(o.obj) {
+		return
+	}
+	item := toPublish{obj: o.obj, release: o.claim}
+	o.claim = nil
 	c.publishing.Add(1)
 	select {
-	case c.publishes <- o.obj:
+	case c.publishes <- item:
 	default:
 		c.publishing.Done()
 		c.publishDropped.Add(1)
+		if item.release != nil {
+			item.release()
+		}
 	}
 }
 
-// publisher publishes the objects queued, one at a time, until the cache
-// closes.
+// publisher publishes the objects queued until the cache closes, then
+// releases the claims of those left.
 func (c *Cache) publisher() {
 	defer c.flusher.Done()
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Go(func() {
+			for {
+				select {
+				case item := <-c.publishes:
+					c.publishOne(item)
+				case <-c.ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 	for {
 		select {
-		case obj := <-c.publishes:
-			if err := c.publish(obj); err != nil {
-				c.publishErrors.Add(1)
-				c.log.Warn("publish to the shared cache", "key", obj.Key, "err", err)
-			} else {
-				c.published.Add(1)
+		case item := <-c.publishes:
+			if item.release != nil {
+				item.release()
 			}
 			c.publishing.Done()
-		case <-c.ctx.Done():
+		default:
 			return
 		}
 	}
+}
+
+// publishOne publishes one queued object and releases its claim.
+func (c *Cache) publishOne(item toPublish) {
+	if err := c.publish(item.obj); err != nil {
+		c.publishErrors.Add(1)
+		c.warnTierOnce("publish to the shared cache", "key", item.obj.Key, "err", err)
+	} else {
+		c.published.Add(1)
+	}
+	if item.release != nil {
+		item.release()
+	}
+	c.publishing.Done()
 }
 
 // publish hands obj's cache file to the tier, each block checked against

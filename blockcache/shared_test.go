@@ -3,9 +3,14 @@ package blockcache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"s3cachefs/blockcache/s3store/memstore"
 	"s3cachefs/blockcache/tier"
@@ -144,4 +149,188 @@ func poison(t *testing.T, path string, off int64) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitFor polls cond until it holds: for a state another goroutine reaches
+// with no event to wait on (a Warm blocked in the tier).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A prefetch of an object another node has claimed fetches nothing from
+// S3: WarmUnclaimed says so at once; Warm waits, then copies the entry that
+// node publishes. The claim made by a Warm of its own is gone once the
+// object is published.
+func TestTierClaims(t *testing.T) {
+	p := newSharedPair(t)
+	data := randBytes(303, 3*testPart+5)
+	obj := p.src.Put("train/d.npz", data)
+	v := tier.Version{Bucket: "bucket", Key: obj.Key, ETag: obj.ETag, Size: obj.Size}
+	release, ok, err := p.folder.Claim(v) // node A is fetching it
+	if err != nil || !ok {
+		t.Fatalf("claim: %v, %v", ok, err)
+	}
+	ctx := context.Background()
+	if err := p.b.c.WarmUnclaimed(ctx, obj, nil); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("WarmUnclaimed of a claimed object: %v, want ErrClaimed", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.b.c.Warm(ctx, obj, nil) }()
+	waitFor(t, "node B to wait for the claim", func() bool { return p.b.c.Stats().ClaimsWaited == 1 })
+	select {
+	case err := <-done:
+		t.Fatalf("Warm returned (%v) while the object was claimed", err)
+	default:
+	}
+	if err := p.folder.Publish(ctx, v, bytes.NewReader(data), testBlock, blockSumsOf(data), nil); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := p.src.Stats(); s.Gets != 0 {
+		t.Errorf("%d GETs for an object another node fetched, want 0", s.Gets)
+	}
+	if s := p.b.c.Stats(); s.TierBytes != obj.Size || s.ClaimsWon != 0 {
+		t.Errorf("node B: %+v, want the object from the tier, no claim won", s)
+	}
+	p.b.readWhole(obj, data)
+
+	// Node A warms an object nobody holds: it claims it, fetches it,
+	// publishes it, and lets the claim go.
+	other := p.src.Put("train/e.npz", randBytes(304, 2*testPart))
+	if err := p.a.c.Warm(ctx, other, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.a.c.publishing.Wait()
+	if s := p.a.c.Stats(); s.ClaimsWon != 1 || s.Published != 1 {
+		t.Errorf("node A: %+v, want 1 claim won and 1 published", s)
+	}
+	claims, _ := filepath.Glob(filepath.Join(p.tierIn, "*", "claims", "*"))
+	if len(claims) != 0 {
+		t.Errorf("claims left in the tier: %v", claims)
+	}
+}
+
+// A claim whose node died (never renewed) delays a Warm by about the
+// claim's TTL; one long dead is broken at once. Either way the waiting node
+// then fetches the object from S3 itself.
+func TestTierClaimExpires(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		age  time.Duration
+	}{{"fresh", 0}, {"long dead", time.Hour}} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newSharedPair(t)
+			p.folder.SetClaimTTL(300 * time.Millisecond)
+			data := randBytes(305, 2*testPart+7)
+			obj := p.src.Put("dev/f.npz", data)
+			v := tier.Version{Bucket: "bucket", Key: obj.Key, ETag: obj.ETag, Size: obj.Size}
+			claim := filepath.Join(p.tierIn, "s3cachefs-tier-v1", "claims", tier.Name(v))
+			if err := os.WriteFile(claim, []byte("dead 1 x\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			then := time.Now().Add(-c.age)
+			os.Chtimes(claim, then, then)
+			start := time.Now()
+			if err := p.b.c.Warm(context.Background(), obj, nil); err != nil {
+				t.Fatal(err)
+			}
+			waited := time.Since(start)
+			if c.age == 0 && waited < 300*time.Millisecond {
+				t.Errorf("Warm took %v, less than the claim's TTL", waited)
+			}
+			if s := p.b.c.Stats(); s.ClaimsWaited != 1 || s.ClaimsWon != 1 || s.BytesFromS3 != obj.Size {
+				t.Errorf("node B: %+v, want 1 claim waited, 1 won, the object from S3", s)
+			}
+			p.b.readWhole(obj, data)
+		})
+	}
+}
+
+// When the tier misses, Warm fetches the object's parts from S3 as many at
+// a time as it would without a tier, not one by one.
+func TestTierMissWarmsInParallel(t *testing.T) {
+	p := newSharedPair(t)
+	obj := p.src.Put("dev/g.npz", randBytes(306, 6*testPart))
+	var mu sync.Mutex
+	started := 0
+	second := make(chan struct{})
+	p.src.SetFault(func(op, key string) error {
+		if op != memstore.OpGet {
+			return nil
+		}
+		mu.Lock()
+		started++
+		n := started
+		mu.Unlock()
+		if n == 2 {
+			close(second)
+		}
+		if n == 1 {
+			select {
+			case <-second:
+			case <-time.After(20 * time.Second):
+				return errors.New("no second GET while the first was held")
+			}
+		}
+		return nil
+	})
+	if err := p.a.c.Warm(context.Background(), obj, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A fill from the tier that is refused, followed by an S3 fetch that fails,
+// leaves nothing on disk and nothing counted.
+func TestTierRefusedFillLeavesNothing(t *testing.T) {
+	p := newSharedPair(t)
+	data := randBytes(307, 3*testPart)
+	obj := p.src.Put("dev/h.npz", data)
+	p.a.readWhole(obj, data)
+	p.a.c.publishing.Wait()
+	entries, _ := filepath.Glob(filepath.Join(p.tierIn, "*", "objects", "*", "*"))
+	if len(entries) != 1 {
+		t.Fatalf("tier entries %v, want 1", entries)
+	}
+	poison(t, entries[0], int64(len(data))-10) // found only at the end
+	p.src.SetFault(func(op, key string) error {
+		if op == memstore.OpGet {
+			return errors.New("S3 is down")
+		}
+		return nil
+	})
+	if err := p.b.c.Warm(context.Background(), obj, nil); err == nil {
+		t.Fatal("Warm succeeded with a poisoned entry and S3 down")
+	}
+	if s := p.b.c.Stats(); s.TierRejected != 1 || s.UsedBytes != 0 {
+		t.Errorf("node B: %+v, want 1 refused entry and nothing used", s)
+	}
+	files, _ := filepath.Glob(filepath.Join(FilesDir(p.b.dir), "*", "*"))
+	for _, name := range files {
+		var st unix.Stat_t
+		if err := unix.Stat(name, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Blocks != 0 {
+			t.Errorf("%s holds %d KiB of the refused entry", name, st.Blocks/2)
+		}
+	}
+}
+
+// blockSumsOf is the CRC-32C of each block of data, as the cache sums.
+func blockSumsOf(data []byte) []uint32 {
+	var sums []uint32
+	for off := 0; off < len(data); off += testBlock {
+		sums = append(sums, blockSum(data[off:min(off+testBlock, len(data))]))
+	}
+	return sums
 }

@@ -10,13 +10,35 @@ import (
 // Warm fetches every block of obj that is not on SSD yet, at background
 // priority, and waits for them. progress, if set, is called with the bytes
 // of each part as it becomes present (including parts already there).
-// Reads of the object during Warm are served first.
+// Reads of the object during Warm are served first. With a shared tier, an
+// object of which nothing is cached is copied from the tier if it holds
+// it; else Warm claims it there before fetching it from S3, or, if another
+// node holds the claim, waits for that node to publish it.
 func (c *Cache) Warm(ctx context.Context, obj index.Object, progress func(bytes int64)) error {
+	return c.warm(ctx, obj, progress, true)
+}
+
+// WarmUnclaimed is Warm, except that it returns an error wrapping
+// ErrClaimed at once, having fetched nothing, where Warm would wait for
+// another node: a prefetch of many objects warms the others meanwhile.
+func (c *Cache) WarmUnclaimed(ctx context.Context, obj index.Object, progress func(bytes int64)) error {
+	return c.warm(ctx, obj, progress, false)
+}
+
+func (c *Cache) warm(ctx context.Context, obj index.Object, progress func(bytes int64), waitClaim bool) error {
 	o, err := c.acquire(obj)
 	if err != nil {
 		return err
 	}
 	defer c.release(o)
+	if c.opts.Tier != nil {
+		// A claim not handed to the publisher (the object is not
+		// complete) is released as Warm returns.
+		defer c.dropClaim(o)
+		if err := c.claimForWarm(ctx, o, waitClaim); err != nil {
+			return err
+		}
+	}
 	nblocks := index.NumBlocks(obj.Size, c.opts.BlockSize)
 	per := c.opts.PartSize / c.opts.BlockSize
 	nparts := (nblocks + per - 1) / per
@@ -35,8 +57,15 @@ func (c *Cache) Warm(ctx context.Context, obj index.Object, progress func(bytes 
 			}
 			switch {
 			case errors.Is(f.err, errTierFallback):
-				// Not filled from the shared tier: fetch from S3.
+				// Not filled from the shared tier: fetch this part and
+				// the others queued on the fill from S3.
+				fill := f
 				f = c.startFetch(o, next, false)
+				for i, q := range queue {
+					if q == fill {
+						queue[i] = c.startFetch(o, next+1+int64(i), false)
+					}
+				}
 				continue
 			case f.err != nil:
 				return f.err

@@ -13,6 +13,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,7 +46,8 @@ func Name(v Version) string {
 // methods may be called concurrently, from any number of processes and
 // nodes.
 type Folder struct {
-	root string // set once: the tier's own folder under the one given
+	root     string        // set once: the tier's own folder under the one given
+	claimTTL time.Duration // set before use (SetClaimTTL)
 }
 
 // folderLayout is the name of the tier's folder under the one the user
@@ -59,14 +61,19 @@ func OpenFolder(dir string) (*Folder, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("shared cache %s: not a folder", dir)
 	}
-	f := &Folder{root: filepath.Join(dir, folderLayout)}
-	for _, d := range []string{f.root, filepath.Join(f.root, "objects"), filepath.Join(f.root, "tmp")} {
+	f := &Folder{root: filepath.Join(dir, folderLayout), claimTTL: DefaultClaimTTL}
+	for _, d := range []string{f.root, filepath.Join(f.root, "objects"), filepath.Join(f.root, "tmp"), filepath.Join(f.root, "claims")} {
 		if err := os.Mkdir(d, 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
 			return nil, fmt.Errorf("shared cache %s: %w", dir, err)
 		}
 	}
 	return f, nil
 }
+
+// SetClaimTTL sets how long a claim outlives the last renewal by its node
+// (DefaultClaimTTL unless set); call it before any other method. Every
+// node of a tier should use the same.
+func (f *Folder) SetClaimTTL(d time.Duration) { f.claimTTL = d }
 
 // entryPath is where the entry named name lives.
 func (f *Folder) entryPath(name string) string {
@@ -79,8 +86,10 @@ func (f *Folder) entryPath(name string) string {
 // under a temporary name in the tier's tmp folder, then linked into place,
 // which never replaces an entry already there (another node published the
 // same version first; that is not an error). Publish reads data only; it
-// checks nothing about it: publish only bytes proven to be S3's.
-func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSize int64, sums []uint32) error {
+// checks nothing about it but, with verify, whatever verify checks once
+// every byte is read (nothing is published when it fails): publish only
+// bytes proven to be S3's.
+func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSize int64, sums []uint32, verify func() error) error {
 	if blockSize <= 0 || int64(len(sums)) != (v.Size+blockSize-1)/blockSize {
 		return fmt.Errorf("publish %s: %d checksums for %d bytes in blocks of %d", v.Key, len(sums), v.Size, blockSize)
 	}
@@ -94,14 +103,45 @@ func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSi
 	if err := writeEntry(ctx, tmp, v, data, blockSize, sums); err != nil {
 		return fmt.Errorf("publish %s: %w", v.Key, err)
 	}
+	if verify != nil {
+		if err := verify(); err != nil {
+			return fmt.Errorf("publish %s: %w", v.Key, err)
+		}
+	}
 	dst := f.entryPath(name)
 	if err := os.Mkdir(filepath.Dir(dst), 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
 		return fmt.Errorf("publish %s: %w", v.Key, err)
 	}
-	if err := os.Link(tmp.Name(), dst); err != nil && !errors.Is(err, iofs.ErrExist) {
+	if err := placeNew(tmp.Name(), dst); err != nil {
 		return fmt.Errorf("publish %s: %w", v.Key, err)
 	}
 	return nil
+}
+
+// placeNew gives the file at tmp the name dst unless dst exists (then it
+// does nothing): a hard link where the filesystem has them, else a rename
+// that refuses to replace, else (a filesystem with neither, as some
+// network volumes) a plain rename after a look, which may replace an entry
+// published meanwhile by an equal one.
+func placeNew(tmp, dst string) error {
+	err := os.Link(tmp, dst)
+	if err == nil || errors.Is(err, iofs.ErrExist) {
+		return nil
+	}
+	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOTSUP) && !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EMLINK) {
+		return err
+	}
+	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if err == nil || errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
+		return err
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return nil
+	}
+	return os.Rename(tmp, dst)
 }
 
 // tempFile creates a file of its own in the tier's tmp folder.
@@ -129,6 +169,8 @@ func writeEntry(ctx context.Context, w *os.File, v Version, data io.Reader, bloc
 // Entry is a tier entry opened for reading. Its bytes are not proven to be
 // the object: prove them (Prover) before anything read from it is served.
 type Entry struct {
+	f         *Folder
+	fi        iofs.FileInfo // of the file opened, to remove only it
 	file      *os.File
 	v         Version
 	blockSize int64
@@ -136,27 +178,60 @@ type Entry struct {
 }
 
 // Open opens the entry of v. An entry that is not there gives an error
-// wrapping io/fs.ErrNotExist; one whose trailer does not name v, or that is
-// cut short, one wrapping ErrDisproved. The caller closes the Entry.
+// wrapping io/fs.ErrNotExist; one that is not a regular file, whose
+// trailer does not name v, or that is cut short, one wrapping ErrDisproved,
+// and it is removed. The caller closes the Entry.
 func (f *Folder) Open(v Version) (*Entry, error) {
-	file, err := os.Open(f.entryPath(Name(v)))
+	path := f.entryPath(Name(v))
+	// Not a symbolic link, and a FIFO planted there does not block.
+	file, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
+		err = fmt.Errorf("%w: a symbolic link", ErrDisproved)
+		return nil, fmt.Errorf("shared cache entry of %s: %w", v.Key, errors.Join(err, f.removeFile(path, nil)))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("shared cache entry of %s: %w", v.Key, err)
 	}
-	bs, sums, err := readTrailer(file, v)
+	e := &Entry{f: f, file: file, v: v}
+	e.fi, err = file.Stat()
+	if err == nil && !e.fi.Mode().IsRegular() {
+		err = fmt.Errorf("%w: not a regular file (%s)", ErrDisproved, e.fi.Mode().Type())
+	}
+	if err == nil {
+		e.blockSize, e.sums, err = readTrailer(file, v)
+	}
 	if err != nil {
 		file.Close()
+		if errors.Is(err, ErrDisproved) {
+			err = errors.Join(err, e.Remove())
+		}
 		return nil, fmt.Errorf("shared cache entry of %s: %w", v.Key, err)
 	}
-	return &Entry{file: file, v: v, blockSize: bs, sums: sums}, nil
+	return e, nil
 }
 
-// Remove deletes the entry of v (one found disproved), so that a good copy
-// can be published in its place. A missing entry is not an error. A node
-// reading the entry meanwhile keeps reading what it opened.
-func (f *Folder) Remove(v Version) error {
-	if err := os.Remove(f.entryPath(Name(v))); err != nil && !errors.Is(err, iofs.ErrNotExist) {
-		return fmt.Errorf("remove shared cache entry of %s: %w", v.Key, err)
+// Remove deletes the entry (one found disproved), so that a good copy can
+// be published in its place, unless the file under its name is no longer
+// the one opened (another node replaced it already). A node reading the
+// entry meanwhile keeps reading what it opened.
+func (e *Entry) Remove() error {
+	if err := e.f.removeFile(e.f.entryPath(Name(e.v)), e.fi); err != nil {
+		return fmt.Errorf("remove shared cache entry of %s: %w", e.v.Key, err)
+	}
+	return nil
+}
+
+// removeFile removes the file at path if it is still fi (any file when fi
+// is nil). A missing file is not an error.
+func (f *Folder) removeFile(path string, fi iofs.FileInfo) error {
+	if fi != nil {
+		now, err := os.Lstat(path)
+		if errors.Is(err, iofs.ErrNotExist) || (err == nil && !os.SameFile(now, fi)) {
+			return nil
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return err
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"s3cachefs/blockcache/internal/cachetest"
 )
 
@@ -48,7 +50,7 @@ func TestFolderPublishOpen(t *testing.T) {
 	data := cachetest.RandBytes(3, 3*mib+7)
 	v := testVersion(data)
 	sums := blockSums(data, mib)
-	if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, sums); err != nil {
+	if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, sums, nil); err != nil {
 		t.Fatal(err)
 	}
 	e, err := f.Open(v)
@@ -87,7 +89,9 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
-		wg.Go(func() { errs[i] = f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib)) })
+		wg.Go(func() {
+			errs[i] = f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib), nil)
+		})
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -105,7 +109,7 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 	e.Close()
 
 	short := testVersion(append(bytes.Clone(data), 1))
-	if err := f.Publish(context.Background(), short, bytes.NewReader(data), mib, make([]uint32, 3)); err == nil {
+	if err := f.Publish(context.Background(), short, bytes.NewReader(data), mib, make([]uint32, 3), nil); err == nil {
 		t.Error("a publish whose source ended early succeeded")
 	}
 	if _, err := f.Open(short); !errors.Is(err, iofs.ErrNotExist) {
@@ -118,7 +122,9 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 
 // An entry that is damaged or rewritten to name another object is refused
 // at Open (ErrDisproved); bytes flipped with the trailer left alone pass
-// Open but not the Prover. Remove takes a refused entry away.
+// Open but not the Prover. Open removes what it refuses, Entry.Remove what
+// the Prover refused. A FIFO or a symbolic link planted as an entry is
+// refused at once, not waited on or followed.
 func TestFolderRefusesDamagedEntries(t *testing.T) {
 	data := cachetest.RandBytes(5, mib+3)
 	v := testVersion(data)
@@ -131,13 +137,22 @@ func TestFolderRefusesDamagedEntries(t *testing.T) {
 		{"trailer byte flipped", func(p string) error { return flipAt(p, -20) }, true},
 		{"a byte grown", func(p string) error { return appendTo(p, []byte{0}) }, true},
 		{"data byte flipped", func(p string) error { return flipAt(p, 100) }, false},
+		{"a FIFO", func(p string) error { os.Remove(p); return unix.Mkfifo(p, 0o644) }, true},
+		{"a symbolic link", func(p string) error {
+			os.Remove(p)
+			other := filepath.Join(filepath.Dir(p), "elsewhere")
+			if err := os.WriteFile(other, data, 0o644); err != nil {
+				return err
+			}
+			return os.Symlink(other, p)
+		}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f, err := OpenFolder(t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib)); err != nil {
+			if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib), nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := c.damage(f.entryPath(Name(v))); err != nil {
@@ -154,18 +169,51 @@ func TestFolderRefusesDamagedEntries(t *testing.T) {
 				}
 				p := NewProver(v.ETag, v.Size)
 				io.Copy(p, io.NewSectionReader(e, 0, v.Size))
-				e.Close()
 				if err := p.Check(); !errors.Is(err, ErrDisproved) {
 					t.Fatalf("Prover: %v, want ErrDisproved", err)
 				}
-			}
-			if err := f.Remove(v); err != nil {
-				t.Fatal(err)
+				if err := e.Remove(); err != nil {
+					t.Fatal(err)
+				}
+				e.Close()
 			}
 			if _, err := f.Open(v); !errors.Is(err, iofs.ErrNotExist) {
-				t.Errorf("after Remove: %v", err)
+				t.Errorf("after the refusal: %v, want no entry", err)
 			}
 		})
+	}
+}
+
+// Removing a refused entry leaves alone a good one that another node put
+// under its name meanwhile.
+func TestEntryRemoveLeavesAReplacement(t *testing.T) {
+	data := cachetest.RandBytes(6, mib)
+	v := testVersion(data)
+	f, err := OpenFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func() {
+		t.Helper()
+		if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish()
+	e, err := f.Open(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := os.Remove(f.entryPath(Name(v))); err != nil {
+		t.Fatal(err)
+	}
+	publish() // another node's copy
+	if err := e.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(f.entryPath(Name(v))); err != nil {
+		t.Errorf("the replacement was removed: %v", err)
 	}
 }
 

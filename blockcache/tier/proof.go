@@ -186,7 +186,7 @@ func partSizes(size int64, parts int) []int64 {
 		cli *= 2
 	}
 	var out []int64
-	for _, ps := range []int64{cli, 16 * mib, 5 * mib, (size/int64(parts) + mib - 1) / mib * mib} {
+	for _, ps := range []int64{cli, 16 * mib, 5 * mib, ((size+int64(parts)-1)/int64(parts) + mib - 1) / mib * mib} {
 		if fits(ps) && !slices.Contains(out, ps) && len(out) < maxCandidates {
 			out = append(out, ps)
 		}

@@ -110,3 +110,14 @@ func TestPartSizesFollowTheCLI(t *testing.T) {
 		t.Errorf("part sizes for 3 MiB in 40 parts: %v, want none", got)
 	}
 }
+
+// The smallest whole number of MiB that fits an object in its parts is
+// rounded up from the exact share: 2 MiB and a byte in 2 parts were
+// uploaded in parts of 2 MiB, not 1 (which would need 3).
+func TestPartSizesRoundUp(t *testing.T) {
+	data := cachetest.RandBytes(7, 2*mib+1)
+	etag := s3ETag(data, 2*mib)
+	if m, err := prove(etag, int64(len(data)), data); m != ByPartMD5 || err != nil {
+		t.Errorf("2 MiB and a byte in parts of 2 MiB: %v, %v; want proven by part MD5", m, err)
+	}
+}

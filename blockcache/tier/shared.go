@@ -28,6 +28,12 @@ func (s *Shared) version(obj index.Object) Version {
 	return Version{Bucket: s.bucket, Key: obj.Key, ETag: obj.ETag, Size: obj.Size}
 }
 
+// Provable reports whether obj's ETag proves bytes to be obj (Prover):
+// only such objects are taken from the tier, claimed or published.
+func (s *Shared) Provable(obj index.Object) bool {
+	return obj.ETag != "" && NewProver(obj.ETag, obj.Size).Method() != Unprovable
+}
+
 // Fill writes obj's entry to w, hashing it as it goes, and returns nil only
 // once it is proven to be obj (Prover). An object whose ETag proves nothing
 // is not taken from the tier: an error wrapping io/fs.ErrNotExist, as for
@@ -40,9 +46,6 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 		return fmt.Errorf("shared cache: the ETag of %s proves nothing: %w", obj.Key, iofs.ErrNotExist)
 	}
 	e, err := s.folder.Open(v)
-	if errors.Is(err, ErrDisproved) {
-		return errors.Join(err, s.folder.Remove(v))
-	}
 	if err != nil {
 		return err
 	}
@@ -52,17 +55,31 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 	}
 	if err := p.Check(); err != nil {
 		err = fmt.Errorf("shared cache entry of %s: %w", obj.Key, err)
-		return errors.Join(err, s.folder.Remove(v))
+		return errors.Join(err, e.Remove())
 	}
 	return nil
 }
 
-// Publish stores obj in the tier (Folder.Publish). An object whose ETag
-// proves nothing is not published: no node would take it.
+// Publish stores obj in the tier (Folder.Publish), proving the bytes as
+// they are read: an object whose bytes do not give its ETag (an ETag that
+// is not an MD5 although it looks like one, as with SSE-KMS) is not
+// published, since no node would take it; nor is one whose ETag proves
+// nothing.
 func (s *Shared) Publish(ctx context.Context, obj index.Object, r io.Reader, blockSize int64, sums []uint32) error {
 	v := s.version(obj)
-	if NewProver(v.ETag, v.Size).Method() == Unprovable {
+	p := NewProver(v.ETag, v.Size)
+	if p.Method() == Unprovable {
 		return nil
 	}
-	return s.folder.Publish(ctx, v, r, blockSize, sums)
+	return s.folder.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
+}
+
+// Claim claims obj in the folder (Folder.Claim).
+func (s *Shared) Claim(ctx context.Context, obj index.Object) (release func(), ok bool, err error) {
+	return s.folder.Claim(s.version(obj))
+}
+
+// AwaitClaim waits for another node's claim on obj (Folder.AwaitClaim).
+func (s *Shared) AwaitClaim(ctx context.Context, obj index.Object) error {
+	return s.folder.AwaitClaim(ctx, s.version(obj))
 }
