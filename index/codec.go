@@ -314,6 +314,9 @@ func encodeJob(j Job) ([]byte, error) {
 	if j.State >= numJobStates {
 		return nil, fmt.Errorf("%w: job %s: unknown state %d", ErrInvalid, j.ID, j.State)
 	}
+	if j.Shard < 0 || j.Shards < 0 || (j.Shards > 0 && j.Shard >= j.Shards) || (j.Shards == 0 && j.Shard != 0) {
+		return nil, fmt.Errorf("%w: job %s: shard %d of %d", ErrInvalid, j.ID, j.Shard, j.Shards)
+	}
 	e := encoder{b: make([]byte, 0, 32+len(j.Error)+32*(len(j.Paths)+len(j.Failed)))}
 	e.b = append(e.b, codecV1)
 	e.time(j.Created)
@@ -321,6 +324,11 @@ func encodeJob(j Job) ([]byte, error) {
 	e.strs(j.Paths)
 	e.str(j.Error)
 	e.strs(j.Failed)
+	if j.Shards > 0 {
+		// Added after version 1 was out: a job without it ends here.
+		e.uvarint(uint64(j.Shard))
+		e.uvarint(uint64(j.Shards))
+	}
 	return e.b, nil
 }
 
@@ -357,6 +365,12 @@ func decodeJob(id string, b []byte) (Job, error) {
 	j.Paths = d.strs()
 	j.Error = d.str()
 	j.Failed = d.strs()
+	if d.err == nil && len(d.b) > 0 {
+		j.Shard, j.Shards = int(d.uvarint()), int(d.uvarint())
+		if d.err == nil && (j.Shards < 1 || j.Shard >= j.Shards) {
+			d.fail("shard %d of %d", j.Shard, j.Shards)
+		}
+	}
 	if err := d.end(); err != nil {
 		return Job{}, fmt.Errorf("job %s: %w", id, err)
 	}

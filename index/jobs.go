@@ -44,6 +44,10 @@ type Job struct {
 	State   JobState  // JobRunning, JobDone, JobFailed or JobCancelled
 	Error   string    // why it failed
 	Failed  []string  // S3 keys that kept failing
+	// Shard of Shards: the job fetches only the objects whose key falls
+	// in shard Shard (0 to Shards-1) of Shards (prefetch --shard); 0 of
+	// 0 is every object.
+	Shard, Shards int
 }
 
 // checkID refuses IDs that cannot be part of a pin key: pin keys join two

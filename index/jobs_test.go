@@ -26,7 +26,8 @@ func sampleJob() Job {
 // jobEqual compares jobs field by field; nil and empty slices are equal.
 func jobEqual(a, b Job) bool {
 	return a.ID == b.ID && slices.Equal(a.Paths, b.Paths) && a.Created.Equal(b.Created) &&
-		a.State == b.State && a.Error == b.Error && slices.Equal(a.Failed, b.Failed)
+		a.State == b.State && a.Error == b.Error && slices.Equal(a.Failed, b.Failed) &&
+		a.Shard == b.Shard && a.Shards == b.Shards
 }
 
 func TestJobStateString(t *testing.T) {
@@ -40,7 +41,9 @@ func TestJobStateString(t *testing.T) {
 }
 
 func TestJobCodecRoundTrip(t *testing.T) {
-	for _, j := range []Job{sampleJob(), {ID: "x"}, {ID: "y", State: JobCancelled, Paths: []string{}}} {
+	sharded := sampleJob()
+	sharded.Shard, sharded.Shards = 2, 8
+	for _, j := range []Job{sampleJob(), {ID: "x"}, {ID: "y", State: JobCancelled, Paths: []string{}}, sharded} {
 		v, err := encodeJob(j)
 		if err != nil {
 			t.Fatal(err)
@@ -63,6 +66,8 @@ func TestEncodeJobRefusesInvalid(t *testing.T) {
 		"empty ID":      {},
 		"NUL in ID":     {ID: "a\x00b"},
 		"unknown state": {ID: "a", State: numJobStates},
+		"shard past":    {ID: "a", Shard: 3, Shards: 3},
+		"shard of none": {ID: "a", Shard: 1},
 	} {
 		if _, err := encodeJob(j); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: encode err = %v, want ErrInvalid", name, err)

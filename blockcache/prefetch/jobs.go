@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	iofs "io/fs"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,11 +141,44 @@ type folder struct {
 // fits, records and pins it, and starts it. It returns the job's first
 // snapshot; the job runs on after ctx ends.
 func (j *Jobs) Start(ctx context.Context, paths []string) (Progress, error) {
+	return j.StartShard(ctx, paths, Shard{})
+}
+
+// Shard is a share of a job's objects: those whose key hashes to Index of
+// Count (0 <= Index < Count), so that Count nodes that each start the job
+// with their own Index warm every object once between them. The zero
+// Shard is every object.
+type Shard struct{ Index, Count int }
+
+// Holds reports whether the object with key is in s.
+func (s Shard) Holds(key string) bool {
+	if s.Count <= 1 {
+		return true
+	}
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return h.Sum64()%uint64(s.Count) == uint64(s.Index)
+}
+
+// String is "I/N", or "" for every object.
+func (s Shard) String() string {
+	if s.Count == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", s.Index, s.Count)
+}
+
+// StartShard is Start for the objects of one shard of paths.
+func (j *Jobs) StartShard(ctx context.Context, paths []string, shard Shard) (Progress, error) {
+	if shard.Count < 0 || shard.Index < 0 || (shard.Count > 0 && shard.Index >= shard.Count) || (shard.Count == 0 && shard.Index != 0) {
+		return Progress{}, fmt.Errorf("shard %d of %d: want 0 <= shard < count", shard.Index, shard.Count)
+	}
 	j.mu.Lock()
 	j.seq++
 	id := fmt.Sprintf("%s-%d", time.Now().UTC().Format("20060102T150405.000"), j.seq)
 	j.mu.Unlock()
-	jb, err := j.plan(ctx, index.Job{ID: id, Paths: paths, Created: time.Now().UTC(), State: index.JobRunning})
+	jb, err := j.plan(ctx, index.Job{ID: id, Paths: paths, Created: time.Now().UTC(), State: index.JobRunning,
+		Shard: shard.Index, Shards: shard.Count})
 	if err != nil {
 		return Progress{}, err
 	}
@@ -196,11 +231,13 @@ func (j *Jobs) plan(ctx context.Context, rec index.Job) (*job, error) {
 		return nil, errors.New("prefetch needs at least one path")
 	}
 	var total, cached int64
+	shard := Shard{Index: rec.Shard, Count: rec.Shards}
 	for _, p := range rec.Paths {
 		f, err := j.walkPath(ctx, p)
 		if err != nil {
 			return nil, err
 		}
+		f.objects = slices.DeleteFunc(f.objects, func(o index.Object) bool { return !shard.Holds(o.Key) })
 		for _, o := range f.objects {
 			f.bytes += o.Size
 			rc, ok, err := j.db.Record(blockcache.ObjectID(j.c.Bucket(), o))

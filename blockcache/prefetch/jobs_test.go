@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	iofs "io/fs"
 	"sync"
 	"testing"
 	"time"
 
+	"s3cachefs/blockcache"
+	"s3cachefs/blockcache/internal/cachetest"
 	"s3cachefs/blockcache/s3store/memstore"
+	"s3cachefs/blockcache/tier"
 	"s3cachefs/index"
 )
 
@@ -280,4 +284,114 @@ func TestPrefetchSmallObjectsShareCommits(t *testing.T) {
 	if g := f.src.Stats().Gets; g != gets {
 		t.Errorf("reading the prefetched objects made %d GETs", g-gets)
 	}
+}
+
+// Jobs of shards 0, 1 and 2 of 3 each fetch a share of a folder's objects,
+// no object twice, and every object once between them; the job says its
+// shard.
+func TestJobShards(t *testing.T) {
+	f, j := jobFixture(t, JobOptions{})
+	const n = 30
+	objs := map[string]index.Object{}
+	for i := range n {
+		k := fmt.Sprintf("train/%02d.npz", i)
+		objs[k] = f.src.Put(k, randBytes(uint64(40+i), testPart/4))
+	}
+	total := int64(0)
+	for i := range 3 {
+		before := f.src.Stats().Gets
+		p, err := j.StartShard(context.Background(), []string{"train"}, Shard{Index: i, Count: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p = waitJob(t, j, p.ID)
+		tot := p.Totals()
+		if p.State != "done" || p.Shard != fmt.Sprintf("%d/3", i) || tot.Files == 0 || tot.Files == n {
+			t.Fatalf("shard %d/3: %+v, want done with a share of the %d files", i, p, n)
+		}
+		if got := f.src.Stats().Gets - before; got != tot.Files {
+			t.Errorf("shard %d/3 made %d GETs for its %d files: it fetched others' or its own twice", i, got, tot.Files)
+		}
+		total += tot.Files
+	}
+	if total != n {
+		t.Errorf("the shards planned %d files between them, want %d", total, n)
+	}
+	for k, o := range objs {
+		if rec, ok, _ := f.db.Record(f.id(o)); !ok || !rec.Complete() {
+			t.Errorf("%s is not cached after all three shards", k)
+		}
+	}
+	if _, err := j.StartShard(context.Background(), []string{"train"}, Shard{Index: 3, Count: 3}); err == nil {
+		t.Error("shard 3 of 3 was started")
+	}
+}
+
+// Three nodes sharing a tier prefetch the same folder at once: between
+// them they fetch each object from S3 once (the one that claims it), and
+// each ends with all of it cached.
+func TestJobsShareOneFetch(t *testing.T) {
+	src := memstore.New()
+	folder, err := tier.OpenFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 24
+	for i := range n {
+		k := fmt.Sprintf("train/%02d.npz", i)
+		src.Put(k, randBytes(uint64(80+i), testPart/2+i))
+	}
+	var nodes []*fixture
+	var jobs []*Jobs
+	for range 3 {
+		f := &fixture{t: t, dir: t.TempDir(), src: src}
+		f.oc = cachetest.Open(t, f.dir, src, blockcache.Options{BlockSize: testBlock, PartSize: testPart, Tier: tier.NewShared(folder, "bucket")})
+		f.db, f.c = f.oc.DB, f.oc.C
+		nodes = append(nodes, f)
+		jobs = append(jobs, f.jobs(JobOptions{}))
+	}
+	ids := make([]string, 3)
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Go(func() {
+			p, err := j.Start(context.Background(), []string{"train"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = p.ID
+		})
+	}
+	wg.Wait()
+	won := int64(0)
+	for i, j := range jobs {
+		if ids[i] == "" {
+			t.FailNow()
+		}
+		if p := waitJob(t, j, ids[i]); p.State != "done" || p.Totals().FilesDone != n {
+			t.Fatalf("node %d: %+v", i, p)
+		}
+		won += nodes[i].c.Stats().ClaimsWon
+	}
+	if got := src.Stats().Gets; got != n {
+		t.Errorf("%d GETs for %d objects prefetched by 3 nodes, want %d", got, n, n)
+	}
+	if won != n {
+		t.Errorf("%d claims won, want one per object (%d)", won, n)
+	}
+	for i, f := range nodes {
+		s := f.c.Stats()
+		if s.BytesFromS3+s.TierBytes != totalSize(src, n) {
+			t.Errorf("node %d: %d bytes from S3 and %d from the tier, want %d between them", i, s.BytesFromS3, s.TierBytes, totalSize(src, n))
+		}
+	}
+}
+
+// totalSize is the size of the first n objects of train/.
+func totalSize(src *memstore.Store, n int) int64 {
+	var sum int64
+	for i := range n {
+		sum += int64(testPart/2 + i)
+	}
+	return sum
 }

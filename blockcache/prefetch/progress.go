@@ -29,6 +29,7 @@ type Progress struct {
 	Failed         []string         `json:"failed,omitempty"`
 	ElapsedSeconds float64          `json:"elapsed_seconds"`
 	Folders        []FolderProgress `json:"folders"`
+	Shard          string           `json:"shard,omitempty"` // "I/N" of a job of one shard
 }
 
 // Totals sums the folders.
@@ -127,6 +128,7 @@ func (jb *job) progress() Progress {
 	p := Progress{
 		ID: jb.rec.ID, State: jb.state.String(), Error: jb.errMsg,
 		Failed: append([]string(nil), jb.failed...),
+		Shard:  Shard{Index: jb.rec.Shard, Count: jb.rec.Shards}.String(),
 	}
 	jb.mu.Unlock()
 	p.ElapsedSeconds = time.Since(jb.started).Seconds()

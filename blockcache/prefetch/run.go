@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
@@ -51,30 +52,71 @@ func (j *Jobs) run(jb *job) error {
 
 // fetchAll warms every object of jb; an object that keeps failing is noted
 // and the rest go on. At most JobOptions.Objects objects are in flight,
-// and at most JobOptions.Bytes of them (pool.go).
+// and at most JobOptions.Bytes of them (pool.go). With a shared tier, the
+// objects another node is fetching from S3 (claimed) are put off until
+// the others are warm: by then that node has mostly published them.
 func (j *Jobs) fetchAll(ctx context.Context, jb *job) {
+	var later []laterObject
+	var mu sync.Mutex
+	j.warmEach(ctx, func(yield func(*folder, index.Object)) {
+		for _, f := range jb.folders {
+			for _, o := range f.objects {
+				yield(f, o)
+			}
+		}
+	}, func(f *folder, o index.Object) {
+		if j.warm(ctx, jb, f, o, false) {
+			mu.Lock()
+			later = append(later, laterObject{f, o})
+			mu.Unlock()
+		}
+	})
+	j.warmEach(ctx, func(yield func(*folder, index.Object)) {
+		for _, l := range later {
+			yield(l.f, l.o)
+		}
+	}, func(f *folder, o index.Object) { j.warm(ctx, jb, f, o, true) })
+}
+
+// laterObject is an object fetchAll put off.
+type laterObject struct {
+	f *folder
+	o index.Object
+}
+
+// warmEach calls warm for each object each yields, in the bounded pool.
+func (j *Jobs) warmEach(ctx context.Context, each func(yield func(*folder, index.Object)), warm func(*folder, index.Object)) {
 	var g errgroup.Group
 	g.SetLimit(j.opts.Objects)
 	room := semaphore.NewWeighted(j.opts.Bytes)
-	for _, f := range jb.folders {
-		for _, o := range f.objects {
-			w := j.weight(o)
-			if room.Acquire(ctx, w) != nil {
-				break // cancelled
-			}
-			g.Go(func() error {
-				defer room.Release(w)
-				j.warm(ctx, jb, f, o)
-				return nil
-			})
+	each(func(f *folder, o index.Object) {
+		w := j.weight(o)
+		if room.Acquire(ctx, w) != nil {
+			return // cancelled
 		}
-	}
+		g.Go(func() error {
+			defer room.Release(w)
+			warm(f, o)
+			return nil
+		})
+	})
 	g.Wait()
 }
 
 // warm fetches o, one object of folder f of jb, and notes how it went.
-func (j *Jobs) warm(ctx context.Context, jb *job, f *folder, o index.Object) {
-	err := j.c.Warm(ctx, o, func(n int64) { f.bytesDone.Add(n) })
+// Unless waitClaims, it reports true, having done nothing, for an object
+// another node has claimed.
+func (j *Jobs) warm(ctx context.Context, jb *job, f *folder, o index.Object, waitClaims bool) (claimed bool) {
+	progress := func(n int64) { f.bytesDone.Add(n) }
+	var err error
+	if waitClaims {
+		err = j.c.Warm(ctx, o, progress)
+	} else {
+		err = j.c.WarmUnclaimed(ctx, o, progress)
+	}
+	if errors.Is(err, blockcache.ErrClaimed) {
+		return true
+	}
 	if errors.Is(err, index.ErrStale) {
 		// Replaced in S3 since the plan: fetch the new version.
 		err = j.warmCurrent(ctx, jb, o)
@@ -88,6 +130,7 @@ func (j *Jobs) warm(ctx context.Context, jb *job, f *folder, o index.Object) {
 		jb.failed = append(jb.failed, o.Key)
 		jb.mu.Unlock()
 	}
+	return false
 }
 
 // weight is what o counts against JobOptions.Bytes: what Warm keeps in

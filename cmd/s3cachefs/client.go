@@ -59,9 +59,9 @@ func (c *client) shutdown(ctx context.Context, force bool) error {
 }
 
 // prefetch starts a prefetch job of paths (relative to the mount root).
-func (c *client) prefetch(ctx context.Context, paths []string) (api.Job, error) {
+func (c *client) prefetch(ctx context.Context, paths []string, shard, shards int) (api.Job, error) {
 	var j api.Job
-	err := c.post(ctx, "/prefetch", api.PathsRequest{Paths: paths}, &j)
+	err := c.post(ctx, "/prefetch", api.PathsRequest{Paths: paths, Shard: shard, Shards: shards}, &j)
 	return j, err
 }
 

@@ -106,7 +106,7 @@ func (c *control) handler() http.Handler {
 		{"GET", "/status", func(w http.ResponseWriter, r *http.Request) { c.writeJSON(w, http.StatusOK, c.d.status()) }},
 		{"POST", "/shutdown", func(w http.ResponseWriter, r *http.Request) { c.shutdown(w, r.URL.Query().Get("force") == "1") }},
 		{"POST", "/prefetch", c.withPaths(func(ctx context.Context, req api.PathsRequest) (any, error) {
-			p, err := c.d.jobs.Start(ctx, req.Paths)
+			p, err := c.d.jobs.StartShard(ctx, req.Paths, prefetch.Shard{Index: req.Shard, Count: req.Shards})
 			return jobWire(p), err
 		})},
 		{"POST", "/verify", c.withPaths(func(ctx context.Context, req api.PathsRequest) (any, error) {
@@ -235,6 +235,8 @@ func decodePaths(body io.Reader) (api.PathsRequest, int, error) {
 		return req, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err)
 	case len(req.Paths) == 0:
 		return req, http.StatusBadRequest, errors.New("no paths given")
+	case req.Shard < 0 || req.Shards < 0 || (req.Shards > 0 && req.Shard >= req.Shards) || (req.Shards == 0 && req.Shard != 0):
+		return req, http.StatusBadRequest, fmt.Errorf("shard %d of %d: want 0 <= shard < shards", req.Shard, req.Shards)
 	}
 	for _, p := range req.Paths {
 		if !cleanRelative(p) {

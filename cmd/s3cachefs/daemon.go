@@ -127,6 +127,7 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 		if err != nil {
 			return nil, err
 		}
+		folder.SetClaimTTL(cfg.SharedClaimTTL)
 		shared = tier.NewShared(folder, cfg.Source.Bucket)
 	}
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{

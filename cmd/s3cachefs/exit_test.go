@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,6 +92,11 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"prefetch", "--mount", mnt, "--interval", "0", "train"}, 2, "--interval must be positive"},
 		{[]string{"prefetch", "--mount", mnt, "--interval", "soon", "train"}, 2, "--interval"},
 		{[]string{"prefetch", "--mount", mnt, "--cancel", job, "train"}, 2, "--cancel takes no PATHs"},
+		{[]string{"prefetch", "--mount", mnt, "--shard", "3/3", "train"}, 2, `--shard "3/3": want I/N with 0 <= I < N`},
+		{[]string{"prefetch", "--mount", mnt, "--shard", "1", "train"}, 2, "--shard"},
+		{[]string{"prefetch", "--mount", mnt, "--shard", "-1/4", "train"}, 2, "--shard"},
+		{[]string{"prefetch", "--mount", mnt, "--shard", "0/4", "--cancel", job}, 2, "cannot be combined"},
+		{mount("--shared-claim-ttl", "10ms"), 2, "--shared-claim-ttl must be 1s to 1h, got 10ms"},
 		{[]string{"prefetch", "--mount", mnt, "--cancel", "../../status"}, 2, "job id"},
 		{[]string{"prefetch", "--mount", mnt, "--cancel", job, "--unpin"}, 2, "cannot be combined"},
 		{[]string{"prefetch", "--mount", mnt, "/etc"}, 2, "not under the mount"},
@@ -130,5 +136,31 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("the cache dir %s was made", cache)
 			}
 		})
+	}
+}
+
+// $RANK and $WORLD_SIZE name prefetch's shard when --shard is not given;
+// values that name none are a bad command line.
+func TestShardFromEnv(t *testing.T) {
+	for _, c := range []struct {
+		rank, world string
+		want        shard
+		bad         bool
+	}{
+		{"", "", shard{}, false},
+		{"3", "", shard{}, false},
+		{"3", "8", shard{index: 3, count: 8}, false},
+		{"0", "1", shard{index: 0, count: 1}, false},
+		{"8", "8", shard{}, true},
+		{"x", "8", shard{}, true},
+	} {
+		got, err := shardFromEnv(c.rank, c.world)
+		if got != c.want || (err != nil) != c.bad {
+			t.Errorf("RANK=%q WORLD_SIZE=%q: %+v, %v; want %+v, bad %v", c.rank, c.world, got, err, c.want, c.bad)
+		}
+		var ue usageError
+		if c.bad && !errors.As(err, &ue) {
+			t.Errorf("RANK=%q WORLD_SIZE=%q: %v is not a usage error (exit 2)", c.rank, c.world, err)
+		}
 	}
 }

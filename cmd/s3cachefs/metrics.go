@@ -184,6 +184,12 @@ func newStatusCollector(status func() api.Status) *statusCollector {
 		func(r *api.Status) float64 { return float64(r.Published) })
 	add("shared_cache_publish_errors_total", "Publishes to the shared cache that failed.", counter, false,
 		func(r *api.Status) float64 { return float64(r.PublishErrors) })
+	add("shared_cache_claims_won_total", "Objects a prefetch claimed in the shared cache and fetched from S3 for every node.", counter, false,
+		func(r *api.Status) float64 { return float64(r.ClaimsWon) })
+	add("shared_cache_claims_waited_total", "Objects a prefetch waited for while another node fetched them from S3.", counter, false,
+		func(r *api.Status) float64 { return float64(r.ClaimsWaited) })
+	add("shared_cache_claim_errors_total", "Claims in the shared cache that failed (the object was fetched from S3 unclaimed).", counter, false,
+		func(r *api.Status) float64 { return float64(r.ClaimErrors) })
 	add("corrupt_blocks_total", "Cached blocks found damaged on read and fetched again.", counter, false,
 		func(r *api.Status) float64 { return float64(r.CorruptBlocks) })
 	add("s3_get_requests_total", "S3 GET requests sent.", counter, false,

@@ -28,7 +28,7 @@ func fakeStatus() api.Status {
 		CacheFull: true, OpenFiles: 14, Objects: 15, CompleteObjects: 16,
 		CachedBytes: 17, PinnedObjects: 18, PassthroughOpens: 19, DaemonOpens: 20,
 		IndexCommits: 21, CacheSyncs: 22, ReadMode: "passthrough", FileNodes: 23,
-		TierBytes: 24, TierMisses: 25, TierRejected: 26, Published: 27, PublishErrors: 28,
+		TierBytes: 24, TierMisses: 25, TierRejected: 26, Published: 27, PublishErrors: 28, ClaimsWon: 29, ClaimsWaited: 30, ClaimErrors: 31,
 	}
 }
 
@@ -50,6 +50,7 @@ func TestStatusCollectorValues(t *testing.T) {
 		"s3cachefs_file_nodes": 23, "s3cachefs_shared_cache_bytes_total": 24,
 		"s3cachefs_shared_cache_misses_total": 25, "s3cachefs_shared_cache_rejected_total": 26,
 		"s3cachefs_shared_cache_published_total": 27, "s3cachefs_shared_cache_publish_errors_total": 28,
+		"s3cachefs_shared_cache_claims_won_total": 29, "s3cachefs_shared_cache_claims_waited_total": 30, "s3cachefs_shared_cache_claim_errors_total": 31,
 	}
 	c := newStatusCollector(fakeStatus)
 	reg := prometheus.NewPedanticRegistry() // also checks descriptions against metrics

@@ -19,6 +19,7 @@ import (
 	"s3cachefs/blockcache"
 	pf "s3cachefs/blockcache/prefetch"
 	"s3cachefs/blockcache/s3store"
+	"s3cachefs/blockcache/tier"
 	"s3cachefs/index"
 )
 
@@ -53,6 +54,7 @@ type mountConfig struct {
 	S3MaxAttempts   int           // attempts per S3 request, the first included
 	NoExec          bool          // mount option noexec
 	SharedCache     string        // absolute folder of the shared tier; "" = none
+	SharedClaimTTL  time.Duration // how long a claim in it outlives its renewal
 
 	// FuseFD is N when MOUNTPOINT is /dev/fd/N: a mount that another
 	// process made on a /dev/fuse it handed over (see fdmount.go); 0 for
@@ -117,6 +119,8 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		durationIn("--s3-timeout", time.Second, 10*time.Minute, "1s to 10m"))
 	s3Attempts := intFlag(fs, "s3-max-attempts", s3store.DefaultMaxAttempts, 1, 100, "`attempts` per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
 	sharedCache := fs.String("shared-cache", "", "a `folder` every node mounts (NFS, EFS, Lustre, a Modal Volume) shared as a cache tier: objects another node fetched are copied from it, proven by their ETag, instead of from S3; objects fetched from S3 are published to it")
+	claimTTL := typedFlag(fs, "shared-claim-ttl", tier.DefaultClaimTTL.String(), "with --shared-cache: how long (a `duration`) a node's claim on an object it fetches from S3 for the others outlives its last renewal; a node killed mid-fetch delays the others by about this much (1s to 1h; the same on every node)",
+		durationIn("--shared-claim-ttl", time.Second, time.Hour, "1s to 1h"))
 	metricsAddr := typedFlag(fs, "metrics-addr", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics, e.g. 127.0.0.1:9100 (default: off)", parseMetricsAddr)
 	args, opts, err := applyMountOptions(fs, args)
 	if err != nil {
@@ -140,7 +144,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		PrefetchObjects: int(*prefetchObjects), MaxFetches: int(*maxFetches),
 		MaxCacheSize: *maxCache, Eviction: *eviction, MinFree: *minFreeFlag, Passthrough: *passthrough,
 		PartSize: *partSize, ReadAhead: *readAhead, KernelReadAhead: *kernelReadAhead,
-		S3Timeout: *s3Timeout, S3MaxAttempts: int(*s3Attempts), MetricsAddr: *metricsAddr,
+		S3Timeout: *s3Timeout, S3MaxAttempts: int(*s3Attempts), MetricsAddr: *metricsAddr, SharedClaimTTL: *claimTTL,
 		NoExec:   opts.NoExec,
 		setFlags: map[string]bool{},
 	}

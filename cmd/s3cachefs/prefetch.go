@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,16 +19,57 @@ import (
 	"s3cachefs/cmd/s3cachefs/api"
 )
 
-const prefetchHelp = `usage: s3cachefs prefetch [--mount M] [--detach] [--json] PATH...
+const prefetchHelp = `usage: s3cachefs prefetch [--mount M] [--detach] [--json] [--shard I/N] PATH...
        s3cachefs prefetch [--mount M] --cancel JOB
        s3cachefs prefetch [--mount M] --unpin PATH...
 
 Fetches every object under the PATHs (folders or files, relative to the
 mount root or absolute under it) into the cache and pins them. The job runs
 inside the daemon: Ctrl-C stops this display, not the job; --cancel stops it.
+With --shard I/N (or, without it, $RANK and $WORLD_SIZE when both are set)
+it fetches only share I of N of the objects, so that N nodes each warm
+their share.
 
 flags:
 `
+
+// shard is a share I of N of a prefetch's objects; the zero shard is all.
+type shard struct{ index, count int }
+
+// parseShard parses --shard I/N.
+func parseShard(s string) (shard, error) {
+	if s == "" {
+		return shard{}, nil
+	}
+	i, n, ok := strings.Cut(s, "/")
+	sh, err := makeShard(i, n)
+	if !ok || err != nil {
+		return shard{}, usagef("--shard %q: want I/N with 0 <= I < N, like 0/4", s)
+	}
+	return sh, nil
+}
+
+// shardFromEnv is the shard torchrun and most launchers name in $RANK and
+// $WORLD_SIZE: none unless both are set.
+func shardFromEnv(rank, world string) (shard, error) {
+	if rank == "" || world == "" {
+		return shard{}, nil
+	}
+	sh, err := makeShard(rank, world)
+	if err != nil {
+		return shard{}, usagef("$RANK=%q and $WORLD_SIZE=%q do not name a shard (want 0 <= RANK < WORLD_SIZE); give --shard I/N", rank, world)
+	}
+	return sh, nil
+}
+
+func makeShard(i, n string) (shard, error) {
+	index, err1 := strconv.Atoi(i)
+	count, err2 := strconv.Atoi(n)
+	if err1 != nil || err2 != nil || count < 1 || index < 0 || index >= count {
+		return shard{}, errors.New("bad shard")
+	}
+	return shard{index: index, count: count}, nil
+}
 
 // errInterrupted ends a progress display on Ctrl-C; the job goes on.
 var errInterrupted = errors.New("interrupted")
@@ -40,9 +82,16 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	cancel := fs.String("cancel", "", "cancel the job with this ID")
 	unpin := fs.Bool("unpin", false, "release the pins on PATHs instead of fetching them")
 	interval := typedFlag(fs, "interval", "1s", "how often progress is shown (a `duration`)", durationIn("--interval", time.Nanosecond, 0, "positive"))
+	shardFlag := typedFlag(fs, "shard", "", "fetch only share `I/N` of the objects (0 <= I < N), by a hash of each key: N nodes each given their own I warm every object once between them; default $RANK/$WORLD_SIZE when both are set, else all", parseShard)
 	pos, err := parseArgs(fs, args, prefetchHelp)
 	if err != nil {
 		return err
+	}
+	shard := *shardFlag
+	if !flagSet(fs, "shard") {
+		if shard, err = shardFromEnv(os.Getenv("RANK"), os.Getenv("WORLD_SIZE")); err != nil {
+			return err
+		}
 	}
 	// --cancel and --unpin are their own actions: the display flags mean
 	// nothing to them, and --cancel with --unpin would be two actions.
@@ -50,7 +99,7 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 		if !flagSet(fs, action) {
 			continue
 		}
-		for _, other := range []string{"cancel", "unpin", "detach", "json", "interval"} {
+		for _, other := range []string{"cancel", "unpin", "detach", "json", "interval", "shard"} {
 			if other != action && flagSet(fs, other) {
 				return usagef("--%s cannot be combined with --%s", action, other)
 			}
@@ -89,7 +138,7 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "unpinned %d objects; eviction may remove them now\n", r.Objects)
 		return nil
 	}
-	p, err := c.prefetch(ctx, paths)
+	p, err := c.prefetch(ctx, paths, shard.index, shard.count)
 	if err != nil {
 		return err
 	}
@@ -127,6 +176,9 @@ func mountRelative(mp string, in []string) ([]string, error) {
 
 // printPlan says what the job will fetch.
 func printPlan(w io.Writer, p api.Job) {
+	if p.Shard != "" {
+		fmt.Fprintf(w, "shard %s of the objects:\n", p.Shard)
+	}
 	for _, f := range p.Folders {
 		fmt.Fprintf(w, "%s: %d files, %s (%s already cached)\n", displayPath(f.Path), f.Files, humanBytes(f.Bytes), humanBytes(f.CachedAtStart))
 	}

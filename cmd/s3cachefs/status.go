@@ -34,6 +34,7 @@ func (d *daemon) status() api.Status {
 	r.IndexCommits, r.CacheSyncs = d.db.Commits(), cs.Syncs
 	r.SharedCache, r.TierBytes, r.TierMisses, r.TierRejected = d.cfg.SharedCache, cs.TierBytes, cs.TierMisses, cs.TierRejected
 	r.Published, r.PublishErrors, r.PublishDropped = cs.Published, cs.PublishErrors, cs.PublishDropped
+	r.ClaimsWon, r.ClaimsWaited, r.ClaimErrors = cs.ClaimsWon, cs.ClaimsWaited, cs.ClaimErrors
 	var st unix.Statfs_t
 	if err := unix.Statfs(d.cfg.CacheDir, &st); err == nil {
 		r.FreeBytes = int64(st.Bavail) * int64(st.Bsize)
@@ -138,6 +139,8 @@ func printStatus(w io.Writer, r api.Status) {
 	if r.SharedCache != "" {
 		fmt.Fprintf(tw, "shared cache\t%s: %s copied from it (%d objects not there, %d entries refused), %d published (%d failed, %d dropped)\n",
 			r.SharedCache, humanBytes(r.TierBytes), r.TierMisses, r.TierRejected, r.Published, r.PublishErrors, r.PublishDropped)
+		fmt.Fprintf(tw, "claims\t%d won (fetched from S3 for all nodes), %d waited for another node, %d failed\n",
+			r.ClaimsWon, r.ClaimsWaited, r.ClaimErrors)
 	}
 	fmt.Fprintf(tw, "open files\t%d (%d file nodes held by the kernel)\n", r.OpenFiles, r.FileNodes)
 	printMemory(tw, r.Memory)

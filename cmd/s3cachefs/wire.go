@@ -12,7 +12,7 @@ import (
 
 // jobWire is p as the control socket shows a job.
 func jobWire(p prefetch.Progress) api.Job {
-	j := api.Job{ID: p.ID, State: p.State, Error: p.Error, Failed: p.Failed, ElapsedSeconds: p.ElapsedSeconds}
+	j := api.Job{ID: p.ID, State: p.State, Error: p.Error, Failed: p.Failed, ElapsedSeconds: p.ElapsedSeconds, Shard: p.Shard}
 	if p.Folders != nil {
 		j.Folders = make([]api.Folder, len(p.Folders))
 	}

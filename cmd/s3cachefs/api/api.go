@@ -75,7 +75,10 @@ type Status struct {
 	// it: TierBytes copied, TierMisses objects it did not hold,
 	// TierRejected entries refused (not proven to be the object, or
 	// unreadable; then fetched from S3); to it: Published objects,
-	// PublishErrors failed, PublishDropped not queued (queue full).
+	// PublishErrors failed, PublishDropped not queued (queue full);
+	// claims by prefetches: ClaimsWon (fetched from S3 for all nodes),
+	// ClaimsWaited (another node was fetching), ClaimErrors (claims did
+	// not work; fetched unclaimed).
 	SharedCache    string `json:"shared_cache,omitempty"`
 	TierBytes      int64  `json:"shared_cache_bytes"`
 	TierMisses     int64  `json:"shared_cache_misses"`
@@ -83,6 +86,9 @@ type Status struct {
 	Published      int64  `json:"shared_cache_published"`
 	PublishErrors  int64  `json:"shared_cache_publish_errors"`
 	PublishDropped int64  `json:"shared_cache_publish_dropped"`
+	ClaimsWon      int64  `json:"shared_cache_claims_won"`
+	ClaimsWaited   int64  `json:"shared_cache_claims_waited"`
+	ClaimErrors    int64  `json:"shared_cache_claim_errors"`
 	// FUSE is what the FUSE side announced at INIT; Fallbacks what the
 	// mount's self-check found it does unlike Linux, and how the mount
 	// answers instead.
@@ -121,6 +127,9 @@ type Job struct {
 	Failed         []string `json:"failed,omitempty"` // keys that could not be fetched
 	ElapsedSeconds float64  `json:"elapsed_seconds"`
 	Folders        []Folder `json:"folders"`
+	// Shard is "I/N" for a job of one shard of the paths' objects
+	// (prefetch --shard), "" for all of them.
+	Shard string `json:"shard,omitempty"`
 }
 
 // Folder is the state of one path of a job.
@@ -166,6 +175,10 @@ type FolderReport struct {
 type PathsRequest struct {
 	Paths []string `json:"paths"`
 	Deep  bool     `json:"deep,omitempty"` // verify only: read back and check cached bytes
+	// prefetch only: fetch the objects of shard Shard of Shards
+	// (0 <= Shard < Shards; both 0: every object).
+	Shard  int `json:"shard,omitempty"`
+	Shards int `json:"shards,omitempty"`
 }
 
 // EvictReply is the answer to POST /evict.
