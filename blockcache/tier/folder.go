@@ -60,12 +60,36 @@ func OpenFolder(dir string) (*Folder, error) {
 		return nil, fmt.Errorf("shared cache %s: not a folder", dir)
 	}
 	f := &Folder{root: filepath.Join(dir, folderLayout)}
-	for _, d := range []string{f.root, filepath.Join(f.root, "objects"), filepath.Join(f.root, "tmp")} {
+	for _, d := range []string{f.root, filepath.Join(f.root, "objects"), filepath.Join(f.root, "tmp"), f.trashDir()} {
 		if err := os.Mkdir(d, 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
 			return nil, fmt.Errorf("shared cache %s: %w", dir, err)
 		}
 	}
 	return f, nil
+}
+
+// FindFolder opens the tier that dir holds, or that dir is (its
+// s3cachefs-tier-v1 folder given itself), creating nothing: for tools
+// that work on a tier that must already be there. No tier there gives an
+// error wrapping io/fs.ErrNotExist.
+func FindFolder(dir string) (*Folder, error) {
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("shared cache %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("shared cache %s: not a folder", dir)
+	}
+	roots := []string{filepath.Join(dir, folderLayout)}
+	if filepath.Base(filepath.Clean(dir)) == folderLayout {
+		roots = append(roots, dir)
+	}
+	for _, root := range roots {
+		if fi, err := os.Stat(filepath.Join(root, "objects")); err == nil && fi.IsDir() {
+			return &Folder{root: root}, nil
+		} else if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+			return nil, fmt.Errorf("shared cache %s: %w", dir, err)
+		}
+	}
+	return nil, fmt.Errorf("%s holds no shared cache (no %s/objects folder): %w", dir, folderLayout, iofs.ErrNotExist)
 }
 
 // entryPath is where the entry named name lives.
