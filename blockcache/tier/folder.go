@@ -89,8 +89,17 @@ func FindFolder(dir string) (*Folder, error) {
 			return nil, fmt.Errorf("shared cache %s: %w", dir, err)
 		}
 	}
-	return nil, fmt.Errorf("%s holds no shared cache (no %s/objects folder): %w", dir, folderLayout, iofs.ErrNotExist)
+	return nil, noTierError{dir}
 }
+
+// noTierError is FindFolder's error for a folder that holds no tier.
+type noTierError struct{ dir string }
+
+func (e noTierError) Error() string {
+	return fmt.Sprintf("%s holds no shared cache (no %s/objects folder)", e.dir, folderLayout)
+}
+
+func (e noTierError) Unwrap() error { return iofs.ErrNotExist }
 
 // entryPath is where the entry named name lives.
 func (f *Folder) entryPath(name string) string {

@@ -61,7 +61,9 @@ type GCStats struct {
 //
 // Bytes in trash/ count toward nothing: they are going away. now is the
 // time trash and tmp ages are measured at. On a per-file error GC goes on
-// and returns the first, with the stats of what it did.
+// and returns the first, with the stats of what it did. A grace of 0
+// unlinks at once everything in trash/ (the entries removed by this run
+// too) and tmp/: for a tier that no node is using.
 func (f *Folder) GC(ctx context.Context, maxSize int64, grace time.Duration, now time.Time) (GCStats, error) {
 	var st GCStats
 	if err := os.Mkdir(f.trashDir(), 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
@@ -235,11 +237,12 @@ func trashTime(name string, st *unix.Stat_t) int64 {
 func tmpTime(_ string, st *unix.Stat_t) int64 { return st.Mtim.Nano() }
 
 // sweep unlinks the files in dir whose time (as since says) is grace or
-// more before now, and counts those it unlinked and those it kept.
+// more before now, and counts those it unlinked and those it kept. A grace
+// of 0 unlinks them all, however the filesystem's clock stands to now.
 func sweep(ctx context.Context, dir string, grace time.Duration, now time.Time, since func(string, *unix.Stat_t) int64, fails *failures) (deleted, deletedBytes, kept, keptBytes int64, err error) {
 	cutoff := now.Add(-grace).UnixNano()
 	err = eachFile(ctx, dir, func(name string, st *unix.Stat_t) {
-		if since(name, st) > cutoff {
+		if grace > 0 && since(name, st) > cutoff {
 			kept++
 			keptBytes += st.Size
 			return

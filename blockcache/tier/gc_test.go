@@ -286,3 +286,25 @@ func TestFindFolder(t *testing.T) {
 		t.Errorf("GC without trash/: %+v", st)
 	}
 }
+
+// A grace of 0 deletes the entries GC removes at once, with the trash and
+// temporary files, even when the filesystem's clock is ahead of now.
+func TestGCGraceZero(t *testing.T) {
+	f, vs := gcTier(t, 2, 10)
+	if err := os.WriteFile(filepath.Join(f.root, "tmp", "x"), []byte("x"), 0o664); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.GC(context.Background(), 0, 0, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Removed != 2 || st.TrashDeleted != 2 || st.TrashKept != 0 || st.TmpDeleted != 1 {
+		t.Errorf("stats %+v, want both entries removed and deleted, and the temporary file", st)
+	}
+	if n := countFiles(t, f.trashDir()); n != 0 {
+		t.Errorf("%d files in trash", n)
+	}
+	if p := present(f, vs); p[0] || p[1] {
+		t.Errorf("entries left %v", p)
+	}
+}
