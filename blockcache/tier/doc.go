@@ -5,8 +5,9 @@
 // (blockcache.Tier, `--shared-cache DIR`): the cache copies an object of
 // which it has nothing from the tier through Shared.Fill, which proves it
 // on the way, and publishes what it fetched from S3 once complete through
-// Shared.Publish. Not here yet: a bucket as the tier, claims (so that nodes
-// prefetching at once fetch each object from S3 about once), and gc.
+// Shared.Publish. Folder.GC trims a folder tier (`s3cachefs shared gc`).
+// Not here yet: a bucket as the tier, and claims (so that nodes
+// prefetching at once fetch each object from S3 about once).
 //
 // # Trust
 //
@@ -31,6 +32,9 @@
 //	                  key, ETag, size and each block's CRC-32C, with a
 //	                  CRC-32C of its own and its length last)
 //	tmp/NAME.RANDOM   entries being written
+//	trash/NAME.STAMP.RANDOM
+//	                  entries GC took out of objects/ (STAMP: when, in
+//	                  unix nanoseconds), unlinked once there for the grace
 //
 // NAME is the hex SHA-256 of bucket, key and ETag (Name), never the
 // key, and NN its first two characters. An entry is written and synced in
@@ -40,4 +44,20 @@
 // changed in place; a disproved one is removed (Remove) so that a good copy
 // can take its name. Folders and files are created group-writable (0775,
 // 0664, less the umask): nodes may run as different users of one group.
+//
+// # Garbage collection
+//
+// GC keeps the entries under a size, least recently used first: an
+// entry's use is the later of its mtime (its publish) and its atime, which
+// the cache sets through Touch after each copy, since shared filesystems
+// are often mounted noatime. GC never unlinks an entry in objects/: it
+// renames it into trash/, and unlinks files there once they have been
+// there for a grace (15 minutes from the command). A node copying the
+// entry meanwhile keeps its open file and reads all of it: on NFS an open
+// file unlinked by another client gives ESTALE, a renamed one does not.
+// A copy that takes longer than the grace may fail, and is then fetched
+// from S3. GC also unlinks files in tmp/ not written to for the grace (a
+// publisher killed midway), never objects/NN folders (a publisher may be
+// about to link into one). Any number of GC runs may overlap, with each
+// other and with nodes reading and publishing.
 package tier

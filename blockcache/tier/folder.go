@@ -62,7 +62,7 @@ func OpenFolder(dir string) (*Folder, error) {
 		return nil, fmt.Errorf("shared cache %s: not a folder", dir)
 	}
 	f := &Folder{root: filepath.Join(dir, folderLayout), claimTTL: DefaultClaimTTL}
-	for _, d := range []string{f.root, filepath.Join(f.root, "objects"), filepath.Join(f.root, "tmp"), filepath.Join(f.root, "claims")} {
+	for _, d := range []string{f.root, filepath.Join(f.root, "objects"), filepath.Join(f.root, "tmp"), filepath.Join(f.root, "claims"), f.trashDir()} {
 		if err := os.Mkdir(d, 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
 			return nil, fmt.Errorf("shared cache %s: %w", dir, err)
 		}
@@ -74,6 +74,39 @@ func OpenFolder(dir string) (*Folder, error) {
 // (DefaultClaimTTL unless set); call it before any other method. Every
 // node of a tier should use the same.
 func (f *Folder) SetClaimTTL(d time.Duration) { f.claimTTL = d }
+
+// FindFolder opens the tier that dir holds, or that dir is (its
+// s3cachefs-tier-v1 folder given itself), creating nothing: for tools
+// that work on a tier that must already be there. No tier there gives an
+// error wrapping io/fs.ErrNotExist.
+func FindFolder(dir string) (*Folder, error) {
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("shared cache %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("shared cache %s: not a folder", dir)
+	}
+	roots := []string{filepath.Join(dir, folderLayout)}
+	if filepath.Base(filepath.Clean(dir)) == folderLayout {
+		roots = append(roots, dir)
+	}
+	for _, root := range roots {
+		if fi, err := os.Stat(filepath.Join(root, "objects")); err == nil && fi.IsDir() {
+			return &Folder{root: root, claimTTL: DefaultClaimTTL}, nil
+		} else if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+			return nil, fmt.Errorf("shared cache %s: %w", dir, err)
+		}
+	}
+	return nil, noTierError{dir}
+}
+
+// noTierError is FindFolder's error for a folder that holds no tier.
+type noTierError struct{ dir string }
+
+func (e noTierError) Error() string {
+	return fmt.Sprintf("%s holds no shared cache (no %s/objects folder)", e.dir, folderLayout)
+}
+
+func (e noTierError) Unwrap() error { return iofs.ErrNotExist }
 
 // entryPath is where the entry named name lives.
 func (f *Folder) entryPath(name string) string {
@@ -183,8 +216,14 @@ type Entry struct {
 // and it is removed. The caller closes the Entry.
 func (f *Folder) Open(v Version) (*Entry, error) {
 	path := f.entryPath(Name(v))
-	// Not a symbolic link, and a FIFO planted there does not block.
-	file, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	// Not a symbolic link, and a FIFO planted there does not block. No
+	// access time from the read (Touch says when an entry was used), where
+	// this user may ask so.
+	flags := os.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK
+	file, err := os.OpenFile(path, flags|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		file, err = os.OpenFile(path, flags, 0)
+	}
 	if errors.Is(err, unix.ELOOP) {
 		err = fmt.Errorf("%w: a symbolic link", ErrDisproved)
 		return nil, fmt.Errorf("shared cache entry of %s: %w", v.Key, errors.Join(err, f.removeFile(path, nil)))

@@ -57,6 +57,9 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 		err = fmt.Errorf("shared cache entry of %s: %w", obj.Key, err)
 		return errors.Join(err, e.Remove())
 	}
+	// For gc's least recently used order; a tier this node may only
+	// read keeps the order of its writers.
+	s.folder.Touch(v)
 	return nil
 }
 

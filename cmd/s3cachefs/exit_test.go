@@ -110,6 +110,16 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"drop"}, 2, "MOUNTPOINT"},
 		{[]string{"drop", mnt, tmp}, 2, "MOUNTPOINT"},
 		{[]string{"drop", "--purge=x", mnt}, 2, "purge"},
+		{[]string{"shared"}, 2, "shared needs a subcommand"},
+		{[]string{"shared", "trim", mnt}, 2, `unknown shared subcommand "trim"`},
+		{[]string{"shared", "gc", "--max-size", "1G"}, 2, "exactly one DIR"},
+		{[]string{"shared", "gc", mnt, tmp, "--max-size", "1G"}, 2, "exactly one DIR"},
+		{[]string{"shared", "gc", mnt}, 2, "needs --max-size"},
+		{[]string{"shared", "gc", mnt, "--max-size", "lots"}, 2, "--max-size must be a size"},
+		{[]string{"shared", "gc", mnt, "--max-size", "1G", "--grace", "-1m"}, 2, "--grace must be a duration of 0 or more"},
+		{[]string{"shared", "gc", mnt, "--max-size", "1G", "--grace", "soon"}, 2, "--grace"},
+		{[]string{"shared", "gc", mnt, "--max-size", "1G", "--no-such-flag"}, 2, "no-such-flag"},
+		{[]string{"shared", "gc", "s3://near/cache", "--max-size", "1G"}, 2, "for a bucket tier an S3 lifecycle rule does this"},
 
 		{[]string{"mount", src, filepath.Join(tmp, "missing"), "--cache-dir", cache}, 1, "does not exist"},
 		{[]string{"mount", src, file, "--cache-dir", cache}, 1, "not a directory"},
@@ -120,6 +130,9 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"verify", "--mount", mnt}, 1, "no s3cachefs daemon"},
 		{[]string{"evict", "--mount", mnt, "train"}, 1, "no s3cachefs daemon"},
 		{[]string{"drop", mnt}, 1, "not an s3cachefs mount"},
+		{[]string{"shared", "gc", filepath.Join(tmp, "missing"), "--max-size", "1G"}, 1, "no such file"},
+		{[]string{"shared", "gc", file, "--max-size", "1G"}, 1, "not a folder"},
+		{[]string{"shared", "gc", mnt, "--max-size", "1G"}, 1, "holds no shared cache"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

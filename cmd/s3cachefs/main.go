@@ -8,6 +8,7 @@
 //	s3cachefs verify [--mount M] [--deep] [--complete] [--json] [PATH...]
 //	s3cachefs evict [--mount M] PATH...
 //	s3cachefs drop [--purge] [--force] MOUNTPOINT
+//	s3cachefs shared gc DIR --max-size SIZE [--grace DURATION]
 //
 // Flags are parsed into typed configs and validated here, and only here.
 package main
@@ -40,6 +41,7 @@ commands:
   verify [--mount M] [--deep] [PATH...]     compare the cache with S3, per folder
   evict [--mount M] PATH...                 drop cached data of PATHs now
   drop [--purge] [--force] MOUNTPOINT       unmount and stop the daemon; --purge deletes the cache
+  shared gc DIR --max-size SIZE             trim a shared cache folder, least recently used first
 
 Run 's3cachefs COMMAND -h' for a command's flags.
 `
@@ -67,11 +69,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdEvict(rest, stdout)
 	case "drop":
 		err = cmdDrop(rest, stdout)
+	case "shared":
+		err = cmdShared(rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "":
-		err = usagef("missing command (want mount, prefetch, status, verify, evict or drop; s3cachefs help shows all)")
+		err = usagef("missing command (want mount, prefetch, status, verify, evict, drop or shared; s3cachefs help shows all)")
 	default:
 		if strings.HasPrefix(cmd, "s3://") {
 			// As mount.fuse3 runs it: s3cachefs SOURCE MOUNTPOINT -o
@@ -79,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = cmdMount(args, io.Discard)
 			break
 		}
-		err = usagef("unknown command %q (want mount, prefetch, status, verify, evict or drop)", cmd)
+		err = usagef("unknown command %q (want mount, prefetch, status, verify, evict, drop or shared)", cmd)
 	}
 	var ue usageError
 	switch {
