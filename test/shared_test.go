@@ -3,6 +3,9 @@ package test
 import (
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -71,5 +74,163 @@ func poisonFile(t *testing.T, path string) {
 	b[min(len(b)/2, 512)] ^= 0x10
 	if err := os.WriteFile(path, b, 0o664); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// trainFiles is the train split of the dataset, by mount-relative name,
+// and its bytes.
+func trainFiles(t *testing.T) (map[string][]byte, int64) {
+	t.Helper()
+	files := map[string][]byte{}
+	var n int64
+	for name, b := range sourceFiles(t) {
+		if strings.HasPrefix(name, "train/") {
+			files[name] = b
+			n += int64(len(b))
+		}
+	}
+	return files, n
+}
+
+// prefetchAll runs `prefetch train` on every mount at once and fails t
+// unless each succeeds.
+func (e *env) prefetchAll(t *testing.T, ms []*mounted, extra ...string) {
+	t.Helper()
+	results := make([]result, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Go(func() {
+			results[i] = e.run(t, append([]string{"prefetch", "--mount", m.dir, "--interval", "50ms"}, append(extra, "train")...)...)
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.code != 0 {
+			t.Fatalf("prefetch on node %d: %s", i, r)
+		}
+	}
+}
+
+// Three daemons sharing a folder tier run `prefetch train` at the same
+// time: between them they fetch the split from S3 about once (each object
+// is claimed by one node, which publishes it for the others), and each
+// ends with all of it cached.
+func TestSharedCacheThreeNodesPrefetch(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files, size := trainFiles(t)
+	tier := t.TempDir()
+	var nodes []*mounted
+	for range 3 {
+		nodes = append(nodes, e.mount(t, "--shared-cache", tier))
+	}
+	e.proxy.Reset()
+	e.prefetchAll(t, nodes)
+	got := e.proxy.Counts().GetBytes
+	t.Logf("3 nodes prefetched a split of %d bytes with %d bytes from S3 (%.2fx)", size, got, float64(got)/float64(size))
+	if got < size || float64(got) > 1.05*float64(size) {
+		t.Errorf("S3 sent %d bytes for a split of %d prefetched by 3 nodes, want 1 to 1.05 times it", got, size)
+	}
+	var won int64
+	for i, m := range nodes {
+		s := e.status(t, m)
+		won += s.ClaimsWon
+		if s.BytesFromS3+s.TierBytes != size {
+			t.Errorf("node %d: %d bytes from S3 and %d from the tier, want the split's %d between them", i, s.BytesFromS3, s.TierBytes, size)
+		}
+	}
+	if won == 0 || won > int64(len(files)) {
+		t.Errorf("%d claims won by the 3 nodes for %d files", won, len(files))
+	}
+	e.proxy.Reset()
+	for _, m := range nodes {
+		readAll(t, m.dir, files)
+	}
+	if c := e.proxy.Counts(); c.GetObject != 0 {
+		t.Errorf("reading the prefetched split on the 3 nodes made %d GETs", c.GetObject)
+	}
+}
+
+// A node killed (SIGKILL) while it holds claims delays the others by
+// about the claims' TTL: they finish the prefetch, fetching what it held
+// themselves, and S3 sends at most 1.3 times the split in all.
+func TestSharedCacheKilledClaimant(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files, size := trainFiles(t)
+	tier := t.TempDir()
+	ttl := []string{"--shared-cache", tier, "--shared-claim-ttl", "2s"}
+	a := e.mount(t, ttl...)
+	e.proxy.Reset()
+	e.proxy.SetRate(256 << 10) // so that node A is killed mid-fetch
+	if r := e.run(t, "prefetch", "--mount", a.dir, "--detach", "train"); r.code != 0 {
+		t.Fatalf("prefetch on node A: %s", r)
+	}
+	claims := filepath.Join(tier, "s3cachefs-tier-v1", "claims", "*")
+	waitFor(t, time.Minute, "node A to claim objects", func() bool {
+		held, _ := filepath.Glob(claims)
+		return len(held) > 0
+	})
+	if err := syscall.Kill(a.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(a.pid, exitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	held, _ := filepath.Glob(claims)
+	if len(held) == 0 {
+		t.Fatal("node A died holding no claim")
+	}
+	e.proxy.SetRate(0)
+	b, c := e.mount(t, ttl...), e.mount(t, ttl...)
+	e.prefetchAll(t, []*mounted{b, c})
+	got := e.proxy.Counts().GetBytes
+	t.Logf("node A died holding %d claims; S3 sent %d bytes for a split of %d (%.2fx)", len(held), got, size, float64(got)/float64(size))
+	if float64(got) > 1.3*float64(size) {
+		t.Errorf("S3 sent %d bytes for a split of %d, want at most 1.3 times it", got, size)
+	}
+	var waited int64
+	for _, m := range []*mounted{b, c} {
+		waited += e.status(t, m).ClaimsWaited
+		readAll(t, m.dir, files)
+	}
+	if waited == 0 {
+		t.Error("no node waited for a claim of node A")
+	}
+}
+
+// A tier that is gone (its folder removed under the daemon) costs nothing
+// but a warning: prefetch and reads go on from S3, right, the failed
+// claims and publishes are counted, and the log says so once.
+func TestSharedCacheUnreachable(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files, size := trainFiles(t)
+	tier := filepath.Join(t.TempDir(), "tier")
+	if err := os.Mkdir(tier, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := e.mount(t, "--shared-cache", tier)
+	if err := os.RemoveAll(tier); err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.Reset()
+	e.prefetchAll(t, []*mounted{m})
+	readAll(t, m.dir, files)
+	if got := e.proxy.Counts().GetBytes; got != size {
+		t.Errorf("S3 sent %d bytes for a split of %d", got, size)
+	}
+	s := e.status(t, m)
+	if s.ClaimErrors == 0 || s.PublishErrors == 0 || s.TierBytes != 0 {
+		t.Errorf("status: %d claim errors, %d publish errors, %d bytes from the tier; want errors counted and no bytes", s.ClaimErrors, s.PublishErrors, s.TierBytes)
+	}
+	warnings := 0
+	for _, line := range strings.Split(readLog(m.cache), "\n") {
+		if strings.Contains(line, "WARN") && strings.Contains(line, "shared cache") {
+			warnings++
+		}
+	}
+	if warnings != 1 {
+		t.Errorf("%d warnings about the shared cache in the log, want 1:\n%s", warnings, logTail(m.cache))
 	}
 }
