@@ -173,7 +173,7 @@ func TestTierClaims(t *testing.T) {
 	data := randBytes(303, 3*testPart+5)
 	obj := p.src.Put("train/d.npz", data)
 	v := tier.Version{Bucket: "bucket", Key: obj.Key, ETag: obj.ETag, Size: obj.Size}
-	release, ok, err := p.folder.Claim(v) // node A is fetching it
+	release, ok, err := p.folder.Claim(context.Background(), v) // node A is fetching it
 	if err != nil || !ok {
 		t.Fatalf("claim: %v, %v", ok, err)
 	}

@@ -34,7 +34,7 @@ func (f *Folder) claimPath(name string) string {
 // error, when another node holds a claim on v; an error wrapping
 // io/fs.ErrExist means v's entry is in the tier now. release removes the
 // claim if it is still this one's; it may be called more than once.
-func (f *Folder) Claim(v Version) (release func(), ok bool, err error) {
+func (f *Folder) Claim(ctx context.Context, v Version) (release func(), ok bool, err error) {
 	name := Name(v)
 	path := f.claimPath(name)
 	token := make([]byte, 16)

@@ -214,7 +214,7 @@ type Entry struct {
 // wrapping io/fs.ErrNotExist; one that is not a regular file, whose
 // trailer does not name v, or that is cut short, one wrapping ErrDisproved,
 // and it is removed. The caller closes the Entry.
-func (f *Folder) Open(v Version) (*Entry, error) {
+func (f *Folder) Open(ctx context.Context, v Version) (EntryReader, error) {
 	path := f.entryPath(Name(v))
 	// Not a symbolic link, and a FIFO planted there does not block. No
 	// access time from the read (Touch says when an entry was used), where

@@ -31,7 +31,7 @@ func testVersion(data []byte) Version {
 	return Version{Bucket: "b", Key: "train/x.npz", ETag: s3ETag(data, 0), Size: int64(len(data))}
 }
 
-func readEntry(t *testing.T, e *Entry, size int64) []byte {
+func readEntry(t *testing.T, e EntryReader, size int64) []byte {
 	t.Helper()
 	got, err := io.ReadAll(io.NewSectionReader(e, 0, size+10))
 	if err != nil {
@@ -53,7 +53,7 @@ func TestFolderPublishOpen(t *testing.T) {
 	if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, sums, nil); err != nil {
 		t.Fatal(err)
 	}
-	e, err := f.Open(v)
+	e, err := f.Open(context.Background(), v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,16 +61,16 @@ func TestFolderPublishOpen(t *testing.T) {
 	if got := readEntry(t, e, v.Size); !bytes.Equal(got, data) {
 		t.Fatalf("read %d bytes back, not the %d published", len(got), len(data))
 	}
-	if e.BlockSize() != mib || !slices.Equal(e.Sums(), sums) {
-		t.Errorf("block size %d and %d sums, want %d and %d", e.BlockSize(), len(e.Sums()), mib, len(sums))
+	if e.(*Entry).BlockSize() != mib || !slices.Equal(e.(*Entry).Sums(), sums) {
+		t.Errorf("block size %d and %d sums, want %d and %d", e.(*Entry).BlockSize(), len(e.(*Entry).Sums()), mib, len(sums))
 	}
 	for _, other := range []Version{{v.Bucket, v.Key, "other", v.Size}, {"c", v.Key, v.ETag, v.Size}, {v.Bucket, "train/y.npz", v.ETag, v.Size}} {
-		if _, err := f.Open(other); !errors.Is(err, iofs.ErrNotExist) {
+		if _, err := f.Open(context.Background(), other); !errors.Is(err, iofs.ErrNotExist) {
 			t.Errorf("Open(%+v): %v, want ErrNotExist", other, err)
 		}
 	}
 	// The same version with another size is not this entry.
-	if _, err := f.Open(Version{v.Bucket, v.Key, v.ETag, v.Size + 1}); !errors.Is(err, ErrDisproved) {
+	if _, err := f.Open(context.Background(), Version{v.Bucket, v.Key, v.ETag, v.Size + 1}); !errors.Is(err, ErrDisproved) {
 		t.Errorf("Open with another size: %v, want ErrDisproved", err)
 	}
 }
@@ -99,7 +99,7 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 			t.Errorf("publisher %d: %v", i, err)
 		}
 	}
-	e, err := f.Open(v)
+	e, err := f.Open(context.Background(), v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 	if err := f.Publish(context.Background(), short, bytes.NewReader(data), mib, make([]uint32, 3), nil); err == nil {
 		t.Error("a publish whose source ended early succeeded")
 	}
-	if _, err := f.Open(short); !errors.Is(err, iofs.ErrNotExist) {
+	if _, err := f.Open(context.Background(), short); !errors.Is(err, iofs.ErrNotExist) {
 		t.Errorf("after the failed publish: %v, want no entry", err)
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(dir, folderLayout, "tmp")); len(tmp) != 0 {
@@ -158,7 +158,7 @@ func TestFolderRefusesDamagedEntries(t *testing.T) {
 			if err := c.damage(f.entryPath(Name(v))); err != nil {
 				t.Fatal(err)
 			}
-			e, err := f.Open(v)
+			e, err := f.Open(context.Background(), v)
 			if c.atOpen {
 				if !errors.Is(err, ErrDisproved) {
 					t.Fatalf("Open: %v, want ErrDisproved", err)
@@ -177,7 +177,7 @@ func TestFolderRefusesDamagedEntries(t *testing.T) {
 				}
 				e.Close()
 			}
-			if _, err := f.Open(v); !errors.Is(err, iofs.ErrNotExist) {
+			if _, err := f.Open(context.Background(), v); !errors.Is(err, iofs.ErrNotExist) {
 				t.Errorf("after the refusal: %v, want no entry", err)
 			}
 		})
@@ -200,7 +200,7 @@ func TestEntryRemoveLeavesAReplacement(t *testing.T) {
 		}
 	}
 	publish()
-	e, err := f.Open(v)
+	e, err := f.Open(context.Background(), v)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ import (
 // often mounted noatime or relatime. The time is the filesystem's (on NFS,
 // the server's). A missing entry is not an error. Touch needs only write
 // permission on the entry, not ownership.
-func (f *Folder) Touch(v Version) error {
+func (f *Folder) Touch(ctx context.Context, v Version) error {
 	ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
 	err := unix.UtimesNanoAt(unix.AT_FDCWD, f.entryPath(Name(v)), ts, 0)
 	if err != nil && !errors.Is(err, iofs.ErrNotExist) {

@@ -137,7 +137,7 @@ func TestGCMaxSizeZero(t *testing.T) {
 func TestGCReaderKeepsTrashedEntry(t *testing.T) {
 	f, vs := gcTier(t, 1, 3*mib+5)
 	data := cachetest.RandBytes(100, 3*mib+5)
-	e, err := f.Open(vs[0])
+	e, err := f.Open(context.Background(), vs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestGCReaderKeepsTrashedEntry(t *testing.T) {
 	if st := runGC(t, f, 0, now); st.Removed != 1 {
 		t.Fatalf("stats %+v, want the entry removed", st)
 	}
-	if _, err := f.Open(vs[0]); !errors.Is(err, iofs.ErrNotExist) {
+	if _, err := f.Open(context.Background(), vs[0]); !errors.Is(err, iofs.ErrNotExist) {
 		t.Errorf("Open after GC: %v, want ErrNotExist", err)
 	}
 	if got := readEntry(t, e, vs[0].Size); !bytes.Equal(got, data) {
@@ -220,7 +220,7 @@ func TestTouchChangesOrder(t *testing.T) {
 	old := now.Add(-2 * time.Hour).Truncate(time.Second)
 	setTimes(t, f, vs[0], old, old)
 	setTimes(t, f, vs[1], now.Add(-time.Hour), old)
-	if err := f.Touch(vs[0]); err != nil {
+	if err := f.Touch(context.Background(), vs[0]); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(f.entryPath(Name(vs[0])))
@@ -234,7 +234,7 @@ func TestTouchChangesOrder(t *testing.T) {
 	if got := present(f, vs); !got[0] || got[1] {
 		t.Errorf("entries left %v: want the touched one kept and the other removed", got)
 	}
-	if err := f.Touch(Version{Bucket: "b", Key: "missing", ETag: "x", Size: 1}); err != nil {
+	if err := f.Touch(context.Background(), Version{Bucket: "b", Key: "missing", ETag: "x", Size: 1}); err != nil {
 		t.Errorf("Touch of a missing entry: %v", err)
 	}
 }
@@ -249,7 +249,7 @@ func TestGCKeepsEntryUsedSinceWalk(t *testing.T) {
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("walk: %v, %d entries", err, len(entries))
 	}
-	if err := f.Touch(vs[0]); err != nil {
+	if err := f.Touch(context.Background(), vs[0]); err != nil {
 		t.Fatal(err)
 	}
 	moved, err := f.trashEntry(entries[0], time.Now())
@@ -343,10 +343,10 @@ func TestSharedFillTouches(t *testing.T) {
 	if _, err := f.GC(context.Background(), fi.Size(), time.Hour, time.Now()); err != nil { // room for one
 		t.Fatal(err)
 	}
-	if _, err := f.Open(s.version(objs[0])); err != nil {
+	if _, err := f.Open(context.Background(), s.version(objs[0])); err != nil {
 		t.Errorf("the entry copied last was removed: %v", err)
 	}
-	if _, err := f.Open(s.version(objs[1])); !errors.Is(err, iofs.ErrNotExist) {
+	if _, err := f.Open(context.Background(), s.version(objs[1])); !errors.Is(err, iofs.ErrNotExist) {
 		t.Errorf("the entry not used since was kept: %v", err)
 	}
 }

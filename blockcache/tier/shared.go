@@ -11,17 +11,47 @@ import (
 	"s3cachefs/index"
 )
 
-// Shared is a Folder as the block cache uses it (blockcache.Tier) for the
+// Store is where a tier keeps its entries and claims: a Folder, or a
+// bucket. All methods may be called concurrently, by any number of nodes.
+type Store interface {
+	// Open opens the entry of v. No entry gives an error wrapping
+	// io/fs.ErrNotExist; one that cannot be v's (not a regular file,
+	// a damaged or foreign trailer, cut short) one wrapping ErrDisproved,
+	// and it is removed. Nothing read from it is proven yet.
+	Open(ctx context.Context, v Version) (EntryReader, error)
+	// Publish stores v read from data (v.Size bytes) with the CRC-32C of
+	// each block of blockSize, whole or not at all, and only if verify
+	// (when not nil) passes once every byte is read; an entry already
+	// there is kept.
+	Publish(ctx context.Context, v Version, data io.Reader, blockSize int64, sums []uint32, verify func() error) error
+	// Claim, AwaitClaim: see Folder.Claim and Folder.AwaitClaim.
+	Claim(ctx context.Context, v Version) (release func(), ok bool, err error)
+	AwaitClaim(ctx context.Context, v Version) error
+	// Touch records that v's entry was just used (for gc's order).
+	Touch(ctx context.Context, v Version) error
+}
+
+// EntryReader is an opened entry: the object's bytes (ReadAt, past which
+// it reads io.EOF), not yet proven.
+type EntryReader interface {
+	io.ReaderAt
+	// Remove deletes the entry (one disproved) unless another node put
+	// a new one under its name meanwhile.
+	Remove() error
+	Close() error
+}
+
+// Shared is a Store as the block cache uses it (blockcache.Tier) for the
 // objects of one bucket: it copies an entry out only with its proof, and
 // removes an entry it disproves.
 type Shared struct {
-	folder *Folder // set once
-	bucket string  // set once
+	store  Store  // set once
+	bucket string // set once
 }
 
-// NewShared returns the tier in folder for the objects of bucket.
-func NewShared(folder *Folder, bucket string) *Shared {
-	return &Shared{folder: folder, bucket: bucket}
+// NewShared returns the tier in store for the objects of bucket.
+func NewShared(store Store, bucket string) *Shared {
+	return &Shared{store: store, bucket: bucket}
 }
 
 func (s *Shared) version(obj index.Object) Version {
@@ -45,7 +75,7 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 	if p.Method() == Unprovable {
 		return fmt.Errorf("shared cache: the ETag of %s proves nothing: %w", obj.Key, iofs.ErrNotExist)
 	}
-	e, err := s.folder.Open(v)
+	e, err := s.store.Open(ctx, v)
 	if err != nil {
 		return err
 	}
@@ -59,7 +89,7 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 	}
 	// For gc's least recently used order; a tier this node may only
 	// read keeps the order of its writers.
-	s.folder.Touch(v)
+	s.store.Touch(ctx, v)
 	return nil
 }
 
@@ -74,15 +104,15 @@ func (s *Shared) Publish(ctx context.Context, obj index.Object, r io.Reader, blo
 	if p.Method() == Unprovable {
 		return nil
 	}
-	return s.folder.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
+	return s.store.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
 }
 
 // Claim claims obj in the folder (Folder.Claim).
 func (s *Shared) Claim(ctx context.Context, obj index.Object) (release func(), ok bool, err error) {
-	return s.folder.Claim(s.version(obj))
+	return s.store.Claim(ctx, s.version(obj))
 }
 
 // AwaitClaim waits for another node's claim on obj (Folder.AwaitClaim).
 func (s *Shared) AwaitClaim(ctx context.Context, obj index.Object) error {
-	return s.folder.AwaitClaim(ctx, s.version(obj))
+	return s.store.AwaitClaim(ctx, s.version(obj))
 }
