@@ -1,6 +1,8 @@
 // Package s3store is the only package that talks to S3: it lists folders
 // and reads byte ranges of one object version, and turns the AWS SDK's
-// errors into this project's sentinels.
+// errors into this project's sentinels. For a bucket that is a shared
+// cache tier it also writes (put.go): Create (PutObject with
+// If-None-Match: *), Put, Head and Delete (with If-Match).
 //
 // # Contracts
 //
@@ -14,7 +16,13 @@
 //     differ from the request);
 //   - ErrAccessDenied for missing or wrong credentials and 403s;
 //   - ErrUnreachable when no connection to the endpoint can be made;
-//   - ErrTimeout when S3 sent nothing for Options.Timeout.
+//   - ErrTimeout when S3 sent nothing for Options.Timeout;
+//   - io/fs.ErrExist when Create finds the key there (412), or another
+//     create of it under way (409 ConditionalRequestConflict).
+//
+// Create and Put send one PutObject, so at most MaxPutSize (5 GiB); a
+// multipart upload (If-None-Match on CompleteMultipartUpload) is not made
+// yet.
 //
 // The translation happens once, in errors.go, by S3 error code and HTTP
 // status, never by message text.

@@ -44,6 +44,10 @@ type operation int
 const (
 	opList operation = iota
 	opGet
+	opHead   // HeadObject: a 404 is a missing key
+	opCreate // PutObject with If-None-Match: *: a 412 or 409 is "exists"
+	opPut    // PutObject unconditionally
+	opDelete // DeleteObject, If-Match when an ETag is given
 )
 
 // translate is the one place where SDK errors become this package's
@@ -127,6 +131,10 @@ func byCode(code string, op operation) error {
 			return ErrNoBucket
 		}
 		return fs.ErrNotExist
+	case (code == "PreconditionFailed" || code == "ConditionalRequestConflict") && op == opCreate:
+		// The key exists (412), or another create of it is under way
+		// (409): either way this create did not happen.
+		return fs.ErrExist
 	case code == "PreconditionFailed":
 		return index.ErrStale
 	case code == "InvalidRange":
@@ -161,7 +169,15 @@ func byStatus(status int, op operation) error {
 			return ErrNoBucket
 		}
 		return fs.ErrNotExist
-	case http.StatusPreconditionFailed, http.StatusRequestedRangeNotSatisfiable:
+	case http.StatusPreconditionFailed, http.StatusConflict:
+		if op == opCreate {
+			return fs.ErrExist
+		}
+		if status == http.StatusConflict {
+			return nil
+		}
+		return index.ErrStale
+	case http.StatusRequestedRangeNotSatisfiable:
 		return index.ErrStale
 	case http.StatusForbidden, http.StatusUnauthorized:
 		return ErrAccessDenied

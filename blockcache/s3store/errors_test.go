@@ -38,6 +38,13 @@ func TestTranslate(t *testing.T) {
 		{"dns", &net.DNSError{Err: "no such host", Name: "x.invalid"}, opList, ErrUnreachable},
 		{"dial", &net.OpError{Op: "dial", Err: errors.New("i/o timeout")}, opList, ErrUnreachable},
 		{"refused", fmt.Errorf("send: %w", syscall.ECONNREFUSED), opGet, ErrUnreachable},
+		{"create of a key there", api("PreconditionFailed"), opCreate, fs.ErrExist},
+		{"create racing another", api("ConditionalRequestConflict"), opCreate, fs.ErrExist},
+		{"create 412 without a code", status(http.StatusPreconditionFailed), opCreate, fs.ErrExist},
+		{"create 409 without a code", status(http.StatusConflict), opCreate, fs.ErrExist},
+		{"delete of another version", api("PreconditionFailed"), opDelete, index.ErrStale},
+		{"head of a missing key", status(http.StatusNotFound), opHead, fs.ErrNotExist},
+		{"put denied", api("AccessDenied"), opPut, ErrAccessDenied},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := translate(c.err, c.op)
@@ -50,6 +57,25 @@ func TestTranslate(t *testing.T) {
 		})
 	}
 }
+
+// status is an error with an HTTP status and no S3 error code, as a HEAD
+// or a server without error bodies gives.
+func status(code int) error {
+	return &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: code}}, Err: errors.New("no body")}
+}
+
+// Only a create takes a 412 or 409 for "exists"; a 409 elsewhere is left
+// alone, and a 412 on a GET stays "stale".
+func TestTranslateExistsOnlyOnCreate(t *testing.T) {
+	if err := translate(status(http.StatusConflict), opPut); errors.Is(err, fs.ErrExist) || errors.Is(err, index.ErrStale) {
+		t.Errorf("a 409 on a plain put: %v", err)
+	}
+	if err := translate(api412(), opGet); errors.Is(err, fs.ErrExist) || !errors.Is(err, index.ErrStale) {
+		t.Errorf("a 412 on a GET: %v, want ErrStale only", err)
+	}
+}
+
+func api412() error { return &smithy.GenericAPIError{Code: "PreconditionFailed"} }
 
 func TestTranslateLeavesOthersAlone(t *testing.T) {
 	for _, err := range []error{

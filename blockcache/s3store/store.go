@@ -64,10 +64,14 @@ type Stats struct {
 	Gets      int64 // GetObject requests (one per GetRange)
 	Lists     int64 // ListObjectsV2 requests (one per page)
 	BytesRead int64 // body bytes handed to readers of GetRange
+	Puts      int64 // PutObject requests (Create and Put)
+	Heads     int64 // HeadObject requests
+	Deletes   int64 // DeleteObject requests
 }
 
-// Store reads one S3 bucket: listings and ranged, version-pinned GETs.
-// It satisfies index.Lister and blockcache.Source. All methods may be called
+// Store reads one S3 bucket: listings and ranged, version-pinned GETs; and
+// writes it where a bucket is a shared cache tier (put.go). It satisfies
+// index.Lister, blockcache.Source and tier.Objects. All methods may be called
 // concurrently.
 type Store struct {
 	// Set once in New.
@@ -77,7 +81,7 @@ type Store struct {
 	log    *slog.Logger
 
 	// Counters, updated atomically.
-	gets, lists, bytesRead atomic.Int64
+	gets, lists, bytesRead, puts, heads, deletes atomic.Int64
 }
 
 // New builds a Store from the SDK's default configuration chain
@@ -145,7 +149,8 @@ func (s *Store) Bucket() string { return s.bucket }
 
 // Stats returns the request counters.
 func (s *Store) Stats() Stats {
-	return Stats{Gets: s.gets.Load(), Lists: s.lists.Load(), BytesRead: s.bytesRead.Load()}
+	return Stats{Gets: s.gets.Load(), Lists: s.lists.Load(), BytesRead: s.bytesRead.Load(),
+		Puts: s.puts.Load(), Heads: s.heads.Load(), Deletes: s.deletes.Load()}
 }
 
 // Check verifies credentials, endpoint and bucket with one ListObjectsV2 of

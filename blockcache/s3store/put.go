@@ -1,0 +1,90 @@
+package s3store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"s3cachefs/index"
+)
+
+// MaxPutSize is the largest body Create and Put send: what S3 takes in one
+// PutObject. Larger objects would need a multipart upload, which these
+// methods do not make (yet).
+const MaxPutSize = 5 << 30
+
+// Create stores body (exactly size bytes) under key only if no object is
+// there: a PutObject with If-None-Match: *. An object already there, or
+// another create of the key under way (S3's 409 ConditionalRequestConflict),
+// gives an error wrapping io/fs.ErrExist and stores nothing. body is read
+// from its start, and again for each retry. A create whose first attempt
+// succeeded but whose answer was lost may be retried and report
+// io/fs.ErrExist for the object it stored itself.
+func (s *Store) Create(ctx context.Context, key string, body io.ReadSeeker, size int64) error {
+	return s.put(ctx, key, body, size, opCreate)
+}
+
+// Put stores body (exactly size bytes) under key, replacing whatever is
+// there.
+func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size int64) error {
+	return s.put(ctx, key, body, size, opPut)
+}
+
+func (s *Store) put(ctx context.Context, key string, body io.ReadSeeker, size int64, op operation) error {
+	what := fmt.Sprintf("s3://%s/%s", s.bucket, key)
+	if size < 0 || size > MaxPutSize {
+		return fmt.Errorf("put %s: %d bytes: one PutObject takes at most %d (5 GiB)", what, size, int64(MaxPutSize))
+	}
+	in := &s3.PutObjectInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(key),
+		Body:          body,
+		ContentLength: aws.Int64(size),
+	}
+	if op == opCreate {
+		in.IfNoneMatch = aws.String("*")
+	}
+	s.puts.Add(1)
+	if _, err := s.client.PutObject(ctx, in); err != nil {
+		return fmt.Errorf("put %s: %w", what, translate(asTimeout(ctx, err), op))
+	}
+	return nil
+}
+
+// Head returns key's size, ETag (unquoted) and last modification time. A
+// missing key (or bucket) gives an error wrapping io/fs.ErrNotExist.
+func (s *Store) Head(ctx context.Context, key string) (index.Object, error) {
+	s.heads.Add(1)
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		return index.Object{}, fmt.Errorf("head s3://%s/%s: %w", s.bucket, key, translate(asTimeout(ctx, err), opHead))
+	}
+	return index.Object{
+		Key:          key,
+		Size:         aws.ToInt64(out.ContentLength),
+		ETag:         unquote(aws.ToString(out.ETag)),
+		LastModified: aws.ToTime(out.LastModified).UTC(),
+	}, nil
+}
+
+// Delete deletes key; with etag not "", only while key holds that version
+// (If-Match): another version there gives an error wrapping
+// index.ErrStale. A server that ignores If-Match on deletes deletes
+// whatever is there. A missing key is not an error.
+func (s *Store) Delete(ctx context.Context, key, etag string) error {
+	in := &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}
+	if etag != "" {
+		in.IfMatch = aws.String(`"` + etag + `"`)
+	}
+	s.deletes.Add(1)
+	_, err := s.client.DeleteObject(ctx, in)
+	if err = translate(asTimeout(ctx, err), opDelete); err != nil && !(errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrNoBucket)) {
+		return fmt.Errorf("delete s3://%s/%s: %w", s.bucket, key, err)
+	}
+	return nil
+}
