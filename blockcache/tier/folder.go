@@ -184,8 +184,17 @@ func (f *Folder) tempFile(name string) (*os.File, error) {
 	return os.OpenFile(filepath.Join(f.root, "tmp", name+"."+hex.EncodeToString(salt[:])), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o664)
 }
 
-// writeEntry writes v's bytes from data and the trailer to w, then syncs it.
+// writeEntry writes v's entry to w (writeEntryTo), then syncs it.
 func writeEntry(ctx context.Context, w *os.File, v Version, data io.Reader, blockSize int64, sums []uint32) error {
+	if err := writeEntryTo(ctx, w, v, data, blockSize, sums); err != nil {
+		return err
+	}
+	return unix.Fdatasync(int(w.Fd()))
+}
+
+// writeEntryTo writes v's bytes from data (exactly v.Size of them), then
+// the trailer, to w: an entry as every kind of tier keeps it.
+func writeEntryTo(ctx context.Context, w io.Writer, v Version, data io.Reader, blockSize int64, sums []uint32) error {
 	n, err := io.Copy(w, io.LimitReader(ctxio.Reader(ctx, data), v.Size))
 	if err != nil {
 		return err
@@ -193,10 +202,8 @@ func writeEntry(ctx context.Context, w *os.File, v Version, data io.Reader, bloc
 	if n != v.Size {
 		return fmt.Errorf("%d bytes to publish, the object has %d", n, v.Size)
 	}
-	if _, err := w.Write(encodeTrailer(v, blockSize, sums)); err != nil {
-		return err
-	}
-	return unix.Fdatasync(int(w.Fd()))
+	_, err = w.Write(encodeTrailer(v, blockSize, sums))
+	return err
 }
 
 // Entry is a tier entry opened for reading. Its bytes are not proven to be
@@ -237,7 +244,7 @@ func (f *Folder) Open(ctx context.Context, v Version) (EntryReader, error) {
 		err = fmt.Errorf("%w: not a regular file (%s)", ErrDisproved, e.fi.Mode().Type())
 	}
 	if err == nil {
-		e.blockSize, e.sums, err = readTrailer(file, v)
+		e.blockSize, e.sums, err = readTrailer(file, e.fi.Size(), v)
 	}
 	if err != nil {
 		file.Close()
@@ -330,25 +337,22 @@ func encodeTrailer(v Version, blockSize int64, sums []uint32) []byte {
 // 5 TB object in 1 MiB blocks, plus the names.
 const maxTrailer = 4*(5<<40)/(1<<20) + 4096
 
-// readTrailer reads and checks the trailer of an entry file for v.
-func readTrailer(file *os.File, v Version) (blockSize int64, sums []uint32, err error) {
-	fi, err := file.Stat()
-	if err != nil {
-		return 0, nil, err
-	}
+// readTrailer reads and checks the trailer of an entry for v, read from r
+// of size bytes (the whole entry).
+func readTrailer(r io.ReaderAt, size int64, v Version) (blockSize int64, sums []uint32, err error) {
 	var tail [8]byte
-	if fi.Size() < v.Size+8 {
-		return 0, nil, fmt.Errorf("%w: %d bytes, less than the object", ErrDisproved, fi.Size())
+	if size < v.Size+8 {
+		return 0, nil, fmt.Errorf("%w: %d bytes, less than the object", ErrDisproved, size)
 	}
-	if _, err := file.ReadAt(tail[:], fi.Size()-8); err != nil {
+	if _, err := r.ReadAt(tail[:], size-8); err != nil {
 		return 0, nil, err
 	}
 	n := int64(binary.LittleEndian.Uint64(tail[:]))
-	if n < int64(len(trailerMagic))+4 || n > maxTrailer || fi.Size() != v.Size+n+8 {
-		return 0, nil, fmt.Errorf("%w: trailer of %d bytes in a file of %d for an object of %d", ErrDisproved, n, fi.Size(), v.Size)
+	if n < int64(len(trailerMagic))+4 || n > maxTrailer || size != v.Size+n+8 {
+		return 0, nil, fmt.Errorf("%w: trailer of %d bytes in an entry of %d for an object of %d", ErrDisproved, n, size, v.Size)
 	}
 	b := make([]byte, n)
-	if _, err := file.ReadAt(b, v.Size); err != nil {
+	if _, err := r.ReadAt(b, v.Size); err != nil {
 		return 0, nil, err
 	}
 	body, sum := b[:n-4], binary.LittleEndian.Uint32(b[n-4:])
