@@ -37,10 +37,7 @@ func (f *Folder) claimPath(name string) string {
 func (f *Folder) Claim(ctx context.Context, v Version) (release func(), ok bool, err error) {
 	name := Name(v)
 	path := f.claimPath(name)
-	token := make([]byte, 16)
-	rand.Read(token)
-	host, _ := os.Hostname()
-	stamp := fmt.Appendf(nil, "%s %d %s\n", host, os.Getpid(), hex.EncodeToString(token))
+	stamp := append(claimStamp(), '\n')
 	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o664)
 	if errors.Is(err, iofs.ErrExist) {
 		return nil, false, nil
@@ -94,6 +91,14 @@ func (f *Folder) Claim(ctx context.Context, v Version) (release func(), ok bool,
 			drop()
 		})
 	}, true, nil
+}
+
+// claimStamp names a claim's maker: its host, pid and a random token.
+func claimStamp() []byte {
+	token := make([]byte, 16)
+	rand.Read(token)
+	host, _ := os.Hostname()
+	return fmt.Appendf(nil, "%s %d %s", host, os.Getpid(), hex.EncodeToString(token))
 }
 
 // AwaitClaim returns once v's entry is in the tier, or the claim on it is

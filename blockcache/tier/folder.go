@@ -123,8 +123,8 @@ func (f *Folder) entryPath(name string) string {
 // every byte is read (nothing is published when it fails): publish only
 // bytes proven to be S3's.
 func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSize int64, sums []uint32, verify func() error) error {
-	if blockSize <= 0 || int64(len(sums)) != (v.Size+blockSize-1)/blockSize {
-		return fmt.Errorf("publish %s: %d checksums for %d bytes in blocks of %d", v.Key, len(sums), v.Size, blockSize)
+	if err := checkSums(v, blockSize, sums); err != nil {
+		return err
 	}
 	name := Name(v)
 	tmp, err := f.tempFile(name)

@@ -12,7 +12,7 @@ import (
 )
 
 // Store is where a tier keeps its entries and claims: a Folder, or a
-// bucket. All methods may be called concurrently, by any number of nodes.
+// Bucket. All methods may be called concurrently, by any number of nodes.
 type Store interface {
 	// Open opens the entry of v. No entry gives an error wrapping
 	// io/fs.ErrNotExist; one that cannot be v's (not a regular file,
@@ -24,10 +24,12 @@ type Store interface {
 	// (when not nil) passes once every byte is read; an entry already
 	// there is kept.
 	Publish(ctx context.Context, v Version, data io.Reader, blockSize int64, sums []uint32, verify func() error) error
-	// Claim, AwaitClaim: see Folder.Claim and Folder.AwaitClaim.
+	// Claim, AwaitClaim: see Folder.Claim and Folder.AwaitClaim (a
+	// Bucket's are the same with objects for files).
 	Claim(ctx context.Context, v Version) (release func(), ok bool, err error)
 	AwaitClaim(ctx context.Context, v Version) error
-	// Touch records that v's entry was just used (for gc's order).
+	// Touch records that v's entry was just used (for gc's order); a
+	// Bucket's does nothing.
 	Touch(ctx context.Context, v Version) error
 }
 
@@ -93,7 +95,7 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 	return nil
 }
 
-// Publish stores obj in the tier (Folder.Publish), proving the bytes as
+// Publish stores obj in the tier (Store.Publish), proving the bytes as
 // they are read: an object whose bytes do not give its ETag (an ETag that
 // is not an MD5 although it looks like one, as with SSE-KMS) is not
 // published, since no node would take it; nor is one whose ETag proves
@@ -107,12 +109,12 @@ func (s *Shared) Publish(ctx context.Context, obj index.Object, r io.Reader, blo
 	return s.store.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
 }
 
-// Claim claims obj in the folder (Folder.Claim).
+// Claim claims obj in the tier (Store.Claim).
 func (s *Shared) Claim(ctx context.Context, obj index.Object) (release func(), ok bool, err error) {
 	return s.store.Claim(ctx, s.version(obj))
 }
 
-// AwaitClaim waits for another node's claim on obj (Folder.AwaitClaim).
+// AwaitClaim waits for another node's claim on obj (Store.AwaitClaim).
 func (s *Shared) AwaitClaim(ctx context.Context, obj index.Object) error {
 	return s.store.AwaitClaim(ctx, s.version(obj))
 }

@@ -1,0 +1,283 @@
+package tier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	iofs "io/fs"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"s3cachefs/blockcache/internal/cachetest"
+	"s3cachefs/blockcache/s3store"
+	"s3cachefs/test/s3server"
+)
+
+var _ Objects = (*s3store.Store)(nil)
+
+// newTestBucket starts versitygw with a bucket "tier" and returns a
+// Bucket tier under PREFIX "near/cache" in it, with a claim TTL of ttl,
+// and the store it uses (for its request counts).
+func newTestBucket(t *testing.T, ttl time.Duration) (*Bucket, *s3store.Store) {
+	t.Helper()
+	srv := s3server.Start(t)
+	srv.CreateBucket(t, "tier")
+	none := filepath.Join(t.TempDir(), "none")
+	for _, kv := range append(srv.Env(), "AWS_PROFILE=", "AWS_CONFIG_FILE="+none, "AWS_SHARED_CREDENTIALS_FILE="+none,
+		"AWS_SESSION_TOKEN=", "AWS_ENDPOINT_URL=", "AWS_ENDPOINT_URL_S3=") {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	s, err := s3store.New(context.Background(), s3store.Options{Bucket: "tier", Endpoint: srv.Endpoint, ForcePathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewBucket(s, BucketOptions{Prefix: "/near/cache/", ClaimTTL: ttl, TempDir: t.TempDir()}), s
+}
+
+func publishTo(t *testing.T, st Store, v Version, data []byte) {
+	t.Helper()
+	if err := st.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A published entry lies at PREFIX/s3cachefs-tier-v1/objects/NN/NAME and
+// opens as the object's bytes and checksums, only under its own version.
+// A copy reads it in a few large ranged GETs, not one per 32 KiB read;
+// reads at any offset, backwards too, give the right bytes.
+func TestBucketPublishOpen(t *testing.T) {
+	b, s := newTestBucket(t, 0)
+	ctx := context.Background()
+	data := cachetest.RandBytes(3, 3*bucketChunk+7)
+	v := testVersion(data)
+	publishTo(t, b, v, data)
+	name := Name(v)
+	if info, err := s.Head(ctx, "near/cache/s3cachefs-tier-v1/objects/"+name[:2]+"/"+name); err != nil || info.Size <= v.Size {
+		t.Fatalf("the entry is not where the layout says: %+v, %v", info, err)
+	}
+
+	before := s.Stats().Gets
+	e, err := b.Open(ctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var got bytes.Buffer
+	if _, err := io.CopyBuffer(&got, io.NewSectionReader(e, 0, v.Size+10), make([]byte, 32<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("read %d bytes back, not the %d published", got.Len(), len(data))
+	}
+	if gets := s.Stats().Gets - before; gets > 2+4 {
+		t.Errorf("%d GETs to open and copy an entry of 4 ranges, want at most 6", gets)
+	}
+	if be := e.(*bucketEntry); be.BlockSize() != mib || !slices.Equal(be.Sums(), blockSums(data, mib)) {
+		t.Errorf("block size %d and %d sums", be.BlockSize(), len(be.Sums()))
+	}
+	for _, off := range []int64{v.Size - 3, 5, 2*bucketChunk - 2, 0} {
+		p := make([]byte, 10)
+		n, err := e.ReadAt(p, off)
+		want := data[off:min(off+10, v.Size)]
+		if n != len(want) || !bytes.Equal(p[:n], want) || (n < 10) != (err == io.EOF) {
+			t.Errorf("ReadAt(%d): %d bytes, %v", off, n, err)
+		}
+	}
+	for _, other := range []Version{{v.Bucket, v.Key, "other", v.Size}, {"c", v.Key, v.ETag, v.Size}} {
+		if _, err := b.Open(ctx, other); !errors.Is(err, iofs.ErrNotExist) {
+			t.Errorf("Open(%+v): %v, want ErrNotExist", other, err)
+		}
+	}
+	// The same version with another size is not this entry: refused and
+	// deleted.
+	if _, err := b.Open(ctx, Version{v.Bucket, v.Key, v.ETag, v.Size + 1}); !errors.Is(err, ErrDisproved) {
+		t.Errorf("Open with another size: %v, want ErrDisproved", err)
+	}
+	if _, err := b.Open(ctx, v); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("after the refusal: %v, want no entry", err)
+	}
+}
+
+// Nodes publishing the same version at once leave one whole entry and no
+// error; a publish cut short, or whose verify fails, leaves none.
+func TestBucketPublishRaceAndFailure(t *testing.T) {
+	b, _ := newTestBucket(t, 0)
+	ctx := context.Background()
+	data := cachetest.RandBytes(4, 2*mib)
+	v := testVersion(data)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { errs[i] = b.Publish(ctx, v, bytes.NewReader(data), mib, blockSums(data, mib), nil) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("publisher %d: %v", i, err)
+		}
+	}
+	e, err := b.Open(ctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readEntry(t, e, v.Size); !bytes.Equal(got, data) {
+		t.Error("the entry is not the object")
+	}
+	e.Close()
+
+	short := testVersion(append(bytes.Clone(data), 1))
+	if err := b.Publish(ctx, short, bytes.NewReader(data), mib, make([]uint32, 3), nil); err == nil {
+		t.Error("a publish whose source ended early succeeded")
+	}
+	refused := testVersion(data[:mib])
+	errNo := errors.New("not proven")
+	if err := b.Publish(ctx, refused, bytes.NewReader(data[:mib]), mib, blockSums(data[:mib], mib), func() error { return errNo }); !errors.Is(err, errNo) {
+		t.Errorf("a publish whose verify failed: %v", err)
+	}
+	for _, v := range []Version{short, refused} {
+		if _, err := b.Open(ctx, v); !errors.Is(err, iofs.ErrNotExist) {
+			t.Errorf("after a failed publish: %v, want no entry", err)
+		}
+	}
+}
+
+// An entry whose trailer is damaged is refused at Open and deleted; one
+// whose bytes were changed (its trailer rewritten to match) passes Open
+// but not the Prover, and Remove deletes it; Remove leaves alone another
+// version put under the name meanwhile.
+func TestBucketRefusesDamagedEntries(t *testing.T) {
+	b, s := newTestBucket(t, 0)
+	ctx := context.Background()
+	data := cachetest.RandBytes(5, mib+3)
+	v := testVersion(data)
+	key := b.EntryKey(v)
+	put := func(entry []byte) {
+		t.Helper()
+		if err := s.Put(ctx, key, bytes.NewReader(entry), int64(len(entry))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := append(bytes.Clone(data), encodeTrailer(v, mib, blockSums(data, mib))...)
+
+	damaged := bytes.Clone(good)
+	damaged[len(damaged)-20] ^= 1
+	put(damaged)
+	if _, err := b.Open(ctx, v); !errors.Is(err, ErrDisproved) {
+		t.Fatalf("Open of a damaged trailer: %v, want ErrDisproved", err)
+	}
+	if _, err := s.Head(ctx, key); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("the damaged entry was not deleted: %v", err)
+	}
+
+	poisoned := bytes.Clone(data)
+	poisoned[100] ^= 1
+	put(append(poisoned, encodeTrailer(v, mib, blockSums(poisoned, mib))...))
+	e, err := b.Open(ctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProver(v.ETag, v.Size)
+	io.Copy(p, io.NewSectionReader(e, 0, v.Size))
+	if err := p.Check(); !errors.Is(err, ErrDisproved) {
+		t.Fatalf("Prover: %v, want ErrDisproved", err)
+	}
+	put(good) // another node's copy, put meanwhile
+	if err := e.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	if _, err := b.Open(ctx, v); err != nil {
+		t.Errorf("the good replacement was removed: %v", err)
+	}
+	e, err = b.Open(ctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Head(ctx, key); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("Remove of the version opened left it: %v", err)
+	}
+}
+
+// Of two nodes claiming a version, one wins; the other's AwaitClaim waits
+// while the winner renews past the TTL, and returns once it releases. A
+// claim whose maker died (never renewed) is broken after about the TTL. A
+// claim on a version whose entry is there says so (io/fs.ErrExist).
+func TestBucketClaims(t *testing.T) {
+	const ttl = time.Second
+	b, s := newTestBucket(t, ttl)
+	ctx := context.Background()
+	data := cachetest.RandBytes(6, mib)
+	v := testVersion(data)
+
+	release, ok, err := b.Claim(ctx, v)
+	if err != nil || !ok {
+		t.Fatalf("Claim: %v, %v", ok, err)
+	}
+	if _, ok, err := b.Claim(ctx, v); ok || err != nil {
+		t.Fatalf("a second Claim: %v, %v; want not ok, no error", ok, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*ttl)
+	err = b.AwaitClaim(wctx, v)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("AwaitClaim on a claim renewed for 3 TTLs: %v, want it still waiting", err)
+	}
+	release()
+	release() // twice is fine
+	start := time.Now()
+	if err := b.AwaitClaim(ctx, v); err != nil || time.Since(start) > ttl {
+		t.Errorf("AwaitClaim after release: %v after %v", err, time.Since(start))
+	}
+
+	// A dead node's claim: made, never renewed.
+	dead := []byte("elsewhere 1 feed 0\n")
+	if err := s.Create(ctx, b.claimKey(Name(v)), bytes.NewReader(dead), int64(len(dead))); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := b.AwaitClaim(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < ttl || d > 3*ttl {
+		t.Errorf("a dead claim was broken after %v, want about the TTL of %v", d, ttl)
+	}
+	release, ok, err = b.Claim(ctx, v)
+	if err != nil || !ok {
+		t.Fatalf("Claim after the dead one was broken: %v, %v", ok, err)
+	}
+	// Broken and taken by another node meanwhile: release leaves theirs.
+	if err := s.Delete(ctx, b.claimKey(Name(v)), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, b.claimKey(Name(v)), bytes.NewReader(dead), int64(len(dead))); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if _, err := s.Head(ctx, b.claimKey(Name(v))); err != nil {
+		t.Errorf("release deleted another node's claim: %v", err)
+	}
+	if err := s.Delete(ctx, b.claimKey(Name(v)), ""); err != nil {
+		t.Fatal(err)
+	}
+
+	publishTo(t, b, v, data)
+	if _, ok, err := b.Claim(ctx, v); ok || !errors.Is(err, iofs.ErrExist) {
+		t.Errorf("Claim of a published version: %v, %v; want ErrExist", ok, err)
+	}
+	if _, err := s.Head(ctx, b.claimKey(Name(v))); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("the claim on a published version was left: %v", err)
+	}
+	if err := b.AwaitClaim(ctx, v); err != nil {
+		t.Errorf("AwaitClaim of a published version: %v", err)
+	}
+}
