@@ -123,15 +123,20 @@ func evictionName(e blockcache.Eviction) string {
 }
 
 // parseEndpoint checks --endpoint-url.
-func parseEndpoint(s string) (string, error) {
-	if s == "" {
-		return "", nil
+func parseEndpoint(s string) (string, error) { return endpointIn("--endpoint-url")(s) }
+
+// endpointIn parses an endpoint URL flag called name.
+func endpointIn(name string) func(string) (string, error) {
+	return func(s string) (string, error) {
+		if s == "" {
+			return "", nil
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", fmt.Errorf("%s must be an http:// or https:// URL, got %q", name, s)
+		}
+		return s, nil
 	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("--endpoint-url must be an http:// or https:// URL, got %q", s)
-	}
-	return s, nil
 }
 
 // checkMountpoint refuses a mountpoint that is missing, not a folder,

@@ -106,6 +106,34 @@ func TestParseMountArgsInterleaved(t *testing.T) {
 	}
 }
 
+// --shared-cache s3://... takes the tier's own connection flags, as flags
+// or as mount options, and leaves the source's alone.
+func TestParseMountArgsBucketTier(t *testing.T) {
+	for _, args := range [][]string{
+		{"--shared-cache", "s3://near-bucket/tier/", "--shared-endpoint-url", "http://127.0.0.1:9001", "--shared-region", "eu-west-1",
+			"--shared-profile", "tier", "--shared-force-path-style"},
+		{"-o", "shared_cache=s3://near-bucket/tier,shared_endpoint_url=http://127.0.0.1:9001,shared_region=eu-west-1,shared_profile=tier,shared_force_path_style"},
+	} {
+		cfg, err := parseMountArgs(append([]string{"s3://bucket/p", "/tmp/m", "--cache-dir", "/tmp/c", "--endpoint-url", "http://127.0.0.1:9000"}, args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sharedS3{Endpoint: "http://127.0.0.1:9001", Region: "eu-west-1", Profile: "tier", ForcePathStyle: true}
+		if cfg.SharedCache != "s3://near-bucket/tier" || cfg.SharedBucket != (source{Bucket: "near-bucket", Prefix: "tier/"}) || cfg.SharedS3 != want {
+			t.Errorf("%v: shared cache %q, bucket %+v, connection %+v", args, cfg.SharedCache, cfg.SharedBucket, cfg.SharedS3)
+		}
+		if cfg.Endpoint != "http://127.0.0.1:9000" || cfg.ForcePathStyle || cfg.Region != "" || cfg.Profile != "" {
+			t.Errorf("%v: the source's connection changed: %+v", args, cfg)
+		}
+	}
+	// The source's bucket is fine, beside the source's prefix.
+	for _, tier := range []string{"s3://bucket/q", "s3://bucket"} {
+		if _, err := parseMountArgs([]string{"s3://bucket/p", "/tmp/m", "--cache-dir", "/tmp/c", "--shared-cache", tier}); err != nil {
+			t.Errorf("--shared-cache %s beside the source: %v", tier, err)
+		}
+	}
+}
+
 func TestParseEviction(t *testing.T) {
 	for _, c := range []struct {
 		args []string

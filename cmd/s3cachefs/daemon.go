@@ -121,14 +121,9 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var shared blockcache.Tier
-	if cfg.SharedCache != "" {
-		folder, err := tier.OpenFolder(cfg.SharedCache)
-		if err != nil {
-			return nil, err
-		}
-		folder.SetClaimTTL(cfg.SharedClaimTTL)
-		shared = tier.NewShared(folder, cfg.Source.Bucket)
+	shared, err := openTier(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	d.cache, err = blockcache.New(d.db, d.store, blockcache.Options{
 		Dir: cfg.CacheDir, Bucket: cfg.Source.Bucket, MaxFetches: cfg.MaxFetches,
@@ -176,6 +171,55 @@ func startDaemon(cfg mountConfig, log *slog.Logger) (_ *daemon, err error) {
 	d.metrics.serve()
 	return d, nil
 }
+
+// openTier returns the shared tier of --shared-cache, or nil. A folder
+// tier must be there (an error otherwise); a bucket tier is never a reason
+// for a mount to fail: one that cannot be reached now costs a warning, and
+// its errors later are misses and failed claims.
+func openTier(cfg mountConfig, log *slog.Logger) (blockcache.Tier, error) {
+	if cfg.SharedCache == "" {
+		return nil, nil
+	}
+	if cfg.SharedBucket.Bucket == "" {
+		folder, err := tier.OpenFolder(cfg.SharedCache)
+		if err != nil {
+			return nil, err
+		}
+		folder.SetClaimTTL(cfg.SharedClaimTTL)
+		return tier.NewShared(folder, cfg.Source.Bucket), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tierCheckTimeout)
+	defer cancel()
+	t := cfg.SharedS3
+	store, err := s3store.New(ctx, s3store.Options{
+		Bucket: cfg.SharedBucket.Bucket, Endpoint: t.Endpoint, Region: t.Region, Profile: t.Profile,
+		ForcePathStyle: t.ForcePathStyle,
+		// Publishers, fills and claims; the tier's pool is its own.
+		MaxConns: cfg.MaxFetches + 16,
+		Timeout:  cfg.S3Timeout,
+		// A tier that fails costs every read that tries it this much
+		// before S3 is asked instead: few retries.
+		MaxAttempts: tierAttempts,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("shared cache %s: configure S3 client: %w", cfg.SharedCache, err)
+	}
+	if err := store.Check(ctx, cfg.SharedBucket.Prefix); err != nil {
+		log.Warn("shared cache bucket not reachable now; reading from S3 until it is", "shared_cache", cfg.SharedCache, "err", err)
+	}
+	bucket := tier.NewBucket(store, tier.BucketOptions{
+		Prefix: cfg.SharedBucket.Prefix, ClaimTTL: cfg.SharedClaimTTL, TempDir: cfg.CacheDir,
+	})
+	return tier.NewShared(bucket, cfg.Source.Bucket), nil
+}
+
+// A bucket tier's requests are tried this often; the mount's check of it
+// waits at most this long.
+const (
+	tierAttempts     = 3
+	tierCheckTimeout = 10 * time.Second
+)
 
 // watchMount starts watching the mount table for the mount just made, so
 // that a plain umount stops the daemon also where the FUSE side never

@@ -53,8 +53,10 @@ type mountConfig struct {
 	S3Timeout       time.Duration // longest wait for response headers or a silent body
 	S3MaxAttempts   int           // attempts per S3 request, the first included
 	NoExec          bool          // mount option noexec
-	SharedCache     string        // absolute folder of the shared tier; "" = none
+	SharedCache     string        // the shared tier: an absolute folder, or s3://bucket[/prefix]; "" = none
+	SharedBucket    source        // the tier's bucket and prefix when it is one; Bucket "" otherwise
 	SharedClaimTTL  time.Duration // how long a claim in it outlives its renewal
+	SharedS3        sharedS3      // how to reach the tier's bucket
 
 	// FuseFD is N when MOUNTPOINT is /dev/fd/N: a mount that another
 	// process made on a /dev/fuse it handed over (see fdmount.go); 0 for
@@ -67,6 +69,16 @@ type mountConfig struct {
 
 	setFlags map[string]bool // names of the flags given on the command line
 	Memory   memPlan         // what the daemon sized to its memory limit (memlimit.go)
+}
+
+// sharedS3 is how the daemon reaches a bucket tier: its own endpoint,
+// region, profile and addressing, not the source's ("" and false: the
+// SDK's default chain, as for a source given none).
+type sharedS3 struct {
+	Endpoint       string
+	Region         string
+	Profile        string
+	ForcePathStyle bool
 }
 
 // readyFDEnv names the inherited pipe on which a background daemon reports
@@ -118,7 +130,11 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	s3Timeout := typedFlag(fs, "s3-timeout", s3store.DefaultTimeout.String(), "how long (a `duration`) an S3 request may wait for response headers, or a response body go without a byte, before it is cut off and retried (1s to 10m)",
 		durationIn("--s3-timeout", time.Second, 10*time.Minute, "1s to 10m"))
 	s3Attempts := intFlag(fs, "s3-max-attempts", s3store.DefaultMaxAttempts, 1, 100, "`attempts` per S3 request, the first included: 5xx, SlowDown, resets and timeouts are retried with exponential backoff and jitter; so is a body broken off midway, from its first missing block (1 to 100)")
-	sharedCache := fs.String("shared-cache", "", "a `folder` every node mounts (NFS, EFS, Lustre, a Modal Volume) shared as a cache tier: objects another node fetched are copied from it, proven by their ETag, instead of from S3; objects fetched from S3 are published to it")
+	sharedCache := fs.String("shared-cache", "", "a `folder` every node mounts (NFS, EFS, Lustre, a Modal Volume), or s3://bucket[/prefix] of a bucket near the nodes (S3 Express One Zone, MinIO, Ceph), shared as a cache tier: objects another node fetched are copied from it, proven by their ETag, instead of from S3; objects fetched from S3 are published to it")
+	sharedEndpoint := typedFlag(fs, "shared-endpoint-url", "", "with --shared-cache s3://...: the tier bucket's endpoint `URL` (default: the AWS SDK's chain, i.e. AWS or $AWS_ENDPOINT_URL; not --endpoint-url)", endpointIn("--shared-endpoint-url"))
+	sharedRegion := fs.String("shared-region", "", "with --shared-cache s3://...: the tier bucket's region (default: from the AWS config chain; not --region)")
+	sharedProfile := fs.String("shared-profile", "", "with --shared-cache s3://...: the AWS shared-config profile for the tier bucket (default: the chain's; not --profile)")
+	sharedPathStyle := fs.Bool("shared-force-path-style", false, "with --shared-cache s3://...: address the tier bucket as ENDPOINT/bucket (not --force-path-style)")
 	claimTTL := typedFlag(fs, "shared-claim-ttl", tier.DefaultClaimTTL.String(), "with --shared-cache: how long (a `duration`) a node's claim on an object it fetches from S3 for the others outlives its last renewal; a node killed mid-fetch delays the others by about this much (1s to 1h; the same on every node)",
 		durationIn("--shared-claim-ttl", time.Second, time.Hour, "1s to 1h"))
 	metricsAddr := typedFlag(fs, "metrics-addr", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics, e.g. 127.0.0.1:9100 (default: off)", parseMetricsAddr)
@@ -145,6 +161,7 @@ func parseMountArgs(args []string) (mountConfig, error) {
 		MaxCacheSize: *maxCache, Eviction: *eviction, MinFree: *minFreeFlag, Passthrough: *passthrough,
 		PartSize: *partSize, ReadAhead: *readAhead, KernelReadAhead: *kernelReadAhead,
 		S3Timeout: *s3Timeout, S3MaxAttempts: int(*s3Attempts), MetricsAddr: *metricsAddr, SharedClaimTTL: *claimTTL,
+		SharedS3: sharedS3{Endpoint: *sharedEndpoint, Region: *sharedRegion, Profile: *sharedProfile, ForcePathStyle: *sharedPathStyle},
 		NoExec:   opts.NoExec,
 		setFlags: map[string]bool{},
 	}
@@ -163,8 +180,18 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.CacheDir, err = absPath(*cacheDir); err != nil {
 		return cfg, err
 	}
-	if cfg.SharedCache, err = parseSharedCache(*sharedCache); err != nil {
+	if cfg.SharedCache, cfg.SharedBucket, err = parseSharedCache(*sharedCache); err != nil {
 		return cfg, err
+	}
+	if t := cfg.SharedBucket; t.Bucket == cfg.Source.Bucket && cfg.SharedS3.Endpoint == cfg.Endpoint && strings.HasPrefix(t.Prefix, cfg.Source.Prefix) {
+		return cfg, usagef("--shared-cache %s must not lie inside SOURCE %s: the mount would show the tier", t, cfg.Source)
+	}
+	if cfg.SharedBucket.Bucket == "" {
+		for _, name := range []string{"shared-endpoint-url", "shared-region", "shared-profile", "shared-force-path-style"} {
+			if cfg.setFlags[name] {
+				return cfg, usagef("--%s is for a bucket tier: it needs --shared-cache s3://bucket[/prefix]", name)
+			}
+		}
 	}
 	if cfg.FuseFD > 0 {
 		cfg.KernelReadAhead = 0 // the daemon cannot tell which mount is its own
@@ -181,22 +208,29 @@ func parseMountArgs(args []string) (mountConfig, error) {
 	if cfg.CacheDir == cfg.Name || strings.HasPrefix(cfg.CacheDir, cfg.Name+"/") {
 		return cfg, usagef("cache dir %s must not lie inside the mountpoint", cfg.CacheDir)
 	}
-	if d := cfg.SharedCache; d != "" && (d == cfg.Name || strings.HasPrefix(d, cfg.Name+"/")) {
+	if d := cfg.SharedCache; d != "" && cfg.SharedBucket.Bucket == "" && (d == cfg.Name || strings.HasPrefix(d, cfg.Name+"/")) {
 		return cfg, usagef("--shared-cache %s must not lie inside the mountpoint", d)
 	}
 	return cfg, nil
 }
 
-// parseSharedCache checks --shared-cache: "" (none) or a folder, made
-// absolute. A bucket (s3://) is not a tier this version can use.
-func parseSharedCache(s string) (string, error) {
+// parseSharedCache checks --shared-cache: "" (none), a folder (made
+// absolute), or s3://bucket[/prefix] (then also returned parsed).
+func parseSharedCache(s string) (string, source, error) {
 	switch {
 	case s == "":
-		return "", nil
+		return "", source{}, nil
+	case strings.HasPrefix(s, "s3://"):
+		src, err := parseSource(s)
+		if err != nil {
+			return "", source{}, usagef("--shared-cache %s must be a folder or s3://bucket[/prefix]: %s", s, strings.TrimPrefix(err.Error(), "SOURCE must look like s3://bucket[/prefix]: "))
+		}
+		return src.String(), src, nil
 	case strings.Contains(s, "://"):
-		return "", usagef("--shared-cache %s: only a folder can be a shared cache for now, not a bucket", s)
+		return "", source{}, usagef("--shared-cache %s: a folder or s3://bucket[/prefix], not another kind of URL", s)
 	}
-	return absPath(s)
+	dir, err := absPath(s)
+	return dir, source{}, err
 }
 
 func cmdMount(args []string, stdout io.Writer) error {
