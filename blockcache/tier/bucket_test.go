@@ -15,6 +15,7 @@ import (
 
 	"s3cachefs/blockcache/internal/cachetest"
 	"s3cachefs/blockcache/s3store"
+	"s3cachefs/index"
 	"s3cachefs/test/s3server"
 )
 
@@ -279,5 +280,30 @@ func TestBucketClaims(t *testing.T) {
 	}
 	if err := b.AwaitClaim(ctx, v); err != nil {
 		t.Errorf("AwaitClaim of a published version: %v", err)
+	}
+}
+
+// A bucket tier that cannot be reached is, to the cache, a tier without
+// the entry (io/fs.ErrNotExist), not an entry refused.
+func TestSharedBucketUnreachable(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDFAKE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	s, err := s3store.New(context.Background(), s3store.Options{Bucket: "tier", Endpoint: "http://127.0.0.1:1", ForcePathStyle: true, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := cachetest.RandBytes(7, 1000)
+	v := testVersion(data)
+	sh := NewShared(NewBucket(s, BucketOptions{}), v.Bucket)
+	obj := index.Object{Key: v.Key, ETag: v.ETag, Size: v.Size}
+	var w bytes.Buffer
+	err = sh.Fill(context.Background(), obj, &w)
+	if !errors.Is(err, iofs.ErrNotExist) || !errors.Is(err, s3store.ErrUnreachable) || errors.Is(err, ErrDisproved) || w.Len() != 0 {
+		t.Errorf("Fill from an unreachable bucket: %v (%d bytes written), want ErrNotExist and ErrUnreachable", err, w.Len())
+	}
+	if _, _, err := sh.Claim(context.Background(), obj); !errors.Is(err, s3store.ErrUnreachable) {
+		t.Errorf("Claim in an unreachable bucket: %v, want ErrUnreachable", err)
 	}
 }

@@ -69,7 +69,8 @@ func (s *Shared) Provable(obj index.Object) bool {
 // Fill writes obj's entry to w, hashing it as it goes, and returns nil only
 // once it is proven to be obj (Prover). An object whose ETag proves nothing
 // is not taken from the tier: an error wrapping io/fs.ErrNotExist, as for
-// an object the tier does not hold. An entry disproved, or whose trailer
+// an object the tier does not hold, or an entry that cannot be opened (the
+// tier unreachable). An entry disproved, or whose trailer
 // is damaged, is removed and reported with an error wrapping ErrDisproved.
 func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error {
 	v := s.version(obj)
@@ -78,6 +79,13 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 		return fmt.Errorf("shared cache: the ETag of %s proves nothing: %w", obj.Key, iofs.ErrNotExist)
 	}
 	e, err := s.store.Open(ctx, v)
+	if err != nil && !errors.Is(err, ErrDisproved) && !errors.Is(err, iofs.ErrNotExist) && ctx.Err() == nil {
+		// The tier cannot be reached, or denies access: for the cache
+		// that is no entry, like a miss, not an entry refused (which it
+		// warns of each time). Its claims and publishes fail too, and
+		// the cache warns of those once.
+		return fmt.Errorf("%w: shared cache entry of %s cannot be opened: %w", iofs.ErrNotExist, obj.Key, err)
+	}
 	if err != nil {
 		return err
 	}
