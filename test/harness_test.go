@@ -25,16 +25,30 @@ type env struct {
 	srv        *s3server.Server
 	proxy      *s3server.Proxy
 	runtimeDir string
-	home       string // empty $HOME: no ~/.aws of the machine leaks in
+	home       string   // empty $HOME: no ~/.aws of the machine leaks in
+	extraEnv   []string // more variables for every process, set before the first
 }
 
 // newEnv starts a server and proxy for t and creates the bucket.
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := s3server.Start(t)
-	e := &env{srv: srv, proxy: srv.NewProxy(t), runtimeDir: t.TempDir(), home: t.TempDir()}
+	e := &env{srv: srv, proxy: srv.NewProxy(t), runtimeDir: shortTempDir(t), home: t.TempDir()}
 	srv.CreateBucket(t, bucket)
 	return e
+}
+
+// shortTempDir is a folder removed when t ends, whose path is short
+// whatever t's name (a subtest's t.TempDir() may make control socket paths
+// longer than a unix socket takes).
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // childEnv is the environment of every process a test starts: the
@@ -60,6 +74,7 @@ func (e *env) childEnv(extra ...string) []string {
 		"GORACE=atexit_sleep_ms=0",
 	)
 	// Later entries win in exec.Cmd, so extra overrides the above.
+	out = append(out, e.extraEnv...)
 	return append(out, extra...)
 }
 

@@ -1,8 +1,6 @@
 package test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -10,14 +8,16 @@ import (
 	"time"
 )
 
-// Two daemons, as on two nodes, share a folder tier (--shared-cache): the
-// first fetches the dataset from S3 and publishes every file; the second
-// then reads it all with no GET, each file proven by its ETag (the dataset
-// is uploaded with `aws s3 sync`, so its large files have multipart ETags);
-// a third, given an entry whose bytes were changed, refuses it and reads
-// that file from S3, right.
-func TestSharedCacheTwoNodes(t *testing.T) {
-	e := newEnv(t)
+// Two daemons, as on two nodes, share a tier (--shared-cache, a folder or
+// a bucket): the first fetches the dataset from S3 and publishes every
+// file; the second then reads it all with no GET, each file proven by its
+// ETag (the dataset is uploaded with `aws s3 sync`, so its large files
+// have multipart ETags); a third, given an entry whose bytes were changed
+// and whose CRC table was rewritten to match, refuses it and reads that
+// file from S3, right.
+func TestSharedCacheTwoNodes(t *testing.T) { forEachTier(t, testSharedCacheTwoNodes) }
+
+func testSharedCacheTwoNodes(t *testing.T, e *env, tier sharedTier) {
 	e.uploadDataset(t)
 	files := sourceFiles(t)
 	var total, nonEmpty int64
@@ -27,8 +27,7 @@ func TestSharedCacheTwoNodes(t *testing.T) {
 			nonEmpty++
 		}
 	}
-	tier := t.TempDir()
-	a := e.mount(t, "--shared-cache", tier)
+	a := e.mount(t, tier.flags()...)
 	readAll(t, a.dir, files)
 	waitFor(t, 2*time.Minute, "node A to publish every file", func() bool {
 		s := e.status(t, a)
@@ -38,7 +37,7 @@ func TestSharedCacheTwoNodes(t *testing.T) {
 		return s.Published == nonEmpty
 	})
 
-	b := e.mount(t, "-o", "shared_cache="+tier)
+	b := e.mount(t, "-o", tier.option())
 	e.proxy.Reset()
 	readAll(t, b.dir, files)
 	if c := e.proxy.Counts(); c.GetObject != 0 {
@@ -48,12 +47,12 @@ func TestSharedCacheTwoNodes(t *testing.T) {
 		t.Errorf("node B: %d bytes from the shared cache (want %d), %d refused, %d published", s.TierBytes, total, s.TierRejected, s.Published)
 	}
 
-	entries, err := filepath.Glob(filepath.Join(tier, "*", "objects", "*", "*"))
-	if err != nil || int64(len(entries)) != nonEmpty {
-		t.Fatalf("%d tier entries, want %d (%v)", len(entries), nonEmpty, err)
+	entries := tier.entries(t)
+	if int64(len(entries)) != nonEmpty {
+		t.Fatalf("%d tier entries, want %d", len(entries), nonEmpty)
 	}
-	poisonFile(t, entries[0])
-	c := e.mount(t, "--shared-cache", tier)
+	tier.poison(t, entries[0])
+	c := e.mount(t, tier.flags()...)
 	e.proxy.Reset()
 	readAll(t, c.dir, files)
 	if got := e.proxy.Counts().GetObject; got == 0 {
@@ -62,18 +61,10 @@ func TestSharedCacheTwoNodes(t *testing.T) {
 	if s := e.status(t, c); s.TierRejected != 1 || s.TierBytes >= total {
 		t.Errorf("node C: %d entries refused (want 1), %d of %d bytes from the shared cache", s.TierRejected, s.TierBytes, total)
 	}
-}
-
-// poisonFile flips a bit in the middle of a file's first kilobyte.
-func poisonFile(t *testing.T, path string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) < 2 {
-		t.Fatalf("read %s: %d bytes, %v", path, len(b), err)
-	}
-	b[min(len(b)/2, 512)] ^= 0x10
-	if err := os.WriteFile(path, b, 0o664); err != nil {
-		t.Fatal(err)
+	// Refused by the ETag's MD5 (of the object, or of its parts), not by
+	// the trailer, which the poisoner rewrote to match.
+	if log := readLog(c.cache); !strings.Contains(log, "the ETag says") && !strings.Contains(log, "gives the ETag") {
+		t.Errorf("node C did not refuse the entry by its ETag:\n%s", logTail(c.cache))
 	}
 }
 
@@ -111,18 +102,20 @@ func (e *env) prefetchAll(t *testing.T, ms []*mounted, extra ...string) {
 	}
 }
 
-// Three daemons sharing a folder tier run `prefetch train` at the same
-// time: between them they fetch the split from S3 about once (each object
-// is claimed by one node, which publishes it for the others), and each
-// ends with all of it cached.
+// Three daemons sharing a tier run `prefetch train` at the same time:
+// between them they fetch the split from S3 about once (each object is
+// claimed by one node, which publishes it for the others), and each ends
+// with all of it cached.
 func TestSharedCacheThreeNodesPrefetch(t *testing.T) {
-	e := newEnv(t)
+	forEachTier(t, testSharedCacheThreeNodesPrefetch)
+}
+
+func testSharedCacheThreeNodesPrefetch(t *testing.T, e *env, tier sharedTier) {
 	e.uploadDataset(t)
 	files, size := trainFiles(t)
-	tier := t.TempDir()
 	var nodes []*mounted
 	for range 3 {
-		nodes = append(nodes, e.mount(t, "--shared-cache", tier))
+		nodes = append(nodes, e.mount(t, tier.flags()...))
 	}
 	e.proxy.Reset()
 	e.prefetchAll(t, nodes)
@@ -154,38 +147,34 @@ func TestSharedCacheThreeNodesPrefetch(t *testing.T) {
 // A node killed (SIGKILL) while it holds claims delays the others by
 // about the claims' TTL: they finish the prefetch, fetching what it held
 // themselves, and S3 sends at most 1.3 times the split in all.
-func TestSharedCacheKilledClaimant(t *testing.T) {
-	e := newEnv(t)
+func TestSharedCacheKilledClaimant(t *testing.T) { forEachTier(t, testSharedCacheKilledClaimant) }
+
+func testSharedCacheKilledClaimant(t *testing.T, e *env, tier sharedTier) {
 	e.uploadDataset(t)
 	files, size := trainFiles(t)
-	tier := t.TempDir()
-	ttl := []string{"--shared-cache", tier, "--shared-claim-ttl", "2s"}
+	ttl := append(tier.flags(), "--shared-claim-ttl", "2s")
 	a := e.mount(t, ttl...)
 	e.proxy.Reset()
 	e.proxy.SetRate(256 << 10) // so that node A is killed mid-fetch
 	if r := e.run(t, "prefetch", "--mount", a.dir, "--detach", "train"); r.code != 0 {
 		t.Fatalf("prefetch on node A: %s", r)
 	}
-	claims := filepath.Join(tier, "s3cachefs-tier-v1", "claims", "*")
-	waitFor(t, time.Minute, "node A to claim objects", func() bool {
-		held, _ := filepath.Glob(claims)
-		return len(held) > 0
-	})
+	waitFor(t, time.Minute, "node A to claim objects", func() bool { return tier.claims(t) > 0 })
 	if err := syscall.Kill(a.pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	if err := waitExit(a.pid, exitTimeout); err != nil {
 		t.Fatal(err)
 	}
-	held, _ := filepath.Glob(claims)
-	if len(held) == 0 {
+	held := tier.claims(t)
+	if held == 0 {
 		t.Fatal("node A died holding no claim")
 	}
 	e.proxy.SetRate(0)
 	b, c := e.mount(t, ttl...), e.mount(t, ttl...)
 	e.prefetchAll(t, []*mounted{b, c})
 	got := e.proxy.Counts().GetBytes
-	t.Logf("node A died holding %d claims; S3 sent %d bytes for a split of %d (%.2fx)", len(held), got, size, float64(got)/float64(size))
+	t.Logf("node A died holding %d claims; S3 sent %d bytes for a split of %d (%.2fx)", held, got, size, float64(got)/float64(size))
 	if float64(got) > 1.3*float64(size) {
 		t.Errorf("S3 sent %d bytes for a split of %d, want at most 1.3 times it", got, size)
 	}
@@ -199,21 +188,17 @@ func TestSharedCacheKilledClaimant(t *testing.T) {
 	}
 }
 
-// A tier that is gone (its folder removed under the daemon) costs nothing
-// but a warning: prefetch and reads go on from S3, right, the failed
-// claims and publishes are counted, and the log says so once.
-func TestSharedCacheUnreachable(t *testing.T) {
-	e := newEnv(t)
+// A tier that is gone (its folder removed, its server stopped under the
+// daemon) costs nothing but a warning: prefetch and reads go on from S3,
+// right, the failed claims and publishes are counted, and the log says so
+// once.
+func TestSharedCacheUnreachable(t *testing.T) { forEachTier(t, testSharedCacheUnreachable) }
+
+func testSharedCacheUnreachable(t *testing.T, e *env, tier sharedTier) {
 	e.uploadDataset(t)
 	files, size := trainFiles(t)
-	tier := filepath.Join(t.TempDir(), "tier")
-	if err := os.Mkdir(tier, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m := e.mount(t, "--shared-cache", tier)
-	if err := os.RemoveAll(tier); err != nil {
-		t.Fatal(err)
-	}
+	m := e.mount(t, tier.flags()...)
+	tier.disconnect(t)
 	e.proxy.Reset()
 	e.prefetchAll(t, []*mounted{m})
 	readAll(t, m.dir, files)
@@ -232,5 +217,13 @@ func TestSharedCacheUnreachable(t *testing.T) {
 	}
 	if warnings != 1 {
 		t.Errorf("%d warnings about the shared cache in the log, want 1:\n%s", warnings, logTail(m.cache))
+	}
+	if _, ok := tier.(*bucketTier); ok {
+		// A bucket tier down at mount is no reason to refuse it.
+		n := e.mount(t, tier.flags()...)
+		readAll(t, n.dir, files)
+		if !strings.Contains(readLog(n.cache), "shared cache bucket not reachable") {
+			t.Errorf("a mount with its bucket tier down did not say so:\n%s", logTail(n.cache))
+		}
 	}
 }
