@@ -5,9 +5,12 @@
 // (blockcache.Tier, `--shared-cache DIR`): the cache copies an object of
 // which it has nothing from the tier through Shared.Fill, which proves it
 // on the way, and publishes what it fetched from S3 once complete through
-// Shared.Publish. Folder.GC trims a folder tier (`s3cachefs shared gc`).
-// Not here yet: a bucket as the tier, and claims (so that nodes
-// prefetching at once fetch each object from S3 about once).
+// Shared.Publish. Where the tier lives is a Store: a Folder on a shared
+// filesystem (`--shared-cache DIR`) or a Bucket (`--shared-cache
+// s3://bucket/prefix`). Both keep entries in the same format and claim
+// objects (so that nodes prefetching at once fetch each from S3 about
+// once) with a create-if-absent. Folder.GC trims a folder tier (`s3cachefs
+// shared gc`); a bucket tier is trimmed by a lifecycle rule.
 //
 // # Trust
 //
@@ -44,6 +47,39 @@
 // changed in place; a disproved one is removed (Remove) so that a good copy
 // can take its name. Folders and files are created group-writable (0775,
 // 0664, less the umask): nodes may run as different users of one group.
+//
+// # Bucket layout
+//
+// A bucket tier lives under PREFIX/s3cachefs-tier-v1/ of its bucket
+// (Objects: what it needs of the bucket; s3store.Store has it):
+//
+//	objects/NN/NAME   one entry per object version, as in a folder
+//	claims/NAME       a claim: "HOST PID TOKEN N" (N counts renewals)
+//
+// Publish writes the entry (bytes, then trailer) to an unlinked file in
+// BucketOptions.TempDir, runs verify, then sends it in one PutObject with
+// If-None-Match: *, so it appears whole or not at all, never replacing
+// another node's: a PutObject cannot be taken back once its body is sent,
+// so the bytes are proven before. One PutObject takes at most 5 GiB; larger
+// entries are refused (a multipart upload completed with If-None-Match is
+// the way past that). Open HEADs the entry and reads every range of it
+// (the trailer, then the bytes, in 8 MiB ranges fetched four ahead of a
+// sequential reader) pinned to the ETag the HEAD gave, so the entry cannot
+// change under a copy; a disproved entry is deleted with If-Match on that
+// ETag, sparing a good copy another node put under the name meanwhile (on
+// servers that honour If-Match on deletes; others delete whatever is
+// there, which costs a publish, never a wrong byte).
+//
+// A claim is created with If-None-Match: * (412: another node holds it),
+// put again unconditionally every quarter of the TTL while held, with N
+// one more, so that its ETag and time change; AwaitClaim HEADs entry and
+// claim, takes a change of either for life by its own clock, and deletes
+// a claim unchanged for the TTL with If-Match on the ETag seen. Release
+// reads the claim and deletes it (If-Match) if it is still this one's.
+// Between a renewal's look and its PUT another node may break the claim
+// and make its own, which the PUT then replaces: both fetch the object
+// from S3, never worse. Touch does nothing: the lifecycle rule trims by
+// age.
 //
 // # Garbage collection
 //
