@@ -57,11 +57,13 @@ type BucketOptions struct {
 // lift it.
 const maxBucketEntry = 5 << 30
 
-// Reads of an entry: in ranges of bucketChunk, as many as bucketChunks in
-// flight ahead of the reader.
+// Reads of an entry: in ranges of bucketChunk, each read starting the
+// fetch of the bucketAhead after its own; at most bucketChunks held per
+// entry (96 MiB).
 const (
 	bucketChunk  = 8 << 20
-	bucketChunks = 4
+	bucketAhead  = 3
+	bucketChunks = 12
 )
 
 // removeTimeout bounds the requests that release a claim or remove an
@@ -154,7 +156,8 @@ func (b *Bucket) Open(ctx context.Context, v Version) (EntryReader, error) {
 		return nil, fmt.Errorf("shared cache entry of %s: %w", v.Key, err)
 	}
 	ectx, cancel := context.WithCancel(ctx)
-	e := &bucketEntry{b: b, key: key, etag: info.ETag, v: v, ctx: ectx, cancel: cancel}
+	e := &bucketEntry{b: b, key: key, etag: info.ETag, v: v, ctx: ectx, cancel: cancel,
+		chunks: map[int64]*chunk{}, read: make([]uint64, (v.Size/bucketChunk+64)/64)}
 	e.blockSize, e.sums, err = readTrailer(pinnedReader{ctx, b.objs, key, info.ETag}, info.Size, v)
 	if err != nil {
 		cancel()
@@ -195,9 +198,12 @@ func (r pinnedReader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // bucketEntry is an entry of a Bucket opened for reading. Its bytes are
-// not proven. Reads at increasing offsets (as a copy makes) are served
-// from ranges of bucketChunk fetched ahead, bucketChunks at a time; a read
-// elsewhere starts over from there.
+// not proven. They are fetched in chunks of bucketChunk, each one ranged
+// GET; a read fetches the chunk it needs and starts the next few
+// (bucketAhead), so that a sequential reader, or several reading
+// different parts at once, finds the next chunk fetched or in flight. A
+// chunk is dropped once a read reaches its end (its reader moved on), or
+// to make room: at most bucketChunks are kept.
 type bucketEntry struct {
 	// Set once in Open.
 	b         *Bucket
@@ -209,42 +215,37 @@ type bucketEntry struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the fetches
 
-	mu     sync.Mutex // guards the fields below, and serialises ReadAt
-	chunks []*chunk   // fetches ahead, in order of offset
-	next   int64      // where the next fetch starts
+	mu     sync.Mutex       // guards the fields below and every chunk's users and used
+	chunks map[int64]*chunk // by index (offset / bucketChunk)
+	read   []uint64         // bit i: chunk i was read to its end, so is not fetched ahead again
+	clock  int64            // counts uses, for chunk.used
 	closed bool
 }
 
 // chunk is one ranged GET of an entry.
 type chunk struct {
-	off    int64
-	buf    []byte             // its bytes, once done is closed and err nil
+	buf    []byte             // its bytes, once done is closed and err is nil
 	err    error              // set before done is closed
 	done   chan struct{}      // closed when the fetch ended
 	cancel context.CancelFunc // ends the fetch
+	users  int                // reads waiting on it or copying from it
+	used   int64              // bucketEntry.clock at its last use
 }
 
-func (c *chunk) end() int64 { return c.off + int64(len(c.buf)) }
-
 // ReadAt reads the object's bytes at off (the trailer is not part of
-// them), io.EOF past them.
+// them), io.EOF past them. It may be called concurrently.
 func (e *bucketEntry) ReadAt(p []byte, off int64) (int, error) {
 	if off >= e.v.Size {
 		return 0, io.EOF
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return 0, iofs.ErrClosed
-	}
 	want := int(min(int64(len(p)), e.v.Size-off))
 	n := 0
 	for n < want {
-		c, err := e.chunkAtLocked(off + int64(n))
+		k, err := e.copyChunk(p[n:want], off+int64(n))
+		n += k
 		if err != nil {
 			return n, fmt.Errorf("read shared cache entry of %s: %w", e.v.Key, err)
 		}
-		n += copy(p[n:want], c.buf[off+int64(n)-c.off:])
 	}
 	if n < len(p) {
 		return n, io.EOF
@@ -252,53 +253,83 @@ func (e *bucketEntry) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// chunkAtLocked returns the fetched chunk holding byte off, having
-// dropped those before it and started those after it. e.mu is held.
-func (e *bucketEntry) chunkAtLocked(off int64) (*chunk, error) {
-	for len(e.chunks) > 0 && (e.chunks[0].off > off || e.chunks[0].off+bucketChunk <= off) {
-		if e.chunks[0].off > off {
-			// A read behind the fetches: start over.
-			e.dropLocked()
-			break
-		}
-		c := e.chunks[0]
-		c.cancel()
-		e.chunks = e.chunks[1:]
+// copyChunk copies into p what the chunk holding byte off has from off on.
+func (e *bucketEntry) copyChunk(p []byte, off int64) (int, error) {
+	idx := off / bucketChunk
+	c, err := e.use(idx)
+	if err != nil {
+		return 0, err
 	}
-	if len(e.chunks) == 0 {
-		e.next = off - off%bucketChunk
-	}
-	for len(e.chunks) < bucketChunks && e.next < e.v.Size {
-		e.chunks = append(e.chunks, e.fetch(e.next, min(bucketChunk, e.v.Size-e.next)))
-		e.next += bucketChunk
-	}
-	c := e.chunks[0]
 	select {
 	case <-c.done:
 	case <-e.ctx.Done():
-		return nil, e.ctx.Err()
 	}
-	if c.err != nil {
-		e.dropLocked() // a later read tries again
-		return nil, c.err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c.users--
+	if c.err != nil || e.ctx.Err() != nil {
+		if e.chunks[idx] == c {
+			delete(e.chunks, idx) // a later read tries again
+		}
+		return 0, errors.Join(c.err, e.ctx.Err())
 	}
+	n := copy(p, c.buf[off-idx*bucketChunk:])
+	if off+int64(n) == idx*bucketChunk+int64(len(c.buf)) {
+		e.read[idx/64] |= 1 << (idx % 64)
+		if c.users == 0 && e.chunks[idx] == c {
+			delete(e.chunks, idx) // its reader moved on
+		}
+	}
+	return n, nil
+}
+
+// use returns chunk idx, fetched or in flight, counted as used, having
+// started the fetch of the next bucketAhead ones where there is room.
+func (e *bucketEntry) use(idx int64) (*chunk, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, iofs.ErrClosed
+	}
+	e.clock++
+	for i := idx; i <= idx+bucketAhead && i*bucketChunk < e.v.Size; i++ {
+		ahead := i > idx && (len(e.chunks) < bucketChunks && e.read[i/64]&(1<<(i%64)) == 0)
+		if e.chunks[i] == nil && (i == idx || ahead) {
+			if len(e.chunks) >= bucketChunks {
+				e.evictLocked()
+			}
+			e.chunks[i] = e.fetch(i*bucketChunk, min(bucketChunk, e.v.Size-i*bucketChunk))
+			e.chunks[i].used = e.clock
+		}
+	}
+	c := e.chunks[idx]
+	c.users++
+	c.used = e.clock
 	return c, nil
 }
 
-// dropLocked cancels and forgets every chunk. e.mu is held.
-func (e *bucketEntry) dropLocked() {
-	for _, c := range e.chunks {
-		c.cancel()
+// evictLocked drops the chunk least recently used that no read is
+// using, if any. e.mu is held.
+func (e *bucketEntry) evictLocked() {
+	victim := int64(-1)
+	for i, c := range e.chunks {
+		if c.users == 0 && (victim < 0 || c.used < e.chunks[victim].used) {
+			victim = i
+		}
 	}
-	e.chunks = nil
+	if victim >= 0 {
+		e.chunks[victim].cancel()
+		delete(e.chunks, victim)
+	}
 }
 
 // fetch starts the GET of n bytes at off.
 func (e *bucketEntry) fetch(off, n int64) *chunk {
 	ctx, cancel := context.WithCancel(e.ctx)
-	c := &chunk{off: off, done: make(chan struct{}), cancel: cancel}
+	c := &chunk{done: make(chan struct{}), cancel: cancel}
 	e.wg.Go(func() {
 		defer close(c.done)
+		defer cancel()
 		buf := make([]byte, n)
 		// A body broken off midway is asked for again; another
 		// version of the entry, or none, is final.
@@ -334,11 +365,11 @@ func (e *bucketEntry) BlockSize() int64 { return e.blockSize }
 // them: anyone who can write the tier can forge them.
 func (e *bucketEntry) Sums() []uint32 { return e.sums }
 
-// Close ends the fetches ahead and waits for them.
+// Close ends the fetches and waits for them.
 func (e *bucketEntry) Close() error {
 	e.mu.Lock()
 	e.closed = true
-	e.dropLocked()
+	e.chunks = nil
 	e.mu.Unlock()
 	e.cancel()
 	e.wg.Wait()

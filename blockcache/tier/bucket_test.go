@@ -105,6 +105,46 @@ func TestBucketPublishOpen(t *testing.T) {
 	}
 }
 
+// Readers copying parts of an entry at once (as a fill of a multipart
+// object does), a block at a time, get the right bytes, and share the
+// chunks fetched ahead: each range is fetched about once.
+func TestBucketEntryParallelParts(t *testing.T) {
+	b, s := newTestBucket(t, 0)
+	const parts = 6
+	data := cachetest.RandBytes(8, parts*bucketChunk-5)
+	v := testVersion(data)
+	publishTo(t, b, v, data)
+	before := s.Stats().Gets
+	e, err := b.Open(context.Background(), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	got := make([]byte, len(data))
+	var wg sync.WaitGroup
+	errs := make([]error, parts)
+	for i := range parts {
+		wg.Go(func() {
+			for off := int64(i) * bucketChunk; off < min(int64(i+1)*bucketChunk, v.Size); off += mib {
+				if _, err := e.ReadAt(got[off:min(off+mib, v.Size)], off); err != nil && err != io.EOF {
+					errs[i] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the parts read are not the object")
+	}
+	if gets := s.Stats().Gets - before; gets > parts+2 {
+		t.Errorf("%d GETs to open and read %d ranges, want at most %d", gets, parts, parts+2)
+	}
+}
+
 // Nodes publishing the same version at once leave one whole entry and no
 // error; a publish cut short, or whose verify fails, leaves none.
 func TestBucketPublishRaceAndFailure(t *testing.T) {

@@ -63,8 +63,9 @@
 // so the bytes are proven before. One PutObject takes at most 5 GiB; larger
 // entries are refused (a multipart upload completed with If-None-Match is
 // the way past that). Open HEADs the entry and reads every range of it
-// (the trailer, then the bytes, in 8 MiB ranges fetched four ahead of a
-// sequential reader) pinned to the ETag the HEAD gave, so the entry cannot
+// (the trailer, then the bytes in 8 MiB ranges, each read starting the
+// fetch of the next three, shared by readers copying different parts at
+// once, at most 12 held) pinned to the ETag the HEAD gave, so the entry cannot
 // change under a copy; a disproved entry is deleted with If-Match on that
 // ETag, sparing a good copy another node put under the name meanwhile (on
 // servers that honour If-Match on deletes; others delete whatever is
