@@ -5,9 +5,21 @@
 // (blockcache.Tier, `--shared-cache DIR`): the cache copies an object of
 // which it has nothing from the tier through Shared.Fill, which proves it
 // on the way, and publishes what it fetched from S3 once complete through
-// Shared.Publish. Folder.GC trims a folder tier (`s3cachefs shared gc`).
-// Not here yet: a bucket as the tier, and claims (so that nodes
-// prefetching at once fetch each object from S3 about once).
+// Shared.Publish. Shared works on a Store: where the tier lives (Folder;
+// not yet a bucket). Folder.GC trims a folder tier (`s3cachefs shared
+// gc`).
+//
+// # Claims
+//
+// So that nodes prefetching at once fetch each object from S3 about once,
+// a node about to fetch an object the tier lacks claims it first
+// (Folder.Claim: claims/NAME created with O_EXCL), renews the claim every
+// quarter of its TTL while it fetches, and releases it once the object is
+// published. A node that finds the claim taken waits (AwaitClaim) for the
+// entry, for the claim to go, or for it to expire: no renewal seen for the
+// TTL by the waiter's own clock, so that the nodes' clocks need not agree.
+// The waiter breaks an expired claim (renamed away first, so that of the
+// nodes breaking it at once one does) and claims the object itself.
 //
 // # Trust
 //
@@ -31,7 +43,9 @@
 //	                  then a trailer (folder.go: the block size, bucket,
 //	                  key, ETag, size and each block's CRC-32C, with a
 //	                  CRC-32C of its own and its length last)
-//	tmp/NAME.RANDOM   entries being written
+//	tmp/NAME.RANDOM   entries being written (and expired claims on their
+//	                  way out)
+//	claims/NAME       the claim on NAME of the node fetching it from S3
 //	trash/NAME.STAMP.RANDOM
 //	                  entries GC took out of objects/ (STAMP: when, in
 //	                  unix nanoseconds), unlinked once there for the grace
