@@ -134,7 +134,7 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 		return fmt.Errorf("%w: %w", errTierFallback, err)
 	default:
 		c.tierRejected.Add(1)
-		c.log.Warn("shared cache entry not used; fetching from S3", "key", o.obj.Key, "err", err)
+		c.warnTierOnce(warnRefused, "shared cache entry not used; fetching from S3", "key", o.obj.Key, "err", err)
 		return errTierFallback
 	}
 	defer func() { c.unreserve(c.missingUsage(o, 0, nblocks-1)) }() // what commit did not record
@@ -213,24 +213,28 @@ func (w *blockWriter) undo() {
 // it copies o from the tier if it holds it; else it claims o, or, when
 // another node holds the claim, waits for that node's entry (wait) or
 // returns ErrClaimed. It returns nil once o is filled from the tier, or
-// may be fetched from S3 (with o.claim set when this node claimed it).
-func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) error {
+// may be fetched from S3; won says that this call claimed o (o.claim is
+// set), which its caller then releases unless the publisher took it.
+// Trouble with the tier itself never fails it: o is then fetched from S3
+// unclaimed.
+func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) (won bool, err error) {
+	waited := false
 	for {
 		f := c.startFetch(o, 0, false)
 		if f == nil || !f.fill {
-			return nil // present, or fetched from S3 for a reader already
+			return false, nil // present, or fetched from S3 for a reader already
 		}
 		select {
 		case <-f.done:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		if !errors.Is(f.err, errTierMiss) {
 			// Filled, refused (fetch it from S3), or failed.
 			if errors.Is(f.err, errTierFallback) {
-				return nil
+				return false, nil
 			}
-			return f.err
+			return false, f.err
 		}
 		release, ok, err := c.opts.Tier.Claim(ctx, o.obj)
 		switch {
@@ -239,28 +243,41 @@ func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) error {
 			o.mu.Lock()
 			o.claim = release
 			o.mu.Unlock()
-			return nil
+			return true, nil
 		case errors.Is(err, iofs.ErrExist):
 			// Published since the miss: copy it.
 		case err == nil && !wait:
 			c.retryTier(o)
-			return fmt.Errorf("%s: %w", o.obj.Key, ErrClaimed)
+			return false, fmt.Errorf("%s: %w", o.obj.Key, ErrClaimed)
 		case err == nil:
-			c.claimsWaited.Add(1)
+			if !waited {
+				c.claimsWaited.Add(1)
+				waited = true
+			}
 			if err := c.opts.Tier.AwaitClaim(ctx, o.obj); err != nil {
-				return err
+				if ctx.Err() != nil {
+					return false, ctx.Err()
+				}
+				c.claimTrouble(o, err)
+				return false, nil
 			}
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return false, ctx.Err()
 		default:
-			c.claimErrors.Add(1)
-			c.warnTierOnce("shared cache claims do not work; fetching from S3 unclaimed", "key", o.obj.Key, "err", err)
-			return nil
+			c.claimTrouble(o, err)
+			return false, nil
 		}
 		if !c.retryTier(o) {
-			return nil
+			return false, nil
 		}
 	}
+}
+
+// claimTrouble counts and logs (once) a claim that could not be made or
+// waited for: o is fetched from S3 unclaimed.
+func (c *Cache) claimTrouble(o *object, err error) {
+	c.claimErrors.Add(1)
+	c.warnTierOnce(warnClaims, "shared cache claims do not work; fetching from S3 unclaimed", "key", o.obj.Key, "err", err)
 }
 
 // retryTier is retryTierLocked with o.mu taken.
@@ -270,8 +287,8 @@ func (c *Cache) retryTier(o *object) bool {
 	return o.retryTierLocked()
 }
 
-// dropClaim releases the claim this node holds on o, if any, unless it was
-// handed to the publisher.
+// dropClaim releases the claim this node holds on o, if the publisher
+// did not take it.
 func (c *Cache) dropClaim(o *object) {
 	o.mu.Lock()
 	release := o.claim
@@ -282,10 +299,19 @@ func (c *Cache) dropClaim(o *object) {
 	}
 }
 
-// warnTierOnce logs a warning about the tier the first time, and at debug
-// level after that: a tier that is down would log on every object.
-func (c *Cache) warnTierOnce(msg string, args ...any) {
-	if c.tierWarned.CompareAndSwap(false, true) {
+// Kinds of trouble with the tier, each logged once at warning level
+// (warnTierOnce): a tier that is down would log on every object.
+const (
+	warnRefused = iota // entries refused or unreadable
+	warnClaims         // claims that failed
+	warnPublish        // publishes that failed
+	warnKinds
+)
+
+// warnTierOnce logs a warning of kind about the tier the first time, and
+// at debug level after that.
+func (c *Cache) warnTierOnce(kind int, msg string, args ...any) {
+	if c.tierWarned[kind].CompareAndSwap(false, true) {
 		c.log.Warn(msg, args...)
 		return
 	}
@@ -312,13 +338,20 @@ func (c *Cache) notePublishLocked(o *object) {
 		c.publishing.Done()
 		c.publishDropped.Add(1)
 		if item.release != nil {
-			item.release()
+			// Not under o.mu: it works on the tier. This runs in a
+			// fetch, so Close's wait covers it.
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				item.release()
+			}()
 		}
 	}
 }
 
-// publisher publishes the objects queued until the cache closes, then
-// releases the claims of those left.
+// publisher publishes the objects queued until the cache closes. The
+// claims of those left are released by Close (dropPublishes), once no
+// fetch can queue more.
 func (c *Cache) publisher() {
 	defer c.flusher.Done()
 	var wg sync.WaitGroup
@@ -335,6 +368,14 @@ func (c *Cache) publisher() {
 		})
 	}
 	wg.Wait()
+}
+
+// dropPublishes releases the claims of the objects still queued; Close
+// calls it once every fetch and the publisher have ended.
+func (c *Cache) dropPublishes() {
+	if c.publishes == nil {
+		return
+	}
 	for {
 		select {
 		case item := <-c.publishes:
@@ -350,10 +391,13 @@ func (c *Cache) publisher() {
 
 // publishOne publishes one queued object and releases its claim.
 func (c *Cache) publishOne(item toPublish) {
-	if err := c.publish(item.obj); err != nil {
+	switch done, err := c.publish(item.obj); {
+	case err != nil && c.ctx.Err() != nil:
+		// Cut short by Close.
+	case err != nil:
 		c.publishErrors.Add(1)
-		c.warnTierOnce("publish to the shared cache", "key", item.obj.Key, "err", err)
-	} else {
+		c.warnTierOnce(warnPublish, "publish to the shared cache", "key", item.obj.Key, "err", err)
+	case done:
 		c.published.Add(1)
 	}
 	if item.release != nil {
@@ -364,23 +408,23 @@ func (c *Cache) publishOne(item toPublish) {
 
 // publish hands obj's cache file to the tier, each block checked against
 // its recorded sum as it is read: a block changed on SSD is not published.
-// An object evicted meanwhile is skipped.
-func (c *Cache) publish(obj index.Object) error {
+// An object evicted meanwhile is skipped: done is false.
+func (c *Cache) publish(obj index.Object) (done bool, err error) {
 	id := ObjectID(c.opts.Bucket, obj)
 	rec, ok, err := c.db.Record(id)
 	if err != nil || !ok || rec.Present.Count() != rec.Present.Len() {
-		return err
+		return false, err
 	}
 	file, err := os.Open(objectPath(c.opts.Dir, id))
 	if errors.Is(err, iofs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer file.Close()
 	r := &checkedReader{file: file, size: obj.Size, bs: c.opts.BlockSize, sums: rec.Sums}
-	return c.opts.Tier.Publish(c.ctx, obj, r, c.opts.BlockSize, rec.Sums)
+	return true, c.opts.Tier.Publish(c.ctx, obj, r, c.opts.BlockSize, rec.Sums)
 }
 
 // checkedReader reads a cache file a block at a time, each checked against

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"sync/atomic"
 
 	"s3cachefs/blockcache/internal/ctxio"
 	"s3cachefs/index"
@@ -47,7 +48,15 @@ type EntryReader interface {
 type Shared struct {
 	store  Store  // set once
 	bucket string // set once
+	// disproved counts the publishes in a row whose bytes from S3 did
+	// not give their ETag; from maxDisproved on, the bucket's ETags are
+	// taken for what SSE-KMS gives (not MD5s) and nothing of it is shared.
+	disproved atomic.Int32
 }
+
+// maxDisproved is how many objects in a row whose S3 bytes do not give
+// their MD5-looking ETag make Shared stop sharing the bucket's objects.
+const maxDisproved = 3
 
 // NewShared returns the tier in store for the objects of bucket.
 func NewShared(store Store, bucket string) *Shared {
@@ -61,7 +70,7 @@ func (s *Shared) version(obj index.Object) Version {
 // Provable reports whether obj's ETag proves bytes to be obj (Prover):
 // only such objects are taken from the tier, claimed or published.
 func (s *Shared) Provable(obj index.Object) bool {
-	return obj.ETag != "" && NewProver(obj.ETag, obj.Size).Method() != Unprovable
+	return obj.ETag != "" && NewProver(obj.ETag, obj.Size).Method() != Unprovable && s.disproved.Load() < maxDisproved
 }
 
 // Fill writes obj's entry to w, hashing it as it goes, and returns nil only
@@ -104,7 +113,14 @@ func (s *Shared) Publish(ctx context.Context, obj index.Object, r io.Reader, blo
 	if p.Method() == Unprovable {
 		return nil
 	}
-	return s.store.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
+	err := s.store.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
+	switch {
+	case errors.Is(err, ErrDisproved):
+		s.disproved.Add(1)
+	case err == nil:
+		s.disproved.Store(0)
+	}
+	return err
 }
 
 // Claim claims obj in the folder (Folder.Claim).
