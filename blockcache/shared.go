@@ -8,6 +8,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -26,13 +27,15 @@ type Tier interface {
 	// to be obj (by its ETag). Objects that cannot are neither copied
 	// from the tier, nor claimed, nor published.
 	Provable(obj index.Object) bool
-	// Fill writes obj's bytes to w, in order from offset 0, and returns
-	// nil only if it wrote all obj.Size of them and they are proven to
-	// be obj (its ETag). An error wrapping io/fs.ErrNotExist means the
-	// tier has no usable entry of obj, and nothing was written; any
-	// other error means the entry was refused or could not be read, and
-	// nothing written may be used. An error from w is returned wrapped.
-	Fill(ctx context.Context, obj index.Object, w io.Writer) error
+	// Fill writes obj's bytes to w a block of blockSize at a time: each
+	// WriteAt is one whole block (the last one short) at its offset,
+	// once, in any order, possibly concurrently. It returns nil only if
+	// it wrote every block and the bytes are proven to be obj (its
+	// ETag). An error wrapping io/fs.ErrNotExist means the tier has no
+	// usable entry of obj, and nothing was written; any other error
+	// means the entry was refused or could not be read, and nothing
+	// written may be used. An error from w is returned wrapped.
+	Fill(ctx context.Context, obj index.Object, w io.WriterAt, blockSize int64) error
 	// Publish stores obj for other nodes, read from r (exactly obj.Size
 	// bytes), with the CRC-32C of each of its blocks of blockSize. It
 	// may take long; the cache calls it in the background.
@@ -113,12 +116,11 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 	if err := c.gate.acquire(c.ctx, isClosed(f.urgent), f.urgent); err != nil {
 		return err
 	}
-	w := &blockWriter{c: c, o: o, buf: c.blocks.Get().(*[]byte)}
-	err := c.opts.Tier.Fill(c.ctx, o.obj, w)
+	w := &blockWriter{c: c, o: o, sums: make([]uint32, nblocks)}
+	err := c.opts.Tier.Fill(c.ctx, o.obj, w, c.opts.BlockSize)
 	c.gate.release()
-	c.blocks.Put(w.buf)
-	if err == nil && int64(len(w.sums)) != nblocks {
-		err = fmt.Errorf("%d of %d blocks", len(w.sums), nblocks)
+	if err == nil && w.blocks.Load() != nblocks {
+		err = fmt.Errorf("%d of %d blocks", w.blocks.Load(), nblocks)
 	}
 	if err != nil {
 		w.undo()
@@ -148,59 +150,59 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 	return nil
 }
 
-// blockWriter writes an object's bytes, arriving in order, to its cache
-// file a block at a time, and sums each block. It reserves the object's
-// room with its first byte.
+// blockWriter writes an object's blocks, each once, in any order and
+// concurrently, to its cache file, and sums each. It reserves the object's
+// room with its first block.
 type blockWriter struct {
-	c        *Cache
-	o        *object
-	buf      *[]byte // one block
-	n        int     // bytes of the current block in buf
-	off      int64   // where the current block starts
-	sums     []uint32
-	reserved int64 // room reserved for the object
+	c       *Cache
+	o       *object
+	sums    []uint32 // by block; each written by the one WriteAt of it
+	blocks  atomic.Int64
+	reserve sync.Once
+	// reserved is the room reserved, and noRoom why it could not be:
+	// set by reserve.
+	reserved int64
+	noRoom   error
+	maxOff   atomic.Int64 // the end of the furthest block written
 }
 
-func (w *blockWriter) Write(p []byte) (int, error) {
-	if w.reserved == 0 && len(p) > 0 {
+func (w *blockWriter) WriteAt(b []byte, off int64) (int, error) {
+	w.reserve.Do(func() {
 		need := w.c.missingUsage(w.o, 0, w.o.rec.Present.Len()-1)
-		if err := w.c.reserve(need); err != nil {
-			return 0, err
+		if w.noRoom = w.c.reserve(need); w.noRoom == nil {
+			w.reserved = need
 		}
-		w.reserved = need
+	})
+	if w.noRoom != nil {
+		return 0, w.noRoom
 	}
 	bs := w.c.opts.BlockSize
-	total := len(p)
-	for len(p) > 0 {
-		blockLen := int(min(bs, w.o.obj.Size-w.off))
-		if blockLen <= 0 {
-			return total - len(p), fmt.Errorf("more than the object's %d bytes", w.o.obj.Size)
-		}
-		k := copy((*w.buf)[w.n:blockLen], p)
-		w.n += k
-		p = p[k:]
-		if w.n == blockLen {
-			b := (*w.buf)[:blockLen]
-			if err := w.c.fault("write", w.o.id); err != nil {
-				return total - len(p), err
-			}
-			if _, err := w.o.file.WriteAt(b, w.off); err != nil {
-				return total - len(p), w.c.noRoom(fmt.Errorf("write cache file: %w", err))
-			}
-			w.sums = append(w.sums, blockSum(b))
-			w.off += int64(blockLen)
-			w.n = 0
+	if off%bs != 0 || int64(len(b)) != min(bs, w.o.obj.Size-off) || off >= w.o.obj.Size {
+		return 0, fmt.Errorf("%d bytes at %d are not one block of the object's %d", len(b), off, w.o.obj.Size)
+	}
+	if err := w.c.fault("write", w.o.id); err != nil {
+		return 0, err
+	}
+	if _, err := w.o.file.WriteAt(b, off); err != nil {
+		return 0, w.c.noRoom(fmt.Errorf("write cache file: %w", err))
+	}
+	for end := off + int64(len(b)); ; {
+		cur := w.maxOff.Load()
+		if cur >= end || w.maxOff.CompareAndSwap(cur, end) {
+			break
 		}
 	}
-	return total, nil
+	w.sums[off/bs] = blockSum(b)
+	w.blocks.Add(1)
+	return len(b), nil
 }
 
 // undo gives back what a fill that is not recorded took: the bytes it
 // wrote (punched out of the cache file, so that they use no disk the cache
 // does not count) and its reservation.
 func (w *blockWriter) undo() {
-	if w.off > 0 {
-		err := unix.Fallocate(int(w.o.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, w.off)
+	if end := w.maxOff.Load(); end > 0 {
+		err := unix.Fallocate(int(w.o.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, end)
 		if err != nil {
 			w.c.log.Debug("free an unused fill from the shared cache", "key", w.o.obj.Key, "err", err)
 		}
