@@ -30,6 +30,9 @@ type sharedFigures struct {
 	// it from S3: what the tier saves on this one machine, whose disk and
 	// CPUs the three share.
 	threeAlone stat
+	// CPU time of the three daemons over those runs, summed: with the
+	// tier, and without.
+	threeCPU, threeAloneCPU time.Duration
 	// A read of train on a node with an empty cache: from a tier that
 	// holds it, and from S3 without a tier; the data GETs of the first.
 	fromTier, fromS3 stat
@@ -120,10 +123,15 @@ func (b *bench) dropAll(ms []*fsMount) error {
 }
 
 // prefetchAll runs `prefetch train` on every node at once and returns the
-// wall time until the last one ended.
-func (b *bench) prefetchAll(ctx context.Context, ms []*fsMount) (time.Duration, error) {
+// wall time until the last one ended; cpu, if set, gets the daemons' CPU
+// time meanwhile added.
+func (b *bench) prefetchAll(ctx context.Context, ms []*fsMount, cpu *time.Duration) (time.Duration, error) {
 	errs := make([]error, len(ms))
-	return timed(func() error {
+	var before time.Duration
+	for _, m := range ms {
+		before += cpuTime(m.pid)
+	}
+	d, err := timed(func() error {
 		var wg sync.WaitGroup
 		for i, m := range ms {
 			wg.Go(func() { _, errs[i] = b.prefetch(ctx, m, trainDir) })
@@ -131,6 +139,13 @@ func (b *bench) prefetchAll(ctx context.Context, ms []*fsMount) (time.Duration, 
 		wg.Wait()
 		return errors.Join(errs...)
 	})
+	if cpu != nil {
+		for _, m := range ms {
+			*cpu += cpuTime(m.pid)
+		}
+		*cpu -= before
+	}
+	return d, err
 }
 
 // sharedAlone times `prefetch train` on one node without a tier.
@@ -142,7 +157,7 @@ func (b *bench) sharedAlone(ctx context.Context, f *sharedFigures) error {
 	if err := b.warmServer(ctx); err != nil {
 		return err
 	}
-	d, err := b.prefetchAll(ctx, ms)
+	d, err := b.prefetchAll(ctx, ms, nil)
 	if err != nil {
 		return err
 	}
@@ -160,7 +175,7 @@ func (b *bench) sharedThreeAlone(ctx context.Context, f *sharedFigures) error {
 	if err := b.warmServer(ctx); err != nil {
 		return err
 	}
-	d, err := b.prefetchAll(ctx, ms)
+	d, err := b.prefetchAll(ctx, ms, &f.threeAloneCPU)
 	if err != nil {
 		return err
 	}
@@ -182,7 +197,7 @@ func (b *bench) sharedThree(ctx context.Context, f *sharedFigures, tier string) 
 		return err
 	}
 	b.proxy.Reset()
-	d, err := b.prefetchAll(ctx, ms)
+	d, err := b.prefetchAll(ctx, ms, &f.threeCPU)
 	if err != nil {
 		return err
 	}
@@ -338,7 +353,7 @@ func (b *bench) sharedKilled(ctx context.Context, f *sharedFigures) error {
 	if err := syscall.Kill(ms[0].pid, syscall.SIGKILL); err != nil {
 		return err
 	}
-	d, err := b.prefetchAll(ctx, ms[1:])
+	d, err := b.prefetchAll(ctx, ms[1:], nil)
 	if err != nil {
 		return err
 	}
@@ -365,7 +380,7 @@ func (b *bench) sharedDown(ctx context.Context, f *sharedFigures) error {
 		return err
 	}
 	b.proxy.Reset()
-	d, err := b.prefetchAll(ctx, ms)
+	d, err := b.prefetchAll(ctx, ms, nil)
 	if err != nil {
 		return err
 	}
@@ -393,7 +408,9 @@ func (b *bench) sharedRows() []row {
 		{"3 nodes sharing a folder tier run `prefetch " + trainDir + "` at once: wall time to the last",
 			f.three.String(), "one node alone, no tier: " + f.alone.String(), fmtRatio(wall), "≤ 1.2× one node", yesNo(wall <= 1.2)},
 		{"3 nodes run `prefetch " + trainDir + "` at once on this one machine: with a tier / without (each from S3)",
-			f.three.String(), "3 nodes, no tier: " + f.threeAlone.String(), fmtRatio(speedup(f.three, f.threeAlone)), "(for comparison: speedup)", "—"},
+			fmt.Sprintf("%s; daemons' CPU %.1f s per run", f.three, f.threeCPU.Seconds()/float64(len(f.three.samples))),
+			fmt.Sprintf("3 nodes, no tier: %s; daemons' CPU %.1f s per run", f.threeAlone, f.threeAloneCPU.Seconds()/float64(len(f.threeAlone.samples))),
+			fmtRatio(speedup(f.three, f.threeAlone)), "(for comparison: speedup)", "—"},
 		{"a node with an empty cache reads " + split + " from the tier (page cache dropped)",
 			fmt.Sprintf("%s; %d GETs", f.fromTier, f.fromTierGets), "from S3, no tier: " + f.fromS3.String(),
 			fmtRatio(faster(f.fromTier, f.fromS3)), "0 GETs, ≥ 0.8× S3 cold", yesNo(f.fromTierGets == 0 && faster(f.fromTier, f.fromS3) >= 0.8)},
