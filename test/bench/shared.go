@@ -65,6 +65,9 @@ func (b *bench) figShared(ctx context.Context) error {
 		if err := b.sharedThreeAlone(ctx, f); err != nil {
 			return err
 		}
+		if err := b.sharedDown(ctx, f); err != nil {
+			return err
+		}
 	}
 	b.logf("shared: prefetch alone %s [%s]; three nodes %s [%s], S3 bytes %v of %d; three without a tier %s [%s]",
 		f.alone, f.alone.all(), f.three, f.three.all(), f.threeBytes, f.split, f.threeAlone, f.threeAlone.all())
@@ -78,9 +81,6 @@ func (b *bench) figShared(ctx context.Context) error {
 		return err
 	}
 	if err := b.sharedKilled(ctx, f); err != nil {
-		return err
-	}
-	if err := b.sharedDown(ctx, f); err != nil {
 		return err
 	}
 	b.logf("shared: poisoned entry refused %d, file right %v; killed node (%d claims): %s, S3 bytes %d; tier gone: %s, S3 bytes %d",
