@@ -203,7 +203,7 @@ type Cache struct {
 	publishing                                                                    sync.WaitGroup // objects queued and not yet published (or failed)
 	tierBytes, tierMisses, tierRejected, published, publishErrors, publishDropped atomic.Int64
 	claimsWon, claimsWaited, claimErrors                                          atomic.Int64
-	tierWarned                                                                    atomic.Bool // warnTierOnce warned
+	tierWarned                                                                    [warnKinds]atomic.Bool // warnTierOnce warned, by kind
 }
 
 // ErrClosed is returned by Open after Close.
@@ -260,6 +260,7 @@ func (c *Cache) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	c.flusher.Wait() // after its last flush
+	c.dropPublishes()
 	c.mu.Lock()
 	objs := c.objs
 	c.objs = make(map[string]*object)

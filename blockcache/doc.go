@@ -143,17 +143,25 @@
 // # Shared tier
 //
 // With Options.Tier (shared.go), the first fetch of an object of which
-// nothing is cached (in this run, once per object) is one fill of the whole
-// object from the tier instead of per-part GETs: every part's waiters wait
-// on it; it reserves the object's room, streams Tier.Fill into the cache
-// file a block at a time, summing each block, and records every block in
-// one commit only if Fill returns nil (the tier proved the bytes are the
-// object). Otherwise (no entry, a refused entry, no room) it records
-// nothing and ends with errTierFallback, on which await and Warm start the
-// usual fetches from S3. An object that becomes complete from S3 fetches is
-// queued (at most 256; more are dropped, counted) for the publisher
-// goroutine, which reads the cache file checking each block against its
-// sum and hands it to Tier.Publish; it ends with the cache.
+// nothing is cached and whose ETag proves bytes (Tier.Provable) is one fill
+// of the whole object from the tier instead of per-part GETs: every part's
+// waiters wait on it; it streams Tier.Fill into the cache file a block at
+// a time, summing each block, reserving the object's room with the first
+// byte, and records every block in one commit only if Fill returns nil
+// (the tier proved the bytes are the object). Otherwise (no entry, a
+// refused entry, no room) it records nothing, punches out what it wrote,
+// and ends with errTierFallback, on which await and Warm start the usual
+// fetches from S3. Warm, before that, claims an object the tier has no
+// entry of (Tier.Claim), so that of the nodes prefetching it one fetches
+// it; with the claim taken by another node it waits (Tier.AwaitClaim) and
+// fills again, or, as WarmUnclaimed, returns ErrClaimed at once. The claim
+// goes with the object to the publisher, or is released when Warm returns
+// with the object incomplete. An object that becomes complete from S3
+// fetches is queued (at most 256; more are dropped, counted, their claims
+// released) for the publisher goroutine, whose 4 workers read the cache
+// file checking each block against its sum and hand it to Tier.Publish,
+// then release its claim; at Close the claims of objects still queued are
+// released.
 //
 // # Versions
 //
@@ -203,12 +211,17 @@
 //	               its read-ahead, and Warm  Close: cancels c.ctx, which
 //	                                         ends the gate wait, the GET
 //	                                         and the wait between retries
+//	publisher      New, with Options.Tier    Close: cancels c.ctx; its 4    Cache.flusher
+//	(and 4 workers)                          workers end their publish,
+//	                                         it releases queued claims
 //
+// (A claim's renewal goroutine belongs to the Tier: package tier starts
+// it with the claim and stops it when the claim is released.)
 // A fetch runs on after the reader that started it gives up; it holds a
 // reference to its object, so the object's file stays open until it ends.
 // Group commits start no goroutine: each runs on the goroutine of the
 // fetch that leads it, and a leader's gathering ends within 100 ms.
 // Close marks the cache closed (no fetch starts afterwards), cancels, and
-// waits for both kinds before it closes the cache files. Nothing else in
+// waits for all of them before it closes the cache files. Nothing else in
 // the package starts a goroutine.
 package blockcache

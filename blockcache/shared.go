@@ -8,6 +8,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -26,13 +27,15 @@ type Tier interface {
 	// to be obj (by its ETag). Objects that cannot are neither copied
 	// from the tier, nor claimed, nor published.
 	Provable(obj index.Object) bool
-	// Fill writes obj's bytes to w, in order from offset 0, and returns
-	// nil only if it wrote all obj.Size of them and they are proven to
-	// be obj (its ETag). An error wrapping io/fs.ErrNotExist means the
-	// tier has no usable entry of obj, and nothing was written; any
-	// other error means the entry was refused or could not be read, and
-	// nothing written may be used. An error from w is returned wrapped.
-	Fill(ctx context.Context, obj index.Object, w io.Writer) error
+	// Fill writes obj's bytes to w a block of blockSize at a time: each
+	// WriteAt is one whole block (the last one short) at its offset,
+	// once, in any order, possibly concurrently. It returns nil only if
+	// it wrote every block and the bytes are proven to be obj (its
+	// ETag). An error wrapping io/fs.ErrNotExist means the tier has no
+	// usable entry of obj, and nothing was written; any other error
+	// means the entry was refused or could not be read, and nothing
+	// written may be used. An error from w is returned wrapped.
+	Fill(ctx context.Context, obj index.Object, w io.WriterAt, blockSize int64) error
 	// Publish stores obj for other nodes, read from r (exactly obj.Size
 	// bytes), with the CRC-32C of each of its blocks of blockSize. It
 	// may take long; the cache calls it in the background.
@@ -113,12 +116,11 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 	if err := c.gate.acquire(c.ctx, isClosed(f.urgent), f.urgent); err != nil {
 		return err
 	}
-	w := &blockWriter{c: c, o: o, buf: c.blocks.Get().(*[]byte)}
-	err := c.opts.Tier.Fill(c.ctx, o.obj, w)
+	w := &blockWriter{c: c, o: o, sums: make([]uint32, nblocks)}
+	err := c.opts.Tier.Fill(c.ctx, o.obj, w, c.opts.BlockSize)
 	c.gate.release()
-	c.blocks.Put(w.buf)
-	if err == nil && int64(len(w.sums)) != nblocks {
-		err = fmt.Errorf("%d of %d blocks", len(w.sums), nblocks)
+	if err == nil && w.blocks.Load() != nblocks {
+		err = fmt.Errorf("%d of %d blocks", w.blocks.Load(), nblocks)
 	}
 	if err != nil {
 		w.undo()
@@ -134,7 +136,7 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 		return fmt.Errorf("%w: %w", errTierFallback, err)
 	default:
 		c.tierRejected.Add(1)
-		c.log.Warn("shared cache entry not used; fetching from S3", "key", o.obj.Key, "err", err)
+		c.warnTierOnce(warnRefused, "shared cache entry not used; fetching from S3", "key", o.obj.Key, "err", err)
 		return errTierFallback
 	}
 	defer func() { c.unreserve(c.missingUsage(o, 0, nblocks-1)) }() // what commit did not record
@@ -148,59 +150,59 @@ func (c *Cache) fillFromTier(f *fetch, o *object) error {
 	return nil
 }
 
-// blockWriter writes an object's bytes, arriving in order, to its cache
-// file a block at a time, and sums each block. It reserves the object's
-// room with its first byte.
+// blockWriter writes an object's blocks, each once, in any order and
+// concurrently, to its cache file, and sums each. It reserves the object's
+// room with its first block.
 type blockWriter struct {
-	c        *Cache
-	o        *object
-	buf      *[]byte // one block
-	n        int     // bytes of the current block in buf
-	off      int64   // where the current block starts
-	sums     []uint32
-	reserved int64 // room reserved for the object
+	c       *Cache
+	o       *object
+	sums    []uint32 // by block; each written by the one WriteAt of it
+	blocks  atomic.Int64
+	reserve sync.Once
+	// reserved is the room reserved, and noRoom why it could not be:
+	// set by reserve.
+	reserved int64
+	noRoom   error
+	maxOff   atomic.Int64 // the end of the furthest block written
 }
 
-func (w *blockWriter) Write(p []byte) (int, error) {
-	if w.reserved == 0 && len(p) > 0 {
+func (w *blockWriter) WriteAt(b []byte, off int64) (int, error) {
+	w.reserve.Do(func() {
 		need := w.c.missingUsage(w.o, 0, w.o.rec.Present.Len()-1)
-		if err := w.c.reserve(need); err != nil {
-			return 0, err
+		if w.noRoom = w.c.reserve(need); w.noRoom == nil {
+			w.reserved = need
 		}
-		w.reserved = need
+	})
+	if w.noRoom != nil {
+		return 0, w.noRoom
 	}
 	bs := w.c.opts.BlockSize
-	total := len(p)
-	for len(p) > 0 {
-		blockLen := int(min(bs, w.o.obj.Size-w.off))
-		if blockLen <= 0 {
-			return total - len(p), fmt.Errorf("more than the object's %d bytes", w.o.obj.Size)
-		}
-		k := copy((*w.buf)[w.n:blockLen], p)
-		w.n += k
-		p = p[k:]
-		if w.n == blockLen {
-			b := (*w.buf)[:blockLen]
-			if err := w.c.fault("write", w.o.id); err != nil {
-				return total - len(p), err
-			}
-			if _, err := w.o.file.WriteAt(b, w.off); err != nil {
-				return total - len(p), w.c.noRoom(fmt.Errorf("write cache file: %w", err))
-			}
-			w.sums = append(w.sums, blockSum(b))
-			w.off += int64(blockLen)
-			w.n = 0
+	if off%bs != 0 || int64(len(b)) != min(bs, w.o.obj.Size-off) || off >= w.o.obj.Size {
+		return 0, fmt.Errorf("%d bytes at %d are not one block of the object's %d", len(b), off, w.o.obj.Size)
+	}
+	if err := w.c.fault("write", w.o.id); err != nil {
+		return 0, err
+	}
+	if _, err := w.o.file.WriteAt(b, off); err != nil {
+		return 0, w.c.noRoom(fmt.Errorf("write cache file: %w", err))
+	}
+	for end := off + int64(len(b)); ; {
+		cur := w.maxOff.Load()
+		if cur >= end || w.maxOff.CompareAndSwap(cur, end) {
+			break
 		}
 	}
-	return total, nil
+	w.sums[off/bs] = blockSum(b)
+	w.blocks.Add(1)
+	return len(b), nil
 }
 
 // undo gives back what a fill that is not recorded took: the bytes it
 // wrote (punched out of the cache file, so that they use no disk the cache
 // does not count) and its reservation.
 func (w *blockWriter) undo() {
-	if w.off > 0 {
-		err := unix.Fallocate(int(w.o.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, w.off)
+	if end := w.maxOff.Load(); end > 0 {
+		err := unix.Fallocate(int(w.o.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, end)
 		if err != nil {
 			w.c.log.Debug("free an unused fill from the shared cache", "key", w.o.obj.Key, "err", err)
 		}
@@ -213,24 +215,28 @@ func (w *blockWriter) undo() {
 // it copies o from the tier if it holds it; else it claims o, or, when
 // another node holds the claim, waits for that node's entry (wait) or
 // returns ErrClaimed. It returns nil once o is filled from the tier, or
-// may be fetched from S3 (with o.claim set when this node claimed it).
-func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) error {
+// may be fetched from S3; won says that this call claimed o (o.claim is
+// set), which its caller then releases unless the publisher took it.
+// Trouble with the tier itself never fails it: o is then fetched from S3
+// unclaimed.
+func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) (won bool, err error) {
+	waited := false
 	for {
 		f := c.startFetch(o, 0, false)
 		if f == nil || !f.fill {
-			return nil // present, or fetched from S3 for a reader already
+			return false, nil // present, or fetched from S3 for a reader already
 		}
 		select {
 		case <-f.done:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		if !errors.Is(f.err, errTierMiss) {
 			// Filled, refused (fetch it from S3), or failed.
 			if errors.Is(f.err, errTierFallback) {
-				return nil
+				return false, nil
 			}
-			return f.err
+			return false, f.err
 		}
 		release, ok, err := c.opts.Tier.Claim(ctx, o.obj)
 		switch {
@@ -239,28 +245,41 @@ func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) error {
 			o.mu.Lock()
 			o.claim = release
 			o.mu.Unlock()
-			return nil
+			return true, nil
 		case errors.Is(err, iofs.ErrExist):
 			// Published since the miss: copy it.
 		case err == nil && !wait:
 			c.retryTier(o)
-			return fmt.Errorf("%s: %w", o.obj.Key, ErrClaimed)
+			return false, fmt.Errorf("%s: %w", o.obj.Key, ErrClaimed)
 		case err == nil:
-			c.claimsWaited.Add(1)
+			if !waited {
+				c.claimsWaited.Add(1)
+				waited = true
+			}
 			if err := c.opts.Tier.AwaitClaim(ctx, o.obj); err != nil {
-				return err
+				if ctx.Err() != nil {
+					return false, ctx.Err()
+				}
+				c.claimTrouble(o, err)
+				return false, nil
 			}
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return false, ctx.Err()
 		default:
-			c.claimErrors.Add(1)
-			c.warnTierOnce("shared cache claims do not work; fetching from S3 unclaimed", "key", o.obj.Key, "err", err)
-			return nil
+			c.claimTrouble(o, err)
+			return false, nil
 		}
 		if !c.retryTier(o) {
-			return nil
+			return false, nil
 		}
 	}
+}
+
+// claimTrouble counts and logs (once) a claim that could not be made or
+// waited for: o is fetched from S3 unclaimed.
+func (c *Cache) claimTrouble(o *object, err error) {
+	c.claimErrors.Add(1)
+	c.warnTierOnce(warnClaims, "shared cache claims do not work; fetching from S3 unclaimed", "key", o.obj.Key, "err", err)
 }
 
 // retryTier is retryTierLocked with o.mu taken.
@@ -270,8 +289,8 @@ func (c *Cache) retryTier(o *object) bool {
 	return o.retryTierLocked()
 }
 
-// dropClaim releases the claim this node holds on o, if any, unless it was
-// handed to the publisher.
+// dropClaim releases the claim this node holds on o, if the publisher
+// did not take it.
 func (c *Cache) dropClaim(o *object) {
 	o.mu.Lock()
 	release := o.claim
@@ -282,10 +301,19 @@ func (c *Cache) dropClaim(o *object) {
 	}
 }
 
-// warnTierOnce logs a warning about the tier the first time, and at debug
-// level after that: a tier that is down would log on every object.
-func (c *Cache) warnTierOnce(msg string, args ...any) {
-	if c.tierWarned.CompareAndSwap(false, true) {
+// Kinds of trouble with the tier, each logged once at warning level
+// (warnTierOnce): a tier that is down would log on every object.
+const (
+	warnRefused = iota // entries refused or unreadable
+	warnClaims         // claims that failed
+	warnPublish        // publishes that failed
+	warnKinds
+)
+
+// warnTierOnce logs a warning of kind about the tier the first time, and
+// at debug level after that.
+func (c *Cache) warnTierOnce(kind int, msg string, args ...any) {
+	if c.tierWarned[kind].CompareAndSwap(false, true) {
 		c.log.Warn(msg, args...)
 		return
 	}
@@ -312,13 +340,20 @@ func (c *Cache) notePublishLocked(o *object) {
 		c.publishing.Done()
 		c.publishDropped.Add(1)
 		if item.release != nil {
-			item.release()
+			// Not under o.mu: it works on the tier. This runs in a
+			// fetch, so Close's wait covers it.
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				item.release()
+			}()
 		}
 	}
 }
 
-// publisher publishes the objects queued until the cache closes, then
-// releases the claims of those left.
+// publisher publishes the objects queued until the cache closes. The
+// claims of those left are released by Close (dropPublishes), once no
+// fetch can queue more.
 func (c *Cache) publisher() {
 	defer c.flusher.Done()
 	var wg sync.WaitGroup
@@ -335,6 +370,14 @@ func (c *Cache) publisher() {
 		})
 	}
 	wg.Wait()
+}
+
+// dropPublishes releases the claims of the objects still queued; Close
+// calls it once every fetch and the publisher have ended.
+func (c *Cache) dropPublishes() {
+	if c.publishes == nil {
+		return
+	}
 	for {
 		select {
 		case item := <-c.publishes:
@@ -350,10 +393,13 @@ func (c *Cache) publisher() {
 
 // publishOne publishes one queued object and releases its claim.
 func (c *Cache) publishOne(item toPublish) {
-	if err := c.publish(item.obj); err != nil {
+	switch done, err := c.publish(item.obj); {
+	case err != nil && c.ctx.Err() != nil:
+		// Cut short by Close.
+	case err != nil:
 		c.publishErrors.Add(1)
-		c.warnTierOnce("publish to the shared cache", "key", item.obj.Key, "err", err)
-	} else {
+		c.warnTierOnce(warnPublish, "publish to the shared cache", "key", item.obj.Key, "err", err)
+	case done:
 		c.published.Add(1)
 	}
 	if item.release != nil {
@@ -364,23 +410,23 @@ func (c *Cache) publishOne(item toPublish) {
 
 // publish hands obj's cache file to the tier, each block checked against
 // its recorded sum as it is read: a block changed on SSD is not published.
-// An object evicted meanwhile is skipped.
-func (c *Cache) publish(obj index.Object) error {
+// An object evicted meanwhile is skipped: done is false.
+func (c *Cache) publish(obj index.Object) (done bool, err error) {
 	id := ObjectID(c.opts.Bucket, obj)
 	rec, ok, err := c.db.Record(id)
 	if err != nil || !ok || rec.Present.Count() != rec.Present.Len() {
-		return err
+		return false, err
 	}
 	file, err := os.Open(objectPath(c.opts.Dir, id))
 	if errors.Is(err, iofs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer file.Close()
 	r := &checkedReader{file: file, size: obj.Size, bs: c.opts.BlockSize, sums: rec.Sums}
-	return c.opts.Tier.Publish(c.ctx, obj, r, c.opts.BlockSize, rec.Sums)
+	return true, c.opts.Tier.Publish(c.ctx, obj, r, c.opts.BlockSize, rec.Sums)
 }
 
 // checkedReader reads a cache file a block at a time, each checked against

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,8 +314,10 @@ func TestTierRefusedFillLeavesNothing(t *testing.T) {
 	if err := p.b.c.Warm(context.Background(), obj, nil); err == nil {
 		t.Fatal("Warm succeeded with a poisoned entry and S3 down")
 	}
-	if s := p.b.c.Stats(); s.TierRejected != 1 || s.UsedBytes != 0 {
-		t.Errorf("node B: %+v, want 1 refused entry and nothing used", s)
+	// Warm returns with the first part that failed; the others end soon.
+	waitFor(t, "the other parts' fetches to end", func() bool { return p.b.c.Stats().UsedBytes == 0 })
+	if s := p.b.c.Stats(); s.TierRejected != 1 {
+		t.Errorf("node B: %+v, want 1 refused entry", s)
 	}
 	files, _ := filepath.Glob(filepath.Join(FilesDir(p.b.dir), "*", "*"))
 	for _, name := range files {
@@ -333,4 +338,160 @@ func blockSumsOf(data []byte) []uint32 {
 		sums = append(sums, blockSum(data[off:min(off+testBlock, len(data))]))
 	}
 	return sums
+}
+
+// spyTier is a folder tier that counts claims made and released, and can
+// pretend another node holds every claim or fail AwaitClaim.
+type spyTier struct {
+	*tier.Shared
+	claimed, released atomic.Int32
+	othersHold        bool  // Claim: another node holds it
+	awaitErr          error // AwaitClaim's error
+}
+
+func (s *spyTier) Claim(ctx context.Context, obj index.Object) (func(), bool, error) {
+	if s.othersHold {
+		return nil, false, nil
+	}
+	release, ok, err := s.Shared.Claim(ctx, obj)
+	if !ok || err != nil {
+		return release, ok, err
+	}
+	s.claimed.Add(1)
+	return func() { s.released.Add(1); release() }, true, nil
+}
+
+func (s *spyTier) AwaitClaim(ctx context.Context, obj index.Object) error {
+	if s.awaitErr != nil {
+		return s.awaitErr
+	}
+	return s.Shared.AwaitClaim(ctx, obj)
+}
+
+func newSpyTier(t *testing.T) *spyTier {
+	folder, err := tier.OpenFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &spyTier{Shared: tier.NewShared(folder, "bucket")}
+}
+
+// A second Warm of an object that a first Warm claimed and is fetching
+// (an overlapping prefetch job), cancelled, leaves the first's claim
+// alone.
+func TestTierClaimBelongsToItsWarm(t *testing.T) {
+	spy := newSpyTier(t)
+	f := &fixture{t: t, dir: t.TempDir(), src: memstore.New()}
+	f.open(Options{Tier: spy})
+	obj := f.src.Put("k", randBytes(308, 2*testPart))
+	hold, getting := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.src.SetFault(func(op, key string) error {
+		if op == memstore.OpGet {
+			once.Do(func() { close(getting) })
+			<-hold
+		}
+		return nil
+	})
+	first := make(chan error, 1)
+	go func() { first <- f.c.Warm(context.Background(), obj, nil) }()
+	<-getting // claimed, and fetching
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	f.c.Warm(cancelled, obj, nil)
+	released := spy.released.Load()
+	close(hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if released != 0 {
+		t.Errorf("a cancelled second Warm released the claim the first held while fetching")
+	}
+	f.c.publishing.Wait()
+	if c, r := spy.claimed.Load(), spy.released.Load(); c != 1 || r != 1 {
+		t.Errorf("%d claims made, %d released; want 1 and 1 once published", c, r)
+	}
+}
+
+// A tier whose claims cannot be waited for (EIO) does not fail a Warm:
+// the object is fetched from S3, the trouble counted.
+func TestTierAwaitErrorFetchesFromS3(t *testing.T) {
+	spy := newSpyTier(t)
+	spy.othersHold = true
+	spy.awaitErr = errors.New("stat claim: input/output error")
+	f := &fixture{t: t, dir: t.TempDir(), src: memstore.New()}
+	f.open(Options{Tier: spy})
+	data := randBytes(309, 2*testPart)
+	obj := f.src.Put("k", data)
+	if err := f.c.Warm(context.Background(), obj, nil); err != nil {
+		t.Fatalf("Warm with a tier that cannot wait: %v, want a fetch from S3", err)
+	}
+	if s := f.c.Stats(); s.ClaimErrors != 1 || s.BytesFromS3 != obj.Size {
+		t.Errorf("%+v: want 1 claim error and the object from S3", s)
+	}
+	f.readWhole(obj, data)
+}
+
+// kmsSource serves a memstore's objects under any ETag asked for, as S3
+// serves objects whose ETag is not their MD5 (SSE-KMS).
+type kmsSource struct{ src *memstore.Store }
+
+func (k kmsSource) GetRange(ctx context.Context, key, etag string, off, n int64) (io.ReadCloser, error) {
+	return k.src.GetRange(ctx, key, "", off, n)
+}
+
+// An ETag that looks like an MD5 but is not the bytes' (SSE-KMS) is found
+// out by the first node to publish the object: it marks the object, and
+// the next node fetches it from S3 without waiting for anyone; after a
+// few such objects a node stops sharing the bucket's objects at all.
+func TestTierUnprovableETags(t *testing.T) {
+	folder, err := tier.OpenFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := memstore.New()
+	var nodes []*Cache
+	for range 2 {
+		dir := t.TempDir()
+		db, err := index.Open(filepath.Join(dir, "index.db"), index.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(db, kmsSource{mem}, Options{Dir: dir, Bucket: "bucket", BlockSize: testBlock, PartSize: testPart, Tier: tier.NewShared(folder, "bucket")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); db.Close() })
+		nodes = append(nodes, c)
+	}
+	a, b := nodes[0], nodes[1]
+	var objs []index.Object
+	for i := range 4 {
+		obj := mem.Put(fmt.Sprintf("k%d", i), randBytes(uint64(310+i), testPart))
+		obj.ETag = fmt.Sprintf("%032x", 310+i) // not its MD5
+		objs = append(objs, obj)
+	}
+	ctx := context.Background()
+	if err := a.Warm(ctx, objs[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	a.publishing.Wait()
+	if s := a.Stats(); s.ClaimsWon != 1 || s.PublishErrors != 1 || s.Published != 0 {
+		t.Fatalf("node A: %+v, want 1 claim and its publish refused", s)
+	}
+	if err := b.Warm(ctx, objs[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Stats(); s.ClaimsWaited != 0 || s.BytesFromS3 != objs[0].Size {
+		t.Errorf("node B: %+v, want the marked object from S3 with no wait", s)
+	}
+	for _, obj := range objs[1:] {
+		if err := a.Warm(ctx, obj, nil); err != nil {
+			t.Fatal(err)
+		}
+		a.publishing.Wait()
+	}
+	if s := a.Stats(); s.ClaimsWon != 3 {
+		t.Errorf("node A claimed %d objects, want 3: after 3 refused publishes it shares none of the bucket", s.ClaimsWon)
+	}
 }

@@ -32,10 +32,13 @@ func (c *Cache) warm(ctx context.Context, obj index.Object, progress func(bytes 
 	}
 	defer c.release(o)
 	if c.opts.Tier != nil {
-		// A claim not handed to the publisher (the object is not
-		// complete) is released as Warm returns.
-		defer c.dropClaim(o)
-		if err := c.claimForWarm(ctx, o, waitClaim); err != nil {
+		won, err := c.claimForWarm(ctx, o, waitClaim)
+		if won {
+			// A claim not handed to the publisher (the object is not
+			// complete) is released as Warm returns.
+			defer c.dropClaim(o)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -227,3 +227,39 @@ func testSharedCacheUnreachable(t *testing.T, e *env, tier sharedTier) {
 		}
 	}
 }
+
+// Two nodes each prefetch their shard of train (--shard, and $RANK and
+// $WORLD_SIZE): between them S3 sends the split once, and each then reads
+// the whole split with no GET, the other's share copied from the tier.
+func TestSharedCacheShards(t *testing.T) {
+	e := newEnv(t)
+	e.uploadDataset(t)
+	files, size := trainFiles(t)
+	tier := t.TempDir()
+	a, b := e.mount(t, "--shared-cache", tier), e.mount(t, "--shared-cache", tier)
+	e.proxy.Reset()
+	ra := e.run(t, "prefetch", "--mount", a.dir, "--interval", "50ms", "--shard", "0/2", "train")
+	rb := e.runWith(t, []string{"RANK=1", "WORLD_SIZE=2"}, "prefetch", "--mount", b.dir, "--interval", "50ms", "train")
+	for _, r := range []result{ra, rb} {
+		if r.code != 0 || !strings.Contains(r.stdout, "shard ") {
+			t.Fatalf("prefetch of a shard: %s", r)
+		}
+	}
+	sa, sb := e.status(t, a), e.status(t, b)
+	if sa.BytesFromS3 == 0 || sb.BytesFromS3 == 0 || sa.BytesFromS3+sb.BytesFromS3 != size {
+		t.Errorf("the shards fetched %d and %d bytes from S3, want a share each and the split's %d between them", sa.BytesFromS3, sb.BytesFromS3, size)
+	}
+	for _, m := range []*mounted{a, b} {
+		waitFor(t, time.Minute, "the shards to be published", func() bool { return e.status(t, m).Published > 0 })
+	}
+	waitFor(t, time.Minute, "every file to be published", func() bool {
+		return e.status(t, a).Published+e.status(t, b).Published == int64(len(files))
+	})
+	e.proxy.Reset()
+	for _, m := range []*mounted{a, b} {
+		readAll(t, m.dir, files)
+	}
+	if c := e.proxy.Counts(); c.GetObject != 0 {
+		t.Errorf("reading the split on both nodes after their shards made %d GETs", c.GetObject)
+	}
+}

@@ -328,6 +328,14 @@ func (j *Jobs) checkFits(total, cached int64) error {
 func (jb *job) pinPaths(j *Jobs) map[string]int64 {
 	out := make(map[string]int64, len(jb.folders))
 	for _, f := range jb.folders {
+		if jb.rec.Shards > 1 {
+			// A shard pins its own objects only: its room check counted
+			// no other.
+			for _, o := range f.objects {
+				out[o.Key] = 1
+			}
+			continue
+		}
 		out[j.keyPath(f.path)] += int64(len(f.objects))
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	iofs "io/fs"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -311,6 +312,13 @@ func TestJobShards(t *testing.T) {
 		}
 		if got := f.src.Stats().Gets - before; got != tot.Files {
 			t.Errorf("shard %d/3 made %d GETs for its %d files: it fetched others' or its own twice", i, got, tot.Files)
+		}
+		// It pins its own objects, no other shard's.
+		for k := range objs {
+			pinned := slices.ContainsFunc(f.db.PinsOf(k), func(pin index.Pin) bool { return pin.Job == p.ID })
+			if mine := (Shard{Index: i, Count: 3}).Holds(k); pinned != mine {
+				t.Errorf("%s: pinned by shard %d/3 %v, in it %v", k, i, pinned, mine)
+			}
 		}
 		total += tot.Files
 	}

@@ -338,10 +338,10 @@ func TestSharedBucketUnreachable(t *testing.T) {
 	v := testVersion(data)
 	sh := NewShared(NewBucket(s, BucketOptions{}), v.Bucket)
 	obj := index.Object{Key: v.Key, ETag: v.ETag, Size: v.Size}
-	var w bytes.Buffer
-	err = sh.Fill(context.Background(), obj, &w)
-	if !errors.Is(err, iofs.ErrNotExist) || !errors.Is(err, s3store.ErrUnreachable) || errors.Is(err, ErrDisproved) || w.Len() != 0 {
-		t.Errorf("Fill from an unreachable bucket: %v (%d bytes written), want ErrNotExist and ErrUnreachable", err, w.Len())
+	w := &memAt{b: make([]byte, len(data)), writes: map[int64]int{}}
+	err = sh.Fill(context.Background(), obj, w, mib)
+	if !errors.Is(err, iofs.ErrNotExist) || !errors.Is(err, s3store.ErrUnreachable) || errors.Is(err, ErrDisproved) || len(w.writes) != 0 {
+		t.Errorf("Fill from an unreachable bucket: %v (%d blocks written), want ErrNotExist and ErrUnreachable", err, len(w.writes))
 	}
 	if _, _, err := sh.Claim(context.Background(), obj); !errors.Is(err, s3store.ErrUnreachable) {
 		t.Errorf("Claim in an unreachable bucket: %v, want ErrUnreachable", err)

@@ -36,6 +36,10 @@ func (f *Folder) claimPath(name string) string {
 // claim if it is still this one's; it may be called more than once.
 func (f *Folder) Claim(ctx context.Context, v Version) (release func(), ok bool, err error) {
 	name := Name(v)
+	if _, err := os.Stat(f.unprovablePath(name)); err == nil {
+		// Nothing to wait for: no node can publish it.
+		return func() {}, true, nil
+	}
 	path := f.claimPath(name)
 	stamp := append(claimStamp(), '\n')
 	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o664)
@@ -76,9 +80,11 @@ func (f *Folder) Claim(ctx context.Context, v Version) (release func(), ok bool,
 			case <-stop:
 				return
 			case now := <-t.C:
-				if !mine() {
+				b, err := os.ReadFile(path)
+				if errors.Is(err, iofs.ErrNotExist) || (err == nil && !bytes.Equal(b, stamp)) {
 					return // broken by a node that took it for dead
 				}
+				// A read that failed (NFS hiccup) is no reason to stop.
 				os.Chtimes(path, now, now)
 			}
 		}
@@ -122,6 +128,9 @@ func (f *Folder) AwaitClaim(ctx context.Context, v Version) error {
 		if _, err := os.Stat(f.entryPath(name)); err == nil {
 			return nil
 		}
+		if _, err := os.Stat(f.unprovablePath(name)); err == nil {
+			return nil
+		}
 		fi, err := os.Stat(path)
 		if errors.Is(err, iofs.ErrNotExist) {
 			return nil
@@ -150,6 +159,9 @@ func (f *Folder) breakClaim(path string, fi iofs.FileInfo) {
 	var salt [8]byte
 	rand.Read(salt[:])
 	away := filepath.Join(f.root, "tmp", filepath.Base(path)+".expired."+hex.EncodeToString(salt[:]))
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(now, fi) || !now.ModTime().Equal(fi.ModTime()) {
+		return // gone, replaced or renewed meanwhile
+	}
 	if os.Rename(path, away) != nil {
 		return
 	}

@@ -12,6 +12,19 @@
 // once) with a create-if-absent. Folder.GC trims a folder tier (`s3cachefs
 // shared gc`); a bucket tier is trimmed by a lifecycle rule.
 //
+// # Claims
+//
+// So that nodes prefetching at once fetch each object from S3 about once,
+// a node about to fetch an object the tier lacks claims it first
+// (Store.Claim: claims/NAME created with O_EXCL in a folder, with
+// If-None-Match: * in a bucket), renews the claim every
+// quarter of its TTL while it fetches, and releases it once the object is
+// published. A node that finds the claim taken waits (AwaitClaim) for the
+// entry, for the claim to go, or for it to expire: no renewal seen for the
+// TTL by the waiter's own clock, so that the nodes' clocks need not agree.
+// The waiter breaks an expired claim (renamed away first, so that of the
+// nodes breaking it at once one does) and claims the object itself.
+//
 // # Trust
 //
 // Anyone who can write the tier can put anything in it; nothing read from
@@ -34,7 +47,9 @@
 //	                  then a trailer (folder.go: the block size, bucket,
 //	                  key, ETag, size and each block's CRC-32C, with a
 //	                  CRC-32C of its own and its length last)
-//	tmp/NAME.RANDOM   entries being written
+//	tmp/NAME.RANDOM   entries being written (and expired claims on their
+//	                  way out)
+//	claims/NAME       the claim on NAME of the node fetching it from S3
 //	trash/NAME.STAMP.RANDOM
 //	                  entries GC took out of objects/ (STAMP: when, in
 //	                  unix nanoseconds), unlinked once there for the grace

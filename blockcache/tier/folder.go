@@ -127,6 +127,9 @@ func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSi
 		return err
 	}
 	name := Name(v)
+	if _, err := os.Stat(f.unprovablePath(name)); err == nil {
+		return fmt.Errorf("publish %s: %w", v.Key, errMarkedUnprovable)
+	}
 	tmp, err := f.tempFile(name)
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", v.Key, err)
@@ -138,6 +141,11 @@ func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSi
 	}
 	if verify != nil {
 		if err := verify(); err != nil {
+			if errors.Is(err, ErrDisproved) {
+				// S3's own bytes do not give the ETag (SSE-KMS): say
+				// so, so that no node claims or publishes it again.
+				f.markUnprovable(name)
+			}
 			return fmt.Errorf("publish %s: %w", v.Key, err)
 		}
 	}
@@ -149,6 +157,30 @@ func (f *Folder) Publish(ctx context.Context, v Version, data io.Reader, blockSi
 		return fmt.Errorf("publish %s: %w", v.Key, err)
 	}
 	return nil
+}
+
+// errMarkedUnprovable is Publish's error for an object a node found its
+// ETag does not prove (markUnprovable).
+var errMarkedUnprovable = fmt.Errorf("%w: a node found that S3's bytes do not give its ETag", ErrDisproved)
+
+// unprovablePath is where the mark that the object named name cannot be
+// proven lives: beside its entry, with a suffix that no entry has.
+func (f *Folder) unprovablePath(name string) string {
+	return f.entryPath(name) + ".unprovable"
+}
+
+// markUnprovable records that S3's own bytes of the object named name do
+// not give its ETag, although it looks like an MD5 (SSE-KMS does that):
+// nodes then fetch it from S3 unclaimed, without waiting for each other,
+// and nobody publishes it. A mark that cannot be made costs only that.
+func (f *Folder) markUnprovable(name string) {
+	path := f.unprovablePath(name)
+	if err := os.Mkdir(filepath.Dir(path), 0o775); err != nil && !errors.Is(err, iofs.ErrExist) {
+		return
+	}
+	if file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o664); err == nil {
+		file.Close()
+	}
 }
 
 // placeNew gives the file at tmp the name dst unless dst exists (then it

@@ -155,6 +155,34 @@ func (p *Prover) Check() error {
 	return nil
 }
 
+// OnePartSize returns the part size and count of a multipart ETag
+// (ByPartMD5) for which one part size is likely: its parts can then be
+// hashed apart, in parallel, and proven with CheckParts instead of Write
+// and Check.
+func (p *Prover) OnePartSize() (size int64, parts int, ok bool) {
+	if p.method != ByPartMD5 || len(p.parts) != 1 {
+		return 0, 0, false
+	}
+	return p.parts[0].size, p.parts[0].n, true
+}
+
+// CheckParts is Check for an object hashed a part at a time: sums are the
+// MD5s of its parts of the size OnePartSize gave, in order.
+func (p *Prover) CheckParts(sums [][md5.Size]byte) error {
+	size, parts, ok := p.OnePartSize()
+	if !ok || len(sums) != parts {
+		return fmt.Errorf("%w: %d part sums for the ETag's %d parts", ErrDisproved, len(sums), parts)
+	}
+	h := md5.New()
+	for _, s := range sums {
+		h.Write(s[:])
+	}
+	if got := h.Sum(nil); !slices.Equal(got, p.want) {
+		return fmt.Errorf("%w: parts of %d MiB give %x-%d, the ETag says %x-%d", ErrDisproved, size/mib, got, parts, p.want, parts)
+	}
+	return nil
+}
+
 // parseETag splits an S3 ETag into its MD5 and, for a multipart upload,
 // its part count (0 for a single part). ok is false for an ETag that is
 // not of either form.

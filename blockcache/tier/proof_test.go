@@ -2,13 +2,17 @@ package tier
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	iofs "io/fs"
+	"sync"
 	"testing"
 
 	"s3cachefs/blockcache/internal/cachetest"
+	"s3cachefs/index"
 )
 
 // s3ETag is the ETag S3 gives data uploaded in parts of partSize (0: one
@@ -119,5 +123,63 @@ func TestPartSizesRoundUp(t *testing.T) {
 	etag := s3ETag(data, 2*mib)
 	if m, err := prove(etag, int64(len(data)), data); m != ByPartMD5 || err != nil {
 		t.Errorf("2 MiB and a byte in parts of 2 MiB: %v, %v; want proven by part MD5", m, err)
+	}
+}
+
+// memAt is an io.WriterAt into memory that notes each block's writes.
+type memAt struct {
+	mu     sync.Mutex
+	b      []byte
+	writes map[int64]int
+}
+
+func (m *memAt) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	copy(m.b[off:], p)
+	m.writes[off]++
+	return len(p), nil
+}
+
+// An object uploaded in parts of one likely size is copied out of the tier
+// a part per worker, hashed apart: every block lands once where it
+// belongs, and the part MD5s prove it; one byte changed in a middle part
+// is disproved and the entry removed.
+func TestFillParts(t *testing.T) {
+	data := cachetest.RandBytes(8, 29*mib)
+	v := Version{Bucket: "bucket", Key: "k", ETag: s3ETag(data, 8*mib), Size: int64(len(data))}
+	if _, parts, ok := NewProver(v.ETag, v.Size).OnePartSize(); !ok || parts != 4 {
+		t.Fatalf("the ETag %s does not name one part size (%d parts)", v.ETag, parts)
+	}
+	f, err := OpenFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib), nil); err != nil {
+		t.Fatal(err)
+	}
+	s := NewShared(f, "bucket")
+	obj := index.Object{Key: v.Key, ETag: v.ETag, Size: v.Size}
+	w := &memAt{b: make([]byte, len(data)), writes: map[int64]int{}}
+	if err := s.Fill(context.Background(), obj, w, mib); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(w.b, data) || len(w.writes) != 29 {
+		t.Fatalf("filled %d blocks, bytes equal %v", len(w.writes), bytes.Equal(w.b, data))
+	}
+	for off, n := range w.writes {
+		if n != 1 || off%mib != 0 {
+			t.Errorf("block at %d written %d times", off, n)
+		}
+	}
+	if err := flipAt(f.entryPath(Name(v)), 13*mib+7); err != nil {
+		t.Fatal(err)
+	}
+	w = &memAt{b: make([]byte, len(data)), writes: map[int64]int{}}
+	if err := s.Fill(context.Background(), obj, w, mib); !errors.Is(err, ErrDisproved) {
+		t.Fatalf("Fill of an entry with a byte changed: %v, want ErrDisproved", err)
+	}
+	if _, err := f.Open(context.Background(), v); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("the disproved entry is still there: %v", err)
 	}
 }

@@ -2,12 +2,16 @@ package tier
 
 import (
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"runtime"
+	"sync/atomic"
 
-	"s3cachefs/blockcache/internal/ctxio"
+	"golang.org/x/sync/errgroup"
+
 	"s3cachefs/index"
 )
 
@@ -49,7 +53,15 @@ type EntryReader interface {
 type Shared struct {
 	store  Store  // set once
 	bucket string // set once
+	// disproved counts the publishes in a row whose bytes from S3 did
+	// not give their ETag; from maxDisproved on, the bucket's ETags are
+	// taken for what SSE-KMS gives (not MD5s) and nothing of it is shared.
+	disproved atomic.Int32
 }
+
+// maxDisproved is how many objects in a row whose S3 bytes do not give
+// their MD5-looking ETag make Shared stop sharing the bucket's objects.
+const maxDisproved = 3
 
 // NewShared returns the tier in store for the objects of bucket.
 func NewShared(store Store, bucket string) *Shared {
@@ -63,16 +75,19 @@ func (s *Shared) version(obj index.Object) Version {
 // Provable reports whether obj's ETag proves bytes to be obj (Prover):
 // only such objects are taken from the tier, claimed or published.
 func (s *Shared) Provable(obj index.Object) bool {
-	return obj.ETag != "" && NewProver(obj.ETag, obj.Size).Method() != Unprovable
+	return obj.ETag != "" && NewProver(obj.ETag, obj.Size).Method() != Unprovable && s.disproved.Load() < maxDisproved
 }
 
-// Fill writes obj's entry to w, hashing it as it goes, and returns nil only
-// once it is proven to be obj (Prover). An object whose ETag proves nothing
-// is not taken from the tier: an error wrapping io/fs.ErrNotExist, as for
-// an object the tier does not hold, or an entry that cannot be opened (the
-// tier unreachable). An entry disproved, or whose trailer
-// is damaged, is removed and reported with an error wrapping ErrDisproved.
-func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error {
+// Fill writes obj's entry to w, a block of blockSize at a time (each
+// WriteAt is one whole block, the last one short, at its offset; in any
+// order and concurrently), hashing it as it goes, and returns nil only
+// once it is proven to be obj (Prover). The parts of a multipart upload
+// are read and hashed in parallel; a single-part object in order. An
+// object whose ETag proves nothing is not taken from the tier: an error
+// wrapping io/fs.ErrNotExist, as for an object the tier does not hold or
+// an entry that cannot be opened (the tier unreachable). An entry disproved, or whose trailer is damaged, is removed and reported
+// with an error wrapping ErrDisproved. An error from w is returned wrapped.
+func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.WriterAt, blockSize int64) error {
 	v := s.version(obj)
 	p := NewProver(v.ETag, v.Size)
 	if p.Method() == Unprovable {
@@ -90,16 +105,82 @@ func (s *Shared) Fill(ctx context.Context, obj index.Object, w io.Writer) error 
 		return err
 	}
 	defer e.Close()
-	if _, err := io.Copy(io.MultiWriter(w, p), ctxio.Reader(ctx, io.NewSectionReader(e, 0, v.Size))); err != nil {
-		return fmt.Errorf("copy %s from the shared cache: %w", obj.Key, err)
+	if ps, parts, ok := p.OnePartSize(); ok && parts > 1 && ps%blockSize == 0 {
+		err = fillParts(ctx, e, w, v.Size, blockSize, ps, parts, p)
+	} else {
+		err = fillInOrder(ctx, e, w, v.Size, blockSize, p)
 	}
-	if err := p.Check(); err != nil {
+	if errors.Is(err, ErrDisproved) {
 		err = fmt.Errorf("shared cache entry of %s: %w", obj.Key, err)
 		return errors.Join(err, e.Remove())
+	}
+	if err != nil {
+		return fmt.Errorf("copy %s from the shared cache: %w", obj.Key, err)
 	}
 	// For gc's least recently used order; a tier this node may only
 	// read keeps the order of its writers.
 	s.store.Touch(ctx, v)
+	return nil
+}
+
+// fillInOrder copies [0, size) of e to w a block at a time, in order,
+// through p, and checks p.
+func fillInOrder(ctx context.Context, e io.ReaderAt, w io.WriterAt, size, blockSize int64, p *Prover) error {
+	buf := make([]byte, blockSize)
+	for off := int64(0); off < size; off += blockSize {
+		if err := copyBlock(ctx, e, w, buf[:min(blockSize, size-off)], off, p); err != nil {
+			return err
+		}
+	}
+	return p.Check()
+}
+
+// fillWorkers bounds the parts fillParts copies at once.
+var fillWorkers = min(8, max(2, runtime.GOMAXPROCS(0)))
+
+// fillParts copies e to w as parts parts of partSize, several at once,
+// each hashed apart, and proves the whole with p.CheckParts.
+func fillParts(ctx context.Context, e io.ReaderAt, w io.WriterAt, size, blockSize, partSize int64, parts int, p *Prover) error {
+	sums := make([][md5.Size]byte, parts)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(fillWorkers)
+	for i := range parts {
+		g.Go(func() error {
+			h := md5.New()
+			buf := make([]byte, blockSize)
+			start := int64(i) * partSize
+			end := min(start+partSize, size)
+			for off := start; off < end; off += blockSize {
+				if err := copyBlock(ctx, e, w, buf[:min(blockSize, end-off)], off, h); err != nil {
+					return err
+				}
+			}
+			h.Sum(sums[i][:0])
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return p.CheckParts(sums)
+}
+
+// copyBlock reads the block at off of e into b (its length), hashes it
+// into h and writes it to w.
+func copyBlock(ctx context.Context, e io.ReaderAt, w io.WriterAt, b []byte, off int64, h io.Writer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if n, err := e.ReadAt(b, off); n < len(b) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: the entry ends at %d", ErrDisproved, off+int64(n))
+		}
+		return err
+	}
+	h.Write(b)
+	if _, err := w.WriteAt(b, off); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
 	return nil
 }
 
@@ -114,7 +195,14 @@ func (s *Shared) Publish(ctx context.Context, obj index.Object, r io.Reader, blo
 	if p.Method() == Unprovable {
 		return nil
 	}
-	return s.store.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
+	err := s.store.Publish(ctx, v, io.TeeReader(r, p), blockSize, sums, p.Check)
+	switch {
+	case errors.Is(err, ErrDisproved):
+		s.disproved.Add(1)
+	case err == nil:
+		s.disproved.Store(0)
+	}
+	return err
 }
 
 // Claim claims obj in the tier (Store.Claim).

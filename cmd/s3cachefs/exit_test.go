@@ -183,3 +183,20 @@ func TestShardFromEnv(t *testing.T) {
 		}
 	}
 }
+
+// --cancel and --unpin take no shard: a $RANK and $WORLD_SIZE that name
+// none do not make them a bad command line.
+func TestCancelIgnoresRank(t *testing.T) {
+	t.Setenv("RANK", "5")
+	t.Setenv("WORLD_SIZE", "2")
+	for _, args := range [][]string{
+		{"prefetch", "--mount", t.TempDir(), "--cancel", "20250101T000000.000-1"},
+		{"prefetch", "--mount", t.TempDir(), "--unpin", "train"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(args, &stdout, &stderr)
+		if code == 2 || strings.Contains(stderr.String(), "RANK") {
+			t.Errorf("%v: exit %d: %s", args, code, strings.TrimSpace(stderr.String()))
+		}
+	}
+}

@@ -87,12 +87,6 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	shard := *shardFlag
-	if !flagSet(fs, "shard") {
-		if shard, err = shardFromEnv(os.Getenv("RANK"), os.Getenv("WORLD_SIZE")); err != nil {
-			return err
-		}
-	}
 	// --cancel and --unpin are their own actions: the display flags mean
 	// nothing to them, and --cancel with --unpin would be two actions.
 	for _, action := range []string{"cancel", "unpin"} {
@@ -137,6 +131,12 @@ func cmdPrefetch(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "unpinned %d objects; eviction may remove them now\n", r.Objects)
 		return nil
+	}
+	shard := *shardFlag
+	if !flagSet(fs, "shard") {
+		if shard, err = shardFromEnv(os.Getenv("RANK"), os.Getenv("WORLD_SIZE")); err != nil {
+			return err
+		}
 	}
 	p, err := c.prefetch(ctx, paths, shard.index, shard.count)
 	if err != nil {

@@ -39,6 +39,7 @@ type results struct {
 	gvisor                       *gvisorFigures
 	trainer                      *trainerFigures
 	scale                        *scaleFigures
+	shared                       *sharedFigures
 }
 
 // figure is one step of the run.
@@ -48,7 +49,7 @@ type figure struct {
 }
 
 // figureKeys name the figures for -only, in the order they run.
-var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount", "checks", "gvisor", "trainer"}
+var figureKeys = []string{"disk", "get", "cold-one", "cold-split", "prefetch", "aws", "rclone", "ls", "rss", "rclone-mount", "checks", "gvisor", "trainer", "shared"}
 
 // optInKeys name the figures that run only when -only names them, after
 // the others: they take longer than a default run may.
@@ -60,7 +61,7 @@ func (b *bench) figures(ctx context.Context) error {
 		"cold-split": b.figColdSplit, "prefetch": b.figPrefetch, "aws": b.figAwsSync,
 		"rclone": b.figRcloneCopy, "ls": b.figListing, "rss": b.figRSSRemount,
 		"rclone-mount": b.figRcloneMount, "checks": b.figChecks, "gvisor": b.figGVisor,
-		"trainer": b.figTrainer, "scale": b.figScale,
+		"trainer": b.figTrainer, "scale": b.figScale, "shared": b.figShared,
 	}
 	for _, k := range append(slices.Clone(figureKeys), optInKeys...) {
 		if len(b.cfg.only) > 0 && !slices.Contains(b.cfg.only, k) || len(b.cfg.only) == 0 && slices.Contains(optInKeys, k) {

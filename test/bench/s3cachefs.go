@@ -45,6 +45,12 @@ type fsStatus struct {
 	IndexCommits    int64       `json:"index_commits"`
 	CacheSyncs      int64       `json:"cache_syncs"`
 	Prefetch        []jobStatus `json:"prefetch"`
+	// For the shared figure (issue 14).
+	BytesFromS3  int64 `json:"bytes_from_s3"`
+	TierBytes    int64 `json:"shared_cache_bytes"`
+	TierRejected int64 `json:"shared_cache_rejected"`
+	ClaimsWon    int64 `json:"shared_cache_claims_won"`
+	ClaimsWaited int64 `json:"shared_cache_claims_waited"`
 }
 
 // jobStatus is a prefetch job in `status --json`.

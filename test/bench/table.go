@@ -92,6 +92,7 @@ func (b *bench) rows() []row {
 	out = append(out, b.checksRows(split, rd)...)
 	out = append(out, b.gvisorRows(rd)...)
 	out = append(out, b.trainerRows()...)
+	out = append(out, b.sharedRows()...)
 	return append(out, b.scaleRows()...)
 }
 
@@ -229,6 +230,9 @@ func (b *bench) render() string {
 	}
 	if r.trainer != nil {
 		all = append(all, r.trainer.samples()...)
+	}
+	if r.shared != nil {
+		all = append(all, r.shared.samples()...)
 	}
 	for _, s := range all {
 		if s.s.empty() {
