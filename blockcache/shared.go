@@ -279,7 +279,7 @@ func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) (won boo
 // waited for: o is fetched from S3 unclaimed.
 func (c *Cache) claimTrouble(o *object, err error) {
 	c.claimErrors.Add(1)
-	c.warnTierOnce(warnClaims, "shared cache claims do not work; fetching from S3 unclaimed", "key", o.obj.Key, "err", err)
+	c.warnTierOnce(warnTrouble, "shared cache claims do not work; fetching from S3 unclaimed", "key", o.obj.Key, "err", err)
 }
 
 // retryTier is retryTierLocked with o.mu taken.
@@ -302,11 +302,12 @@ func (c *Cache) dropClaim(o *object) {
 }
 
 // Kinds of trouble with the tier, each logged once at warning level
-// (warnTierOnce): a tier that is down would log on every object.
+// (warnTierOnce): a tier that is down would log on every object. A tier
+// unreachable, full or read-only fails claims and publishes alike: one
+// warning says so.
 const (
 	warnRefused = iota // entries refused or unreadable
-	warnClaims         // claims that failed
-	warnPublish        // publishes that failed
+	warnTrouble        // claims or publishes that failed
 	warnKinds
 )
 
@@ -398,7 +399,7 @@ func (c *Cache) publishOne(item toPublish) {
 		// Cut short by Close.
 	case err != nil:
 		c.publishErrors.Add(1)
-		c.warnTierOnce(warnPublish, "publish to the shared cache", "key", item.obj.Key, "err", err)
+		c.warnTierOnce(warnTrouble, "publish to the shared cache", "key", item.obj.Key, "err", err)
 	case done:
 		c.published.Add(1)
 	}
