@@ -13,30 +13,27 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
+
+	"s3cachefs/test/s3server"
 )
 
 // sharedFigures is what the shared figure measured.
 type sharedFigures struct {
 	split int64 // bytes of the train split
-	// prefetch train: one node without a tier; three nodes at once
-	// sharing a tier (the wall time until the last ends), and the S3
-	// bytes of each such run.
-	alone, three stat
-	threeBytes   []int64
-	// The same three nodes at once without a tier, each fetching all of
-	// it from S3: what the tier saves on this one machine, whose disk and
-	// CPUs the three share.
-	threeAlone stat
-	// CPU time of the three daemons over those runs, summed: with the
-	// tier, and without.
-	threeCPU, threeAloneCPU time.Duration
-	// A read of train on a node with an empty cache: from a tier that
-	// holds it, and from S3 without a tier; the data GETs of the first.
-	fromTier, fromS3 stat
-	fromTierGets     int64
+	// prefetch train: one node without a tier, and three nodes at once
+	// without one, each fetching all of it from S3 (what the tier saves
+	// on this one machine, whose disk and CPUs the three share), with
+	// the daemons' CPU time summed over the runs.
+	alone, threeAlone stat
+	threeAloneCPU     time.Duration
+	// A read of train on a node with an empty cache from S3, no tier.
+	fromS3 stat
+	// By tier kind: folder, then bucket.
+	kinds []*tierFigures
 	// A poisoned entry (a byte flipped, its block's CRC-32C rewritten to
 	// match): entries refused, and whether the file read was right.
 	poisonRefused int64
@@ -54,13 +51,17 @@ type sharedFigures struct {
 func (b *bench) figShared(ctx context.Context) error {
 	f := &sharedFigures{split: b.spec.bytesOf(trainDir)}
 	b.res.shared = f
-	tier := b.path("tmp", "shared-tier")
+	if err := b.tierKinds(f); err != nil {
+		return err
+	}
 	for range b.cfg.runs {
 		if err := b.sharedAlone(ctx, f); err != nil {
 			return err
 		}
-		if err := b.sharedThree(ctx, f, tier); err != nil {
-			return err
+		for _, k := range f.kinds {
+			if err := b.sharedThree(ctx, f, k); err != nil {
+				return err
+			}
 		}
 		if err := b.sharedThreeAlone(ctx, f); err != nil {
 			return err
@@ -69,15 +70,25 @@ func (b *bench) figShared(ctx context.Context) error {
 			return err
 		}
 	}
-	b.logf("shared: prefetch alone %s [%s]; three nodes %s [%s], S3 bytes %v of %d; three without a tier %s [%s]",
-		f.alone, f.alone.all(), f.three, f.three.all(), f.threeBytes, f.split, f.threeAlone, f.threeAlone.all())
+	b.logf("shared: prefetch alone %s [%s]; three without a tier %s [%s]", f.alone, f.alone.all(), f.threeAlone, f.threeAlone.all())
+	for _, k := range f.kinds {
+		b.logf("shared: %s tier, three nodes %s [%s], S3 bytes %v of %d", k.name, k.three, k.three.all(), k.bytes, f.split)
+	}
 	for range b.cfg.runs {
-		if err := b.sharedRead(ctx, f, tier); err != nil {
+		for _, k := range f.kinds {
+			if err := b.sharedRead(ctx, f, k); err != nil {
+				return err
+			}
+		}
+		if err := b.sharedReadS3(ctx, f); err != nil {
 			return err
 		}
 	}
-	b.logf("shared: read from the tier %s [%s] (%d GETs); from S3 %s [%s]", f.fromTier, f.fromTier.all(), f.fromTierGets, f.fromS3, f.fromS3.all())
-	if err := b.sharedPoison(ctx, f, tier); err != nil {
+	for _, k := range f.kinds {
+		b.logf("shared: read from the %s tier %s [%s] (%d GETs)", k.name, k.read, k.read.all(), k.gets)
+	}
+	b.logf("shared: read from S3 %s [%s]", f.fromS3, f.fromS3.all())
+	if err := b.sharedPoison(ctx, f, b.path("tmp", "shared-tier")); err != nil {
 		return err
 	}
 	if err := b.sharedKilled(ctx, f); err != nil {
@@ -85,7 +96,54 @@ func (b *bench) figShared(ctx context.Context) error {
 	}
 	b.logf("shared: poisoned entry refused %d, file right %v; killed node (%d claims): %s, S3 bytes %d; tier gone: %s, S3 bytes %d",
 		f.poisonRefused, f.poisonRight, f.killedHeld, f.killed, f.killedBytes, f.down, f.downBytes)
-	return os.RemoveAll(tier)
+	return os.RemoveAll(b.path("tmp", "shared-tier"))
+}
+
+// tierFigures is what the shared figure measured of one kind of tier.
+type tierFigures struct {
+	name  string                          // "folder" or "bucket"
+	fresh func(ctx context.Context) error // empties the tier
+	flags func() []string                 // mount flags that name it
+	three stat                            // 3 nodes prefetch train at once (wall time to the last)
+	bytes []int64                         // S3 bytes of each such run
+	cpu   time.Duration                   // the daemons' CPU time over those runs
+	read  stat                            // a node with an empty cache reads train from the tier
+	gets  int64                           // data GETs of those reads
+}
+
+// tierKinds are the tiers the figure measures: a folder on this disk,
+// and a bucket on a second versitygw (the same keys; no proxy: the tier is
+// near).
+func (b *bench) tierKinds(f *sharedFigures) error {
+	folder := b.path("tmp", "shared-tier")
+	f.kinds = append(f.kinds, &tierFigures{name: "folder",
+		fresh: func(context.Context) error { return freshTier(folder) },
+		flags: func() []string { return []string{"--shared-cache", folder} },
+	})
+	root := b.path("tmp", "shared-tier-s3root")
+	if err := freshTier(root); err != nil {
+		return err
+	}
+	srv, err := s3server.StartServer(s3server.Options{
+		Dir: root, Log: b.path("logs", "versitygw-tier.log"),
+		AccessKey: accessKey, SecretKey: secretKey, Region: region,
+	})
+	if err != nil {
+		return err
+	}
+	b.clean.add("versitygw (tier)", srv.Close)
+	n, name := 0, ""
+	f.kinds = append(f.kinds, &tierFigures{name: "bucket",
+		fresh: func(ctx context.Context) error {
+			n++
+			name = fmt.Sprintf("tier%d", n)
+			return srv.MakeBucket(ctx, name)
+		},
+		flags: func() []string {
+			return []string{"--shared-cache", "s3://" + name + "/near", "--shared-endpoint-url", srv.Endpoint, "--shared-force-path-style"}
+		},
+	})
+	return nil
 }
 
 // freshTier empties the tier folder at dir.
@@ -184,12 +242,12 @@ func (b *bench) sharedThreeAlone(ctx context.Context, f *sharedFigures) error {
 }
 
 // sharedThree times `prefetch train` on three nodes at once sharing a
-// fresh tier, and checks that each ends with all of it.
-func (b *bench) sharedThree(ctx context.Context, f *sharedFigures, tier string) error {
-	if err := freshTier(tier); err != nil {
+// fresh tier of kind k, and checks that each ends with all of it.
+func (b *bench) sharedThree(ctx context.Context, f *sharedFigures, k *tierFigures) error {
+	if err := k.fresh(ctx); err != nil {
 		return err
 	}
-	ms, err := b.sharedNodes(ctx, "shared-node", 3, "--shared-cache", tier)
+	ms, err := b.sharedNodes(ctx, "shared-node", 3, k.flags()...)
 	if err != nil {
 		return err
 	}
@@ -197,50 +255,53 @@ func (b *bench) sharedThree(ctx context.Context, f *sharedFigures, tier string) 
 		return err
 	}
 	b.proxy.Reset()
-	d, err := b.prefetchAll(ctx, ms, &f.threeCPU)
+	d, err := b.prefetchAll(ctx, ms, &k.cpu)
 	if err != nil {
 		return err
 	}
-	f.three.add(d, f.split)
-	f.threeBytes = append(f.threeBytes, b.proxy.Counts().GetBytes)
+	k.three.add(d, f.split)
+	k.bytes = append(k.bytes, b.proxy.Counts().GetBytes)
 	for i, m := range ms {
 		st, err := b.fsStatus(ctx, m)
 		if err != nil {
 			return err
 		}
 		if st.BytesFromS3+st.TierBytes != f.split {
-			return fmt.Errorf("node %d ended with %d bytes from S3 and %d from the tier, not the split's %d", i, st.BytesFromS3, st.TierBytes, f.split)
+			return fmt.Errorf("%s tier: node %d ended with %d bytes from S3 and %d from the tier, not the split's %d", k.name, i, st.BytesFromS3, st.TierBytes, f.split)
 		}
 	}
 	return b.dropAll(ms)
 }
 
-// sharedRead times a read of train on a node with an empty cache, from
-// the tier the three nodes filled, then from S3 with no tier.
-func (b *bench) sharedRead(ctx context.Context, f *sharedFigures, tier string) error {
-	for _, side := range []struct {
-		s     *stat
-		flags []string
-	}{{&f.fromTier, []string{"--shared-cache", tier}}, {&f.fromS3, nil}} {
-		ms, err := b.sharedNodes(ctx, "shared-read", 1, side.flags...)
-		if err != nil {
-			return err
-		}
-		if err := b.warmServer(ctx); err != nil {
-			return err
-		}
-		b.proxy.Reset()
-		if err := b.sampleReads(ctx, side.s, b.trainPaths(ms[0].dir), true); err != nil {
-			return err
-		}
-		if side.s == &f.fromTier {
-			f.fromTierGets += b.proxy.Counts().GetObject
-		}
-		if err := b.dropAll(ms); err != nil {
-			return err
-		}
+// sharedRead times a read of train on a node with an empty cache from the
+// tier of kind k that three nodes filled.
+func (b *bench) sharedRead(ctx context.Context, f *sharedFigures, k *tierFigures) error {
+	ms, err := b.sharedNodes(ctx, "shared-read", 1, k.flags()...)
+	if err != nil {
+		return err
 	}
-	return nil
+	b.proxy.Reset()
+	if err := b.sampleReads(ctx, &k.read, b.trainPaths(ms[0].dir), true); err != nil {
+		return err
+	}
+	k.gets += b.proxy.Counts().GetObject
+	return b.dropAll(ms)
+}
+
+// sharedReadS3 times a read of train on a node with an empty cache and no
+// tier.
+func (b *bench) sharedReadS3(ctx context.Context, f *sharedFigures) error {
+	ms, err := b.sharedNodes(ctx, "shared-read", 1)
+	if err != nil {
+		return err
+	}
+	if err := b.warmServer(ctx); err != nil {
+		return err
+	}
+	if err := b.sampleReads(ctx, &f.fromS3, b.trainPaths(ms[0].dir), true); err != nil {
+		return err
+	}
+	return b.dropAll(ms)
 }
 
 // sharedPoison forges one entry of the tier (a byte flipped and its
@@ -392,50 +453,55 @@ func (b *bench) sharedDown(ctx context.Context, f *sharedFigures) error {
 // sharedRows are the rows of the shared figure.
 func (b *bench) sharedRows() []row {
 	f := b.res.shared
-	if f == nil || f.three.empty() {
+	if f == nil || len(f.kinds) == 0 || f.kinds[0].three.empty() {
 		return nil
 	}
 	split := fmt.Sprintf("`train` (%d × %d MiB)", b.spec.Train, b.spec.FileSize/mib)
-	worst := int64(0)
-	for _, n := range f.threeBytes {
-		worst = max(worst, n)
+	perRun := func(d time.Duration, s stat) float64 { return d.Seconds() / float64(max(1, len(s.samples))) }
+	var rows []row
+	for _, k := range f.kinds {
+		worst := slices.Max(k.bytes)
+		bytesRatio := float64(worst) / float64(f.split)
+		wall := float64(k.three.median()) / float64(f.alone.median())
+		what := fmt.Sprintf("3 nodes sharing a %s tier run `prefetch %s` at once", k.name, trainDir)
+		rows = append(rows,
+			row{what + ": S3 bytes (most of any run)", fmt.Sprintf("%d MiB", worst/mib), fmt.Sprintf("the split: %d MiB", f.split/mib),
+				fmtRatio(bytesRatio), "≤ 1.05× the split", yesNo(bytesRatio <= 1.05)},
+			row{what + ": wall time to the last", k.three.String(), "one node alone, no tier: " + f.alone.String(),
+				fmtRatio(wall), "≤ 1.2× one node", yesNo(wall <= 1.2)},
+			row{what + ", on this one machine: against 3 nodes without a tier (each from S3)",
+				fmt.Sprintf("%s; daemons' CPU %.1f s per run", k.three, perRun(k.cpu, k.three)),
+				fmt.Sprintf("3 nodes, no tier: %s; daemons' CPU %.1f s per run", f.threeAlone, perRun(f.threeAloneCPU, f.threeAlone)),
+				fmtRatio(speedup(k.three, f.threeAlone)), "(for comparison: speedup)", "—"},
+			row{fmt.Sprintf("a node with an empty cache reads %s from the %s tier (page cache dropped)", split, k.name),
+				fmt.Sprintf("%s; %d GETs", k.read, k.gets), "from S3, no tier: " + f.fromS3.String(),
+				fmtRatio(faster(k.read, f.fromS3)), "0 GETs, ≥ 0.8× S3 cold", yesNo(k.gets == 0 && faster(k.read, f.fromS3) >= 0.8)})
 	}
-	bytesRatio := float64(worst) / float64(f.split)
-	wall := float64(f.three.median()) / float64(f.alone.median())
-	rows := []row{
-		{"3 nodes sharing a folder tier run `prefetch " + trainDir + "` at once: S3 bytes (most of any run)",
-			fmt.Sprintf("%d MiB", worst/mib), fmt.Sprintf("the split: %d MiB", f.split/mib), fmtRatio(bytesRatio), "≤ 1.05× the split", yesNo(bytesRatio <= 1.05)},
-		{"3 nodes sharing a folder tier run `prefetch " + trainDir + "` at once: wall time to the last",
-			f.three.String(), "one node alone, no tier: " + f.alone.String(), fmtRatio(wall), "≤ 1.2× one node", yesNo(wall <= 1.2)},
-		{"3 nodes run `prefetch " + trainDir + "` at once on this one machine: with a tier / without (each from S3)",
-			fmt.Sprintf("%s; daemons' CPU %.1f s per run", f.three, f.threeCPU.Seconds()/float64(len(f.three.samples))),
-			fmt.Sprintf("3 nodes, no tier: %s; daemons' CPU %.1f s per run", f.threeAlone, f.threeAloneCPU.Seconds()/float64(len(f.threeAlone.samples))),
-			fmtRatio(speedup(f.three, f.threeAlone)), "(for comparison: speedup)", "—"},
-		{"a node with an empty cache reads " + split + " from the tier (page cache dropped)",
-			fmt.Sprintf("%s; %d GETs", f.fromTier, f.fromTierGets), "from S3, no tier: " + f.fromS3.String(),
-			fmtRatio(faster(f.fromTier, f.fromS3)), "0 GETs, ≥ 0.8× S3 cold", yesNo(f.fromTierGets == 0 && faster(f.fromTier, f.fromS3) >= 0.8)},
-		{"a poisoned tier entry (a byte flipped, its CRC-32C rewritten to match)",
-			fmt.Sprintf("%d refused; file read right: %v", f.poisonRefused, f.poisonRight), "—", "—", "never served", yesNo(f.poisonRefused == 1 && f.poisonRight)},
-	}
+	rows = append(rows, row{"a poisoned folder tier entry (a byte flipped, its CRC-32C rewritten to match)",
+		fmt.Sprintf("%d refused; file read right: %v", f.poisonRefused, f.poisonRight), "—", "—", "never served", yesNo(f.poisonRefused == 1 && f.poisonRight)})
 	if !f.killed.empty() {
 		r := float64(f.killedBytes) / float64(f.split)
-		rows = append(rows, row{fmt.Sprintf("a node killed (SIGKILL) holding %d claims (TTL 5s); 2 others `prefetch %s`", f.killedHeld, trainDir),
+		rows = append(rows, row{fmt.Sprintf("a node killed (SIGKILL) holding %d claims in a folder tier (TTL 5s); 2 others `prefetch %s`", f.killedHeld, trainDir),
 			fmt.Sprintf("%s; S3 bytes %d MiB", f.killed, f.killedBytes/mib), fmt.Sprintf("the split: %d MiB", f.split/mib), fmtRatio(r), "they finish; ≤ 1.3× the split", yesNo(r <= 1.3)})
 	}
 	if !f.down.empty() {
 		r := float64(f.down.median()) / float64(f.alone.median())
 		rows = append(rows, row{"tier folder gone: `prefetch " + trainDir + "`",
-			fmt.Sprintf("%s; S3 bytes %d MiB", f.down, f.downBytes/mib), "one node alone, no tier: " + f.alone.String(), fmtRatio(r), "≈ 1× (the usual speed)", yesNo(r <= 1.2)})
+			fmt.Sprintf("%s; S3 bytes %d MiB", f.down, f.downBytes/mib), "one node alone, no tier: " + f.alone.String(), fmtRatio(r), "≈ 1× (the usual speed; ≤ 1.2×)", yesNo(r <= 1.2)})
 	}
 	return rows
 }
 
 // samples lists the shared figure's samples for the report.
 func (f *sharedFigures) samples() []namedStat {
-	return []namedStat{
-		{"shared: prefetch alone", f.alone}, {"shared: 3 nodes prefetch at once", f.three},
-		{"shared: 3 nodes prefetch at once, no tier", f.threeAlone},
-		{"shared: read from the tier", f.fromTier}, {"shared: read from S3", f.fromS3},
+	out := []namedStat{
+		{"shared: prefetch alone", f.alone}, {"shared: 3 nodes prefetch at once, no tier", f.threeAlone},
+		{"shared: read from S3", f.fromS3},
 		{"shared: killed node, 2 others prefetch", f.killed}, {"shared: tier gone, prefetch", f.down},
 	}
+	for _, k := range f.kinds {
+		out = append(out, namedStat{"shared: 3 nodes prefetch at once, " + k.name + " tier", k.three},
+			namedStat{"shared: read from the " + k.name + " tier", k.read})
+	}
+	return out
 }
