@@ -1,6 +1,7 @@
 package tier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,6 +119,9 @@ func (b *Bucket) Publish(ctx context.Context, v Version, data io.Reader, blockSi
 	if err := checkSums(v, blockSize, sums); err != nil {
 		return err
 	}
+	if _, err := b.objs.Head(ctx, b.entryKey(Name(v))+unprovableSuffix); err == nil {
+		return fmt.Errorf("publish %s: %w", v.Key, errMarkedUnprovable)
+	}
 	size := v.Size + int64(len(encodeTrailer(v, blockSize, sums)))
 	if size > maxBucketEntry {
 		return fmt.Errorf("publish %s: an entry of %d bytes: a bucket tier takes entries of at most 5 GiB for now (one PutObject)", v.Key, size)
@@ -133,6 +137,10 @@ func (b *Bucket) Publish(ctx context.Context, v Version, data io.Reader, blockSi
 	}
 	if verify != nil {
 		if err := verify(); err != nil {
+			if errors.Is(err, ErrDisproved) {
+				// As Folder.markUnprovable; a mark not made costs only that.
+				b.objs.Create(ctx, b.entryKey(Name(v))+unprovableSuffix, bytes.NewReader(nil), 0)
+			}
 			return fmt.Errorf("publish %s: %w", v.Key, err)
 		}
 	}

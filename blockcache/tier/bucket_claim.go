@@ -35,6 +35,9 @@ func (b *Bucket) claimKey(name string) string { return b.root + "claims/" + name
 // costs a fetch, never a wrong byte.
 func (b *Bucket) Claim(ctx context.Context, v Version) (release func(), ok bool, err error) {
 	name := Name(v)
+	if _, err := b.objs.Head(ctx, b.entryKey(name)+unprovableSuffix); err == nil {
+		return func() {}, true, nil // as Folder.Claim
+	}
 	key := b.claimKey(name)
 	stamp := claimStamp()
 	first := claimBody(stamp, 0)
@@ -154,6 +157,9 @@ func (b *Bucket) AwaitClaim(ctx context.Context, v Version) error {
 			return ctx.Err()
 		}
 		if _, err := b.objs.Head(ctx, b.entryKey(name)); err == nil {
+			return nil
+		}
+		if _, err := b.objs.Head(ctx, b.entryKey(name)+unprovableSuffix); err == nil {
 			return nil
 		}
 		info, err := b.objs.Head(ctx, key)

@@ -347,3 +347,37 @@ func TestSharedBucketUnreachable(t *testing.T) {
 		t.Errorf("Claim in an unreachable bucket: %v, want ErrUnreachable", err)
 	}
 }
+
+// A publish whose bytes do not give the ETag marks the object, in a folder
+// and in a bucket alike: later publishes of it are refused at once, and a
+// claim on it is granted with nobody to wait for.
+func TestUnprovableMark(t *testing.T) {
+	folder, err := OpenFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, _ := newTestBucket(t, time.Second)
+	data := cachetest.RandBytes(9, mib+5)
+	v := testVersion(data)
+	v.ETag = "0123456789abcdef0123456789abcdef" // not the MD5 of data
+	for name, st := range map[string]Store{"folder": folder, "bucket": bucket} {
+		t.Run(name, func(t *testing.T) {
+			p := NewProver(v.ETag, v.Size)
+			err := st.Publish(context.Background(), v, io.TeeReader(bytes.NewReader(data), p), mib, blockSums(data, mib), p.Check)
+			if !errors.Is(err, ErrDisproved) {
+				t.Fatalf("publish of bytes that do not give the ETag: %v, want ErrDisproved", err)
+			}
+			if err := st.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib), nil); !errors.Is(err, ErrDisproved) {
+				t.Errorf("a second publish: %v, want it refused as marked", err)
+			}
+			release, ok, err := st.Claim(context.Background(), v)
+			if err != nil || !ok {
+				t.Fatalf("claim of a marked object: %v, %v; want granted", ok, err)
+			}
+			release()
+			if _, err := st.Open(context.Background(), v); !errors.Is(err, iofs.ErrNotExist) {
+				t.Errorf("open: %v, want no entry", err)
+			}
+		})
+	}
+}

@@ -166,8 +166,12 @@ var errMarkedUnprovable = fmt.Errorf("%w: a node found that S3's bytes do not gi
 // unprovablePath is where the mark that the object named name cannot be
 // proven lives: beside its entry, with a suffix that no entry has.
 func (f *Folder) unprovablePath(name string) string {
-	return f.entryPath(name) + ".unprovable"
+	return f.entryPath(name) + unprovableSuffix
 }
+
+// unprovableSuffix names the mark beside an entry's name (in a folder or
+// a bucket) that its object cannot be proven.
+const unprovableSuffix = ".unprovable"
 
 // markUnprovable records that S3's own bytes of the object named name do
 // not give its ETag, although it looks like an MD5 (SSE-KMS does that):
