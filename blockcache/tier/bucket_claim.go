@@ -145,41 +145,22 @@ func claimBody(stamp []byte, n int) []byte {
 func (b *Bucket) AwaitClaim(ctx context.Context, v Version) error {
 	name := Name(v)
 	key := b.claimKey(name)
-	var seen index.Object // the claim, when it last changed
-	var since time.Time
-	wait := 10 * time.Millisecond
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if _, err := b.objs.Head(ctx, b.entryKey(name)); err == nil {
-			return nil
-		}
-		if _, err := b.objs.Head(ctx, b.entryKey(name)+unprovableSuffix); err == nil {
-			return nil
+	return awaitClaim(ctx, b.claimTTL, func() (claimSeen, error) {
+		for _, k := range []string{b.entryKey(name), b.entryKey(name) + unprovableSuffix} {
+			if _, err := b.objs.Head(ctx, k); err == nil {
+				return claimSeen{}, errClaimOver
+			}
 		}
 		info, err := b.objs.Head(ctx, key)
 		if errors.Is(err, iofs.ErrNotExist) {
-			return nil
+			return claimSeen{}, errClaimOver
 		}
 		if err != nil {
-			return fmt.Errorf("claim on %s in the shared cache: %w", v.Key, err)
+			return claimSeen{}, fmt.Errorf("claim on %s in the shared cache: %w", v.Key, err)
 		}
-		now := time.Now()
-		if info.ETag != seen.ETag || !info.LastModified.Equal(seen.LastModified) {
-			seen, since = info, now
-		}
-		if now.Sub(since) > b.claimTTL || now.Sub(info.LastModified) > 10*b.claimTTL {
-			// Of the nodes breaking it at once, each deletes only the
-			// version it saw; a fresh claim made since stays.
-			b.objs.Delete(ctx, key, info.ETag)
-			return nil
-		}
-		wait = min(2*wait, claimPoll)
-		t.Reset(wait)
-	}
+		// Of the nodes breaking it at once, each deletes only the
+		// version it saw; a fresh claim made since stays.
+		return claimSeen{sign: info.ETag + " " + info.LastModified.String(), time: info.LastModified,
+			expire: func() { b.objs.Delete(ctx, key, info.ETag) }}, nil
+	})
 }

@@ -114,7 +114,42 @@ func claimStamp() []byte {
 func (f *Folder) AwaitClaim(ctx context.Context, v Version) error {
 	name := Name(v)
 	path := f.claimPath(name)
-	var seen time.Time // the claim's modification time, when it last changed
+	return awaitClaim(ctx, f.claimTTL, func() (claimSeen, error) {
+		for _, p := range []string{f.entryPath(name), f.unprovablePath(name)} {
+			if _, err := os.Stat(p); err == nil {
+				return claimSeen{}, errClaimOver
+			}
+		}
+		fi, err := os.Stat(path)
+		if errors.Is(err, iofs.ErrNotExist) {
+			return claimSeen{}, errClaimOver
+		}
+		if err != nil {
+			return claimSeen{}, fmt.Errorf("claim on %s in the shared cache: %w", v.Key, err)
+		}
+		return claimSeen{sign: fi.ModTime().String(), time: fi.ModTime(), expire: func() { f.breakClaim(path, fi) }}, nil
+	})
+}
+
+// claimSeen is one look at a claim for awaitClaim: a sign that changes
+// with every renewal, the claim's own time, and what breaks it once
+// expired.
+type claimSeen struct {
+	sign   string
+	time   time.Time
+	expire func()
+}
+
+// errClaimOver ends awaitClaim's looks: the entry is there, or the claim
+// gone (or the object cannot be shared).
+var errClaimOver = errors.New("claim over")
+
+// awaitClaim looks at a claim (look) until it is over, or expired: no
+// change of sign seen for ttl by this process's clock (clocks of nodes and
+// servers need not agree), or its time older than ten ttls; then it breaks
+// it. The looks come quickly at first, then every claimPoll.
+func awaitClaim(ctx context.Context, ttl time.Duration, look func() (claimSeen, error)) error {
+	var seen string
 	var since time.Time
 	wait := 10 * time.Millisecond
 	t := time.NewTimer(0)
@@ -125,25 +160,19 @@ func (f *Folder) AwaitClaim(ctx context.Context, v Version) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if _, err := os.Stat(f.entryPath(name)); err == nil {
-			return nil
-		}
-		if _, err := os.Stat(f.unprovablePath(name)); err == nil {
-			return nil
-		}
-		fi, err := os.Stat(path)
-		if errors.Is(err, iofs.ErrNotExist) {
+		c, err := look()
+		if errors.Is(err, errClaimOver) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("claim on %s in the shared cache: %w", v.Key, err)
+			return err
 		}
 		now := time.Now()
-		if !fi.ModTime().Equal(seen) {
-			seen, since = fi.ModTime(), now
+		if c.sign != seen {
+			seen, since = c.sign, now
 		}
-		if now.Sub(since) > f.claimTTL || now.Sub(fi.ModTime()) > 10*f.claimTTL {
-			f.breakClaim(path, fi)
+		if now.Sub(since) > ttl || now.Sub(c.time) > 10*ttl {
+			c.expire()
 			return nil
 		}
 		wait = min(2*wait, claimPoll)
