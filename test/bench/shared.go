@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"s3cachefs/test/s3server"
 )
 
@@ -58,15 +60,15 @@ func (b *bench) figShared(ctx context.Context) error {
 		if err := b.sharedAlone(ctx, f); err != nil {
 			return err
 		}
+		if err := b.sharedDown(ctx, f); err != nil {
+			return err
+		}
 		for _, k := range f.kinds {
 			if err := b.sharedThree(ctx, f, k); err != nil {
 				return err
 			}
 		}
 		if err := b.sharedThreeAlone(ctx, f); err != nil {
-			return err
-		}
-		if err := b.sharedDown(ctx, f); err != nil {
 			return err
 		}
 	}
@@ -185,6 +187,9 @@ func (b *bench) dropAll(ms []*fsMount) error {
 // time meanwhile added.
 func (b *bench) prefetchAll(ctx context.Context, ms []*fsMount, cpu *time.Duration) (time.Duration, error) {
 	errs := make([]error, len(ms))
+	// What earlier figures left to write back is not this one's to wait
+	// for.
+	unix.Sync()
 	var before time.Duration
 	for _, m := range ms {
 		before += cpuTime(m.pid)
