@@ -20,9 +20,10 @@
 //   - io/fs.ErrExist when Create finds the key there (412), or another
 //     create of it under way (409 ConditionalRequestConflict).
 //
-// Create and Put send one PutObject, so at most MaxPutSize (5 GiB); a
-// multipart upload (If-None-Match on CompleteMultipartUpload) is not made
-// yet.
+// Put sends one PutObject, so at most MaxPutSize (5 GiB); Create sends a
+// body past Options.MultipartAbove (5 GiB) as a multipart upload completed
+// with If-None-Match: *, up to MaxCreateSize (5 TiB), and aborts one that
+// does not complete.
 //
 // The translation happens once, in errors.go, by S3 error code and HTTP
 // status, never by message text.

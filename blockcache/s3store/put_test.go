@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"s3cachefs/blockcache/s3store"
 	"s3cachefs/index"
 	"s3cachefs/test/s3server"
@@ -101,13 +104,18 @@ func TestCreatePutHeadDelete(t *testing.T) {
 	}
 }
 
-// A body past MaxPutSize is refused before a request.
+// A body past what S3 takes is refused before a request: Put past
+// MaxPutSize, Create past MaxCreateSize.
 func TestPutTooLarge(t *testing.T) {
 	useEnv(t, "AKIDFAKE", "secret", "us-east-1")
 	s := newStore(t, "http://127.0.0.1:1", "b")
-	err := s.Create(context.Background(), "k", bytes.NewReader(nil), s3store.MaxPutSize+1)
+	err := s.Put(context.Background(), "k", bytes.NewReader(nil), s3store.MaxPutSize+1)
 	if err == nil || !strings.Contains(err.Error(), "at most") || s.Stats().Puts != 0 {
-		t.Errorf("Create of 5 GiB + 1: %v, %d requests", err, s.Stats().Puts)
+		t.Errorf("Put of 5 GiB + 1: %v, %d requests", err, s.Stats().Puts)
+	}
+	err = s.Create(context.Background(), "k", bytes.NewReader(nil), s3store.MaxCreateSize+1)
+	if err == nil || !strings.Contains(err.Error(), "at most") || s.Stats().Puts != 0 {
+		t.Errorf("Create of 5 TiB + 1: %v, %d requests", err, s.Stats().Puts)
 	}
 }
 
@@ -123,4 +131,43 @@ func get(t *testing.T, s *s3store.Store, key, etag string, n int64) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A Create past MultipartAbove is a multipart upload: the object is all of
+// the body, in parts (its ETag says how many); a second Create of the key
+// reports io/fs.ErrExist and leaves it, and no upload is left behind.
+func TestCreateMultipart(t *testing.T) {
+	srv := s3server.Start(t)
+	useServerEnv(t, srv)
+	srv.CreateBucket(t, "tier")
+	s, err := s3store.New(context.Background(), s3store.Options{
+		Bucket: "tier", Endpoint: srv.Endpoint, ForcePathStyle: true,
+		MultipartAbove: 8 << 20, MultipartPartSize: 5 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("0123456789abcdef"), (12<<20)/16+7) // 12 MiB and a bit: 3 parts
+	if err := s.Create(ctx, "big", bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Head(ctx, "big")
+	if err != nil || info.Size != int64(len(data)) || !strings.HasSuffix(info.ETag, "-3") {
+		t.Fatalf("Head after a multipart create: %+v, %v; want %d bytes in 3 parts", info, err, len(data))
+	}
+	if got := get(t, s, "big", info.ETag, int64(len(data))); got != string(data) {
+		t.Error("the object is not the body")
+	}
+	other := bytes.Repeat([]byte("x"), len(data))
+	if err := s.Create(ctx, "big", bytes.NewReader(other), int64(len(other))); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("a second multipart create: %v, want ErrExist", err)
+	}
+	if again, err := s.Head(ctx, "big"); err != nil || again.ETag != info.ETag {
+		t.Errorf("after the second create: %+v, %v; want the first object", again, err)
+	}
+	ups, err := srv.Client(t).ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("tier")})
+	if err != nil || len(ups.Uploads) != 0 {
+		t.Errorf("uploads left behind: %v, %v", ups.Uploads, err)
+	}
 }

@@ -57,6 +57,12 @@ type Options struct {
 	// Logger receives the SDK's warnings and this package's debug lines.
 	// nil discards them. Credentials are never logged.
 	Logger *slog.Logger
+	// MultipartAbove is the largest body Create sends in one PutObject;
+	// a larger one goes as a multipart upload in parts of
+	// MultipartPartSize (or more, to fit 10,000 parts), completed with
+	// If-None-Match: *. Defaults: MaxPutSize (5 GiB) and 64 MiB; tests
+	// make them small.
+	MultipartAbove, MultipartPartSize int64
 }
 
 // Stats are counters of the requests a Store sent since New.
@@ -79,6 +85,9 @@ type Store struct {
 	creds  aws.CredentialsProvider
 	bucket string
 	log    *slog.Logger
+	// multipartAbove and partSize: Options.MultipartAbove and
+	// MultipartPartSize, defaults applied.
+	multipartAbove, partSize int64
 
 	// Counters, updated atomically.
 	gets, lists, bytesRead, puts, heads, deletes atomic.Int64
@@ -124,7 +133,15 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	log.Debug("S3 client configured", "bucket", opts.Bucket, "region", cfg.Region,
 		"endpoint", opts.Endpoint, "path_style", opts.ForcePathStyle,
 		"max_conns", opts.MaxConns, "timeout", opts.Timeout, "max_attempts", opts.MaxAttempts)
-	return &Store{client: client, creds: cfg.Credentials, bucket: opts.Bucket, log: log}, nil
+	st := &Store{client: client, creds: cfg.Credentials, bucket: opts.Bucket, log: log,
+		multipartAbove: opts.MultipartAbove, partSize: opts.MultipartPartSize}
+	if st.multipartAbove <= 0 {
+		st.multipartAbove = MaxPutSize
+	}
+	if st.partSize <= 0 {
+		st.partSize = defaultPartSize
+	}
+	return st, nil
 }
 
 // loadOptions turns opts into SDK configuration: our HTTP client and

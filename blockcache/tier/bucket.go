@@ -53,10 +53,9 @@ type BucketOptions struct {
 	TempDir string
 }
 
-// maxBucketEntry is the largest entry a Bucket publishes: what one
-// PutObject takes. A multipart upload, completed with If-None-Match, would
-// lift it.
-const maxBucketEntry = 5 << 30
+// maxBucketEntry is the largest entry a Bucket publishes: S3's largest
+// object (past 5 GiB, Objects.Create makes a multipart upload).
+const maxBucketEntry = 5 << 40
 
 // Reads of an entry: in ranges of bucketChunk, each read starting the
 // fetch of the bucketAhead after its own; at most bucketChunks held per
@@ -124,7 +123,7 @@ func (b *Bucket) Publish(ctx context.Context, v Version, data io.Reader, blockSi
 	}
 	size := v.Size + int64(len(encodeTrailer(v, blockSize, sums)))
 	if size > maxBucketEntry {
-		return fmt.Errorf("publish %s: an entry of %d bytes: a bucket tier takes entries of at most 5 GiB for now (one PutObject)", v.Key, size)
+		return fmt.Errorf("publish %s: an entry of %d bytes: S3 objects take at most 5 TiB", v.Key, size)
 	}
 	tmp, err := os.CreateTemp(b.tempDir, ".s3cachefs-publish-*")
 	if err != nil {

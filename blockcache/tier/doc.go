@@ -75,9 +75,8 @@
 // BucketOptions.TempDir, runs verify, then sends it in one PutObject with
 // If-None-Match: *, so it appears whole or not at all, never replacing
 // another node's: a PutObject cannot be taken back once its body is sent,
-// so the bytes are proven before. One PutObject takes at most 5 GiB; larger
-// entries are refused (a multipart upload completed with If-None-Match is
-// the way past that). Open HEADs the entry and reads every range of it
+// so the bytes are proven before. An entry past 5 GiB goes as a multipart
+// upload, completed with If-None-Match: * (s3store.Store.Create). Open HEADs the entry and reads every range of it
 // (the trailer, then the bytes in 8 MiB ranges, each read starting the
 // fetch of the next three, shared by readers copying different parts at
 // once, at most 12 held) pinned to the ETag the HEAD gave, so the entry cannot
