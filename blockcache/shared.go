@@ -183,14 +183,15 @@ func (w *blockWriter) WriteAt(b []byte, off int64) (int, error) {
 	if err := w.c.fault("write", w.o.id); err != nil {
 		return 0, err
 	}
-	if _, err := w.o.file.WriteAt(b, off); err != nil {
-		return 0, w.c.noRoom(fmt.Errorf("write cache file: %w", err))
-	}
+	// Before the write: undo punches out what a short write took too.
 	for end := off + int64(len(b)); ; {
 		cur := w.maxOff.Load()
 		if cur >= end || w.maxOff.CompareAndSwap(cur, end) {
 			break
 		}
+	}
+	if _, err := w.o.file.WriteAt(b, off); err != nil {
+		return 0, w.c.noRoom(fmt.Errorf("write cache file: %w", err))
 	}
 	w.sums[off/bs] = blockSum(b)
 	w.blocks.Add(1)
@@ -221,7 +222,12 @@ func (w *blockWriter) undo() {
 // unclaimed.
 func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) (won bool, err error) {
 	waited := false
-	for {
+	for round := 0; ; round++ {
+		if round == maxClaimRounds {
+			// A tier that keeps saying the claim is taken and gone.
+			c.claimTrouble(o, fmt.Errorf("no claim after %d rounds", round))
+			return false, nil
+		}
 		f := c.startFetch(o, 0, false)
 		if f == nil || !f.fill {
 			return false, nil // present, or fetched from S3 for a reader already
@@ -274,6 +280,10 @@ func (c *Cache) claimForWarm(ctx context.Context, o *object, wait bool) (won boo
 		}
 	}
 }
+
+// maxClaimRounds bounds claimForWarm's rounds of fill, claim and wait for
+// one object: each waits for a claim that then went without an entry.
+const maxClaimRounds = 100
 
 // claimTrouble counts and logs (once) a claim that could not be made or
 // waited for: o is fetched from S3 unclaimed.

@@ -237,6 +237,7 @@ type chunk struct {
 	cancel context.CancelFunc // ends the fetch
 	users  int                // reads waiting on it or copying from it
 	used   int64              // bucketEntry.clock at its last use
+	copied int64              // bytes copied out of it, by all reads
 }
 
 // ReadAt reads the object's bytes at off (the trailer is not part of
@@ -270,21 +271,29 @@ func (e *bucketEntry) copyChunk(p []byte, off int64) (int, error) {
 	select {
 	case <-c.done:
 	case <-e.ctx.Done():
+		// The fetch may still be running: c.err is not ours to read.
+		e.mu.Lock()
+		c.users--
+		e.mu.Unlock()
+		return 0, e.ctx.Err()
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c.users--
-	if c.err != nil || e.ctx.Err() != nil {
+	if c.err != nil {
 		if e.chunks[idx] == c {
 			delete(e.chunks, idx) // a later read tries again
 		}
-		return 0, errors.Join(c.err, e.ctx.Err())
+		return 0, c.err
 	}
 	n := copy(p, c.buf[off-idx*bucketChunk:])
-	if off+int64(n) == idx*bucketChunk+int64(len(c.buf)) {
+	c.copied += int64(n)
+	// Dropped once all of it was copied out, by however many readers
+	// (parts copied in parallel need not start on a chunk's edge).
+	if c.copied >= int64(len(c.buf)) {
 		e.read[idx/64] |= 1 << (idx % 64)
 		if c.users == 0 && e.chunks[idx] == c {
-			delete(e.chunks, idx) // its reader moved on
+			delete(e.chunks, idx)
 		}
 	}
 	return n, nil

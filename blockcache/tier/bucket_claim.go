@@ -140,8 +140,8 @@ func claimBody(stamp []byte, n int) []byte {
 // AwaitClaim returns once v's entry is in the tier, or the claim on it is
 // gone or expired: neither its ETag nor its modification time changed for
 // the TTL, by this process's clock (clocks of nodes and of the bucket need
-// not agree), or its time older than ten TTLs. An expired claim is deleted
-// if it is still the version seen, so that a Claim can be made.
+// not agree). An expired claim is deleted if it is still the version seen,
+// so that a Claim can be made.
 func (b *Bucket) AwaitClaim(ctx context.Context, v Version) error {
 	name := Name(v)
 	key := b.claimKey(name)
@@ -160,7 +160,10 @@ func (b *Bucket) AwaitClaim(ctx context.Context, v Version) error {
 		}
 		// Of the nodes breaking it at once, each deletes only the
 		// version it saw; a fresh claim made since stays.
-		return claimSeen{sign: info.ETag + " " + info.LastModified.String(), time: info.LastModified,
+		// No time: LastModified is the server's clock, which may lag
+		// the nodes' by more than ten TTLs; only a sign unchanged for
+		// the TTL, by this node's clock, expires a claim.
+		return claimSeen{sign: info.ETag + " " + info.LastModified.String(),
 			expire: func() { b.objs.Delete(ctx, key, info.ETag) }}, nil
 	})
 }

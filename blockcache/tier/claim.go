@@ -132,8 +132,9 @@ func (f *Folder) AwaitClaim(ctx context.Context, v Version) error {
 }
 
 // claimSeen is one look at a claim for awaitClaim: a sign that changes
-// with every renewal, the claim's own time, and what breaks it once
-// expired.
+// with every renewal, the claim's own time as its renewer's clock put it
+// (zero: a clock not to be trusted against this one's), and what breaks
+// it once expired.
 type claimSeen struct {
 	sign   string
 	time   time.Time
@@ -145,9 +146,9 @@ type claimSeen struct {
 var errClaimOver = errors.New("claim over")
 
 // awaitClaim looks at a claim (look) until it is over, or expired: no
-// change of sign seen for ttl by this process's clock (clocks of nodes and
-// servers need not agree), or its time older than ten ttls; then it breaks
-// it. The looks come quickly at first, then every claimPoll.
+// change of sign seen for ttl by this process's clock, or its time (when
+// given) older than ten ttls, which lets a claim long dead go at once;
+// then it breaks it. The looks come quickly at first, then every claimPoll.
 func awaitClaim(ctx context.Context, ttl time.Duration, look func() (claimSeen, error)) error {
 	var seen string
 	var since time.Time
@@ -171,7 +172,7 @@ func awaitClaim(ctx context.Context, ttl time.Duration, look func() (claimSeen, 
 		if c.sign != seen {
 			seen, since = c.sign, now
 		}
-		if now.Sub(since) > ttl || now.Sub(c.time) > 10*ttl {
+		if now.Sub(since) > ttl || (!c.time.IsZero() && now.Sub(c.time) > 10*ttl) {
 			c.expire()
 			return nil
 		}
