@@ -145,49 +145,6 @@ func TestBucketEntryParallelParts(t *testing.T) {
 	}
 }
 
-// Nodes publishing the same version at once leave one whole entry and no
-// error; a publish cut short, or whose verify fails, leaves none.
-func TestBucketPublishRaceAndFailure(t *testing.T) {
-	b, _ := newTestBucket(t, 0)
-	ctx := context.Background()
-	data := cachetest.RandBytes(4, 2*mib)
-	v := testVersion(data)
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	for i := range errs {
-		wg.Go(func() { errs[i] = b.Publish(ctx, v, bytes.NewReader(data), mib, blockSums(data, mib), nil) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("publisher %d: %v", i, err)
-		}
-	}
-	e, err := b.Open(ctx, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readEntry(t, e, v.Size); !bytes.Equal(got, data) {
-		t.Error("the entry is not the object")
-	}
-	e.Close()
-
-	short := testVersion(append(bytes.Clone(data), 1))
-	if err := b.Publish(ctx, short, bytes.NewReader(data), mib, make([]uint32, 3), nil); err == nil {
-		t.Error("a publish whose source ended early succeeded")
-	}
-	refused := testVersion(data[:mib])
-	errNo := errors.New("not proven")
-	if err := b.Publish(ctx, refused, bytes.NewReader(data[:mib]), mib, blockSums(data[:mib], mib), func() error { return errNo }); !errors.Is(err, errNo) {
-		t.Errorf("a publish whose verify failed: %v", err)
-	}
-	for _, v := range []Version{short, refused} {
-		if _, err := b.Open(ctx, v); !errors.Is(err, iofs.ErrNotExist) {
-			t.Errorf("after a failed publish: %v, want no entry", err)
-		}
-	}
-}
-
 // An entry whose trailer is damaged is refused at Open and deleted; one
 // whose bytes were changed (its trailer rewritten to match) passes Open
 // but not the Prover, and Remove deletes it; Remove leaves alone another

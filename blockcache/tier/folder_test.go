@@ -76,22 +76,31 @@ func TestFolderPublishOpen(t *testing.T) {
 }
 
 // Nodes publishing the same version at once leave one whole entry and no
-// error; a publish that fails midway (the source cut short) leaves no entry
-// and no temporary file behind.
-func TestFolderPublishRaceAndFailure(t *testing.T) {
+// error; a publish cut short, or whose verify fails, leaves none: in a
+// folder (and no temporary file behind) and in a bucket alike.
+func TestPublishRaceAndFailure(t *testing.T) {
 	dir := t.TempDir()
-	f, err := OpenFolder(dir)
+	folder, err := OpenFolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	bucket, _ := newTestBucket(t, 0)
+	for name, st := range map[string]Store{"folder": folder, "bucket": bucket} {
+		t.Run(name, func(t *testing.T) { testPublishRaceAndFailure(t, st) })
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(dir, folderLayout, "tmp")); len(tmp) != 0 {
+		t.Errorf("temporary files left in the folder: %v", tmp)
+	}
+}
+
+func testPublishRaceAndFailure(t *testing.T, st Store) {
+	ctx := context.Background()
 	data := cachetest.RandBytes(4, 2*mib)
 	v := testVersion(data)
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
-		wg.Go(func() {
-			errs[i] = f.Publish(context.Background(), v, bytes.NewReader(data), mib, blockSums(data, mib), nil)
-		})
+		wg.Go(func() { errs[i] = st.Publish(ctx, v, bytes.NewReader(data), mib, blockSums(data, mib), nil) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -99,7 +108,7 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 			t.Errorf("publisher %d: %v", i, err)
 		}
 	}
-	e, err := f.Open(context.Background(), v)
+	e, err := st.Open(ctx, v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,14 +118,18 @@ func TestFolderPublishRaceAndFailure(t *testing.T) {
 	e.Close()
 
 	short := testVersion(append(bytes.Clone(data), 1))
-	if err := f.Publish(context.Background(), short, bytes.NewReader(data), mib, make([]uint32, 3), nil); err == nil {
+	if err := st.Publish(ctx, short, bytes.NewReader(data), mib, make([]uint32, 3), nil); err == nil {
 		t.Error("a publish whose source ended early succeeded")
 	}
-	if _, err := f.Open(context.Background(), short); !errors.Is(err, iofs.ErrNotExist) {
-		t.Errorf("after the failed publish: %v, want no entry", err)
+	refused := testVersion(data[:mib])
+	errNo := errors.New("not proven")
+	if err := st.Publish(ctx, refused, bytes.NewReader(data[:mib]), mib, blockSums(data[:mib], mib), func() error { return errNo }); !errors.Is(err, errNo) {
+		t.Errorf("a publish whose verify failed: %v", err)
 	}
-	if tmp, _ := os.ReadDir(filepath.Join(dir, folderLayout, "tmp")); len(tmp) != 0 {
-		t.Errorf("temporary files left: %v", tmp)
+	for _, v := range []Version{short, refused} {
+		if _, err := st.Open(ctx, v); !errors.Is(err, iofs.ErrNotExist) {
+			t.Errorf("after a failed publish: %v, want no entry", err)
+		}
 	}
 }
 
