@@ -93,6 +93,14 @@ func NewProver(etag string, size int64) *Prover {
 	return p
 }
 
+// provable reports what NewProver(etag, size).Method() != Unprovable
+// would, without making the hashers: the cache asks it of every object it
+// first fetches.
+func provable(etag string, size int64) bool {
+	_, parts, ok := parseETag(etag)
+	return ok && (parts == 0 || len(partSizes(size, parts)) > 0)
+}
+
 // Method says how the Prover can prove its object.
 func (p *Prover) Method() Method { return p.method }
 

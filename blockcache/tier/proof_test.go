@@ -183,3 +183,13 @@ func TestFillParts(t *testing.T) {
 		t.Errorf("the disproved entry is still there: %v", err)
 	}
 }
+
+// provable agrees with what a Prover says, for every kind of ETag.
+func TestProvableAgreesWithProver(t *testing.T) {
+	data := cachetest.RandBytes(10, 21*mib+5)
+	for _, etag := range []string{s3ETag(data, 0), s3ETag(data, 8*mib), s3ETag(data, 3*mib), "", "not-an-etag", "0123456789abcdef0123456789abcdef-0", "0123456789abcdef0123456789abcdef-40"} {
+		if got, want := provable(etag, int64(len(data))), NewProver(etag, int64(len(data))).Method() != Unprovable; got != want {
+			t.Errorf("ETag %q: provable %v, the Prover says %v", etag, got, want)
+		}
+	}
+}

@@ -75,7 +75,7 @@ func (s *Shared) version(obj index.Object) Version {
 // Provable reports whether obj's ETag proves bytes to be obj (Prover):
 // only such objects are taken from the tier, claimed or published.
 func (s *Shared) Provable(obj index.Object) bool {
-	return obj.ETag != "" && NewProver(obj.ETag, obj.Size).Method() != Unprovable && s.disproved.Load() < maxDisproved
+	return provable(obj.ETag, obj.Size) && s.disproved.Load() < maxDisproved
 }
 
 // Fill writes obj's entry to w, a block of blockSize at a time (each
