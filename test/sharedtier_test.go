@@ -3,19 +3,17 @@ package test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"s3cachefs/test/s3server"
+	"s3cachefs/test/tiertest"
 )
 
 // sharedTier is where the daemons of a test keep their shared cache tier:
@@ -169,43 +167,12 @@ func (b *bucketTier) poison(t *testing.T, key string) {
 
 func (b *bucketTier) disconnect(t *testing.T) { b.srv.Close() }
 
-// poisonEntry returns entry (an object's bytes, then the tier's trailer:
-// magic, block size, bucket, key, ETag, size, the blocks' CRC-32C, its
-// own CRC-32C and length) with one byte of the object flipped, and the
-// CRC-32C of that block and of the trailer recomputed: an entry that
-// passes every check but the ETag's.
+// poisonEntry is tiertest.Forge of entry.
 func poisonEntry(t *testing.T, entry []byte) []byte {
 	t.Helper()
-	b := bytes.Clone(entry)
-	n := int(binary.LittleEndian.Uint64(b[len(b)-8:]))
-	trailer := b[len(b)-8-n : len(b)-8]
-	body := trailer[:n-4]
-	p := 8 // the magic
-	next := func() uint64 {
-		x, k := binary.Uvarint(body[p:])
-		if k <= 0 {
-			t.Fatal("malformed trailer")
-		}
-		p += k
-		return x
-	}
-	bs := int(next())
-	for range 3 {
-		p += int(next())
-	}
-	size := int(next())
-	count := int(next())
-	if size != len(b)-8-n || count != (size+bs-1)/bs {
-		t.Fatalf("trailer of an object of %d bytes in %d blocks; the entry holds %d", size, count, len(b)-8-n)
-	}
-	off := min(size/2, 512)
-	b[off] ^= 0x10
-	blk := off / bs
-	castagnoli := crc32.MakeTable(crc32.Castagnoli)
-	binary.LittleEndian.PutUint32(body[p+4*blk:], crc32.Checksum(b[blk*bs:min((blk+1)*bs, size)], castagnoli))
-	binary.LittleEndian.PutUint32(trailer[n-4:], crc32.Checksum(body, castagnoli))
-	if !strings.HasPrefix(string(trailer), "s3ctier1") {
-		t.Fatal("not a tier entry")
+	b, err := tiertest.Forge(entry)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return b
 }

@@ -7,10 +7,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"s3cachefs/test/s3server"
+	"s3cachefs/test/tiertest"
 )
 
 // sharedFigures is what the shared figure measured.
@@ -349,39 +348,18 @@ func (b *bench) sharedPoison(ctx context.Context, f *sharedFigures, tier string)
 	return b.dropAll(ms)
 }
 
-// forgeEntry forges the tier entry at path if it holds want: it flips a
-// byte of the object and rewrites that block's CRC-32C in the trailer and
-// the trailer's own, as someone who can write the tier could. The
-// trailer's layout is blockcache/tier's (folder.go).
+// forgeEntry forges the tier entry at path if it holds want
+// (tiertest.Forge), as someone who can write the tier could.
 func forgeEntry(path string, want []byte) (bool, error) {
 	b, err := os.ReadFile(path)
-	size := len(want)
-	if err != nil || len(b) < size+20 || !bytes.Equal(b[:size], want) {
+	if err != nil || len(b) < len(want) || !bytes.Equal(b[:len(want)], want) {
 		return false, err
 	}
-	t := b[size : len(b)-12] // the trailer, less its CRC-32C and length
-	off := 8                 // magic
-	next := func() int {
-		v, n := binary.Uvarint(t[off:])
-		off += n
-		return int(v)
+	forged, err := tiertest.Forge(b)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
 	}
-	bs := next()
-	for range 3 { // bucket, key, ETag
-		off += next()
-	}
-	next() // size
-	if count := next(); count != (size+bs-1)/bs || len(t)-off != 4*count {
-		return false, fmt.Errorf("%s: not the trailer layout this figure knows", path)
-	}
-	castagnoli := crc32.MakeTable(crc32.Castagnoli)
-	at := size / 2
-	b[at] ^= 0x01
-	blk := at / bs
-	sum := crc32.Checksum(b[blk*bs:min((blk+1)*bs, size)], castagnoli)
-	binary.LittleEndian.PutUint32(t[off+4*blk:], sum)
-	binary.LittleEndian.PutUint32(b[len(b)-12:], crc32.Checksum(b[size:len(b)-12], castagnoli))
-	return true, os.WriteFile(path, b, 0o664)
+	return true, os.WriteFile(path, forged, 0o664)
 }
 
 // sharedKilled kills a node (SIGKILL) once it holds claims in a fresh
