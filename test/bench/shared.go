@@ -77,11 +77,12 @@ func (b *bench) figShared(ctx context.Context) error {
 	}
 	for range b.cfg.runs {
 		for _, k := range f.kinds {
-			if err := b.sharedRead(ctx, f, k); err != nil {
+			if err := b.sharedRead(ctx, &k.read, &k.gets, k.flags()...); err != nil {
 				return err
 			}
 		}
-		if err := b.sharedReadS3(ctx, f); err != nil {
+		var gets int64 // from S3 itself: not a figure
+		if err := b.sharedRead(ctx, &f.fromS3, &gets); err != nil {
 			return err
 		}
 	}
@@ -210,21 +211,30 @@ func (b *bench) prefetchAll(ctx context.Context, ms []*fsMount, cpu *time.Durati
 	return d, err
 }
 
+// timedPrefetch runs `prefetch train` on the nodes ms at once
+// (prefetchAll) with S3 warm, adds the wall time to s (and the daemons' CPU
+// time to cpu, if set), and returns the bytes S3 sent meanwhile.
+func (b *bench) timedPrefetch(ctx context.Context, f *sharedFigures, ms []*fsMount, s *stat, cpu *time.Duration) (int64, error) {
+	if err := b.warmServer(ctx); err != nil {
+		return 0, err
+	}
+	b.proxy.Reset()
+	d, err := b.prefetchAll(ctx, ms, cpu)
+	if err != nil {
+		return 0, err
+	}
+	s.add(d, f.split)
+	return b.proxy.Counts().GetBytes, nil
+}
+
 // sharedAlone times `prefetch train` on one node without a tier.
 func (b *bench) sharedAlone(ctx context.Context, f *sharedFigures) error {
 	ms, err := b.sharedNodes(ctx, "shared-alone", 1)
 	if err != nil {
 		return err
 	}
-	if err := b.warmServer(ctx); err != nil {
-		return err
-	}
-	d, err := b.prefetchAll(ctx, ms, nil)
-	if err != nil {
-		return err
-	}
-	f.alone.add(d, f.split)
-	return b.dropAll(ms)
+	_, err = b.timedPrefetch(ctx, f, ms, &f.alone, nil)
+	return errors.Join(err, b.dropAll(ms))
 }
 
 // sharedThreeAlone times `prefetch train` on three nodes at once without
@@ -234,15 +244,8 @@ func (b *bench) sharedThreeAlone(ctx context.Context, f *sharedFigures) error {
 	if err != nil {
 		return err
 	}
-	if err := b.warmServer(ctx); err != nil {
-		return err
-	}
-	d, err := b.prefetchAll(ctx, ms, &f.threeAloneCPU)
-	if err != nil {
-		return err
-	}
-	f.threeAlone.add(d, f.split)
-	return b.dropAll(ms)
+	_, err = b.timedPrefetch(ctx, f, ms, &f.threeAlone, &f.threeAloneCPU)
+	return errors.Join(err, b.dropAll(ms))
 }
 
 // sharedThree times `prefetch train` on three nodes at once sharing a
@@ -255,57 +258,38 @@ func (b *bench) sharedThree(ctx context.Context, f *sharedFigures, k *tierFigure
 	if err != nil {
 		return err
 	}
-	if err := b.warmServer(ctx); err != nil {
-		return err
-	}
-	b.proxy.Reset()
-	d, err := b.prefetchAll(ctx, ms, &k.cpu)
+	n, err := b.timedPrefetch(ctx, f, ms, &k.three, &k.cpu)
 	if err != nil {
-		return err
+		return errors.Join(err, b.dropAll(ms))
 	}
-	k.three.add(d, f.split)
-	k.bytes = append(k.bytes, b.proxy.Counts().GetBytes)
+	k.bytes = append(k.bytes, n)
 	for i, m := range ms {
 		st, err := b.fsStatus(ctx, m)
+		if err == nil && st.BytesFromS3+st.TierBytes != f.split {
+			err = fmt.Errorf("%s tier: node %d ended with %d bytes from S3 and %d from the tier, not the split's %d", k.name, i, st.BytesFromS3, st.TierBytes, f.split)
+		}
 		if err != nil {
-			return err
-		}
-		if st.BytesFromS3+st.TierBytes != f.split {
-			return fmt.Errorf("%s tier: node %d ended with %d bytes from S3 and %d from the tier, not the split's %d", k.name, i, st.BytesFromS3, st.TierBytes, f.split)
+			return errors.Join(err, b.dropAll(ms))
 		}
 	}
 	return b.dropAll(ms)
 }
 
-// sharedRead times a read of train on a node with an empty cache from the
-// tier of kind k that three nodes filled.
-func (b *bench) sharedRead(ctx context.Context, f *sharedFigures, k *tierFigures) error {
-	ms, err := b.sharedNodes(ctx, "shared-read", 1, k.flags()...)
-	if err != nil {
-		return err
-	}
-	b.proxy.Reset()
-	if err := b.sampleReads(ctx, &k.read, b.trainPaths(ms[0].dir), true); err != nil {
-		return err
-	}
-	k.gets += b.proxy.Counts().GetObject
-	return b.dropAll(ms)
-}
-
-// sharedReadS3 times a read of train on a node with an empty cache and no
-// tier.
-func (b *bench) sharedReadS3(ctx context.Context, f *sharedFigures) error {
-	ms, err := b.sharedNodes(ctx, "shared-read", 1)
+// sharedRead times a read of train, page cache dropped, on a node with an
+// empty cache mounted with flags (a tier three nodes filled, or none), and
+// adds the data GETs meanwhile to gets.
+func (b *bench) sharedRead(ctx context.Context, s *stat, gets *int64, flags ...string) error {
+	ms, err := b.sharedNodes(ctx, "shared-read", 1, flags...)
 	if err != nil {
 		return err
 	}
 	if err := b.warmServer(ctx); err != nil {
-		return err
+		return errors.Join(err, b.dropAll(ms))
 	}
-	if err := b.sampleReads(ctx, &f.fromS3, b.trainPaths(ms[0].dir), true); err != nil {
-		return err
-	}
-	return b.dropAll(ms)
+	b.proxy.Reset()
+	err = b.sampleReads(ctx, s, b.trainPaths(ms[0].dir), true)
+	*gets += b.proxy.Counts().GetObject
+	return errors.Join(err, b.dropAll(ms))
 }
 
 // sharedPoison forges one entry of the tier (a byte flipped and its
@@ -418,19 +402,10 @@ func (b *bench) sharedDown(ctx context.Context, f *sharedFigures) error {
 		return err
 	}
 	if err := os.RemoveAll(tier); err != nil {
-		return err
+		return errors.Join(err, b.dropAll(ms))
 	}
-	if err := b.warmServer(ctx); err != nil {
-		return err
-	}
-	b.proxy.Reset()
-	d, err := b.prefetchAll(ctx, ms, nil)
-	if err != nil {
-		return err
-	}
-	f.down.add(d, f.split)
-	f.downBytes = b.proxy.Counts().GetBytes
-	return b.dropAll(ms)
+	f.downBytes, err = b.timedPrefetch(ctx, f, ms, &f.down, nil)
+	return errors.Join(err, b.dropAll(ms))
 }
 
 // sharedRows are the rows of the shared figure.
