@@ -44,6 +44,19 @@ func newSharedPair(t *testing.T) *sharedPair {
 	return p
 }
 
+// publishedByA reads obj (data) through node A, waits for A to publish it,
+// and returns the path of its entry, the tier's only one.
+func (p *sharedPair) publishedByA(obj index.Object, data []byte) string {
+	p.a.t.Helper()
+	p.a.readWhole(obj, data)
+	p.a.c.publishing.Wait()
+	entries, _ := filepath.Glob(filepath.Join(p.tierIn, "*", "objects", "*", "*"))
+	if len(entries) != 1 {
+		p.a.t.Fatalf("tier entries %v, want 1", entries)
+	}
+	return entries[0]
+}
+
 // readWhole reads obj through f's cache and checks the bytes.
 func (f *fixture) readWhole(obj index.Object, want []byte) {
 	f.t.Helper()
@@ -89,13 +102,8 @@ func TestTierRefusesPoisonedEntry(t *testing.T) {
 	p := newSharedPair(t)
 	data := randBytes(301, 2*testPart)
 	obj := p.src.Put("train/b.npz", data)
-	p.a.readWhole(obj, data)
-	p.a.c.publishing.Wait()
-	entries, _ := filepath.Glob(filepath.Join(p.tierIn, "*", "objects", "*", "*"))
-	if len(entries) != 1 {
-		t.Fatalf("tier entries %v, want 1", entries)
-	}
-	poison(t, entries[0], 1000)
+	entry := p.publishedByA(obj, data)
+	poison(t, entry, 1000)
 	gets := p.src.Stats().Gets
 	p.b.readWhole(obj, data)
 	if p.src.Stats().Gets == gets {
@@ -110,7 +118,7 @@ func TestTierRefusesPoisonedEntry(t *testing.T) {
 	if s := p.b.c.Stats(); s.Published != 1 {
 		t.Errorf("node B published %d objects, want the one it fetched", s.Published)
 	}
-	got, err := os.ReadFile(entries[0])
+	got, err := os.ReadFile(entry)
 	if err != nil || len(got) < len(data) || !bytes.Equal(got[:len(data)], data) {
 		t.Errorf("the tier entry is not the object again (%v)", err)
 	}
@@ -298,13 +306,8 @@ func TestTierRefusedFillLeavesNothing(t *testing.T) {
 	p := newSharedPair(t)
 	data := randBytes(307, 3*testPart)
 	obj := p.src.Put("dev/h.npz", data)
-	p.a.readWhole(obj, data)
-	p.a.c.publishing.Wait()
-	entries, _ := filepath.Glob(filepath.Join(p.tierIn, "*", "objects", "*", "*"))
-	if len(entries) != 1 {
-		t.Fatalf("tier entries %v, want 1", entries)
-	}
-	poison(t, entries[0], int64(len(data))-10) // found only at the end
+	entry := p.publishedByA(obj, data)
+	poison(t, entry, int64(len(data))-10) // found only at the end
 	p.src.SetFault(func(op, key string) error {
 		if op == memstore.OpGet {
 			return errors.New("S3 is down")
