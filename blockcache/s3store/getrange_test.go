@@ -29,14 +29,23 @@ var fakeObject = func() []byte {
 	return b
 }()
 
-// fakeS3 serves h and returns a Store pointed at it, with a short timeout.
+// fakeS3 serves h and returns a Store pointed at it. Its timeout is
+// generous: a busy machine (the race detector, every package at once) can
+// take longer than a short one to answer, and a timeout is retried, which
+// would change the requests the tests count. fakeS3Timeout sets it.
 func fakeS3(t *testing.T, h http.HandlerFunc) *s3store.Store {
+	t.Helper()
+	return fakeS3Timeout(t, h, 10*time.Second)
+}
+
+// fakeS3Timeout is fakeS3 with the Store's timeout given.
+func fakeS3Timeout(t *testing.T, h http.HandlerFunc, timeout time.Duration) *s3store.Store {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	useEnv(t, "AKIDFAKE", "secret", "us-east-1")
 	s, err := s3store.New(context.Background(), s3store.Options{
-		Bucket: "fake", Endpoint: srv.URL, ForcePathStyle: true, Timeout: 500 * time.Millisecond,
+		Bucket: "fake", Endpoint: srv.URL, ForcePathStyle: true, Timeout: timeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +187,7 @@ func TestGetRangeTruncatedBody(t *testing.T) {
 }
 
 func TestGetRangeStalledBody(t *testing.T) {
-	s := fakeS3(t, func(w http.ResponseWriter, r *http.Request) {
+	s := fakeS3Timeout(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", `"v1"`)
 		w.Header().Set("Content-Range", "bytes 0-99/100")
 		w.Header().Set("Content-Length", "100")
@@ -186,7 +195,7 @@ func TestGetRangeStalledBody(t *testing.T) {
 		w.Write(fakeObject[:40])
 		w.(http.Flusher).Flush()
 		<-r.Context().Done() // until the client gives up
-	})
+	}, 500*time.Millisecond)
 	done := make(chan error, 1)
 	go func() {
 		_, err := readRange(s, "v1", 0, 100)
